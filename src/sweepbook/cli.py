@@ -1,0 +1,150 @@
+"""The ``sweepbook`` command: a thin layer over the library.
+
+Exit codes: 0 ok; 2 bad input (one line naming the file and the key); 1 anything else,
+including a sweep in which some runs failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from sweepbook import __version__
+
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+
+stderr = Console(stderr=True, highlight=False)
+
+
+def _run_command_line(sweep_path: Path) -> str:
+    """How to reproduce: the sweep's own ``# Run:`` line when it has one."""
+    for line in sweep_path.read_text(encoding="utf-8").splitlines():
+        text = line.strip().lstrip("#").strip()
+        if not line.strip().startswith("#"):
+            break
+        if text.lower().startswith("run:"):
+            return text[4:].strip()
+    return f"sweepbook run {shlex.quote(str(sweep_path))}"
+
+
+def command_run(args: argparse.Namespace) -> int:
+    from sweepbook import provenance
+    from sweepbook.config import ConfigError, load_sweep
+    from sweepbook.data import DataError
+    from sweepbook.engine import load_splits, train_runs
+    from sweepbook.plan import expand
+    from sweepbook.report import PROVENANCE, render_report, write_sweep_record
+    from sweepbook.store import Store, atomic_write_json
+
+    sweep_path = Path(args.sweep)
+    # Everything that can be wrong with the input is checked before anything is written.
+    sweep = load_sweep(sweep_path)
+    plan = expand(sweep)
+    try:
+        splits = load_splits(plan)
+    except DataError as error:
+        raise ConfigError(sweep.experiment_path, "data", str(error)) from None
+    out = Path(args.out) if args.out else Path("reports") / sweep.name
+
+    store = Store(out)
+    done = store.completed_ids()
+    todo = [run for run in plan if run.run_id not in done]
+    groups = len({run.compile_group for run in todo})
+    stderr.print(
+        f"[bold]{sweep.name}[/]: {len(plan)} runs planned, {len(plan) - len(todo)} already stored, "
+        f"{len(todo)} to train" + (f" in {groups} compile group(s)" if todo else " — nothing to train")
+    )
+
+    write_sweep_record(out, sweep, plan, _run_command_line(sweep_path))
+    info = provenance.collect(sweep.path, sweep.experiment_path, ["sweepbook", *sys.argv[1:]])
+    if todo or not (out / PROVENANCE).is_file():
+        atomic_write_json(out / PROVENANCE, info)
+
+    started = time.perf_counter()
+    summary = None
+    if todo:
+        with Progress(
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=stderr,
+            transient=False,
+        ) as progress:
+            task = progress.add_task("training", total=len(todo))
+            summary = train_runs(
+                todo,
+                store,
+                splits=splits,
+                commit=info["git"]["commit"],
+                on_run_done=lambda run, status: progress.advance(task),
+            )
+        store.merge()
+        stderr.print(
+            f"trained {summary.trained} runs in {time.perf_counter() - started:.1f} s "
+            f"({summary.compilations} compilations, {summary.compile_seconds:.1f} s compiling): "
+            f"{summary.ok} ok, {summary.diverged} diverged, {summary.failed} failed"
+        )
+        for line in summary.errors:
+            stderr.print(f"[red]failed[/] {line}")
+    if not args.no_report:
+        report = render_report(out)
+        stderr.print(f"report: {report}")
+    return EXIT_FAILURE if summary and summary.failed else EXIT_OK
+
+
+def command_report(args: argparse.Namespace) -> int:
+    from sweepbook.report import render_report
+
+    for directory in args.directories:
+        stderr.print(f"report: {render_report(Path(directory))}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sweepbook", description="Declarative JAX sweeps, stored as Parquet, reported as HTML."
+    )
+    parser.add_argument("--version", action="version", version=f"sweepbook {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="train the runs of a sweep that are not stored yet, then report")
+    run.add_argument("sweep", help="sweep file, e.g. sweeps/quickstart.toml")
+    run.add_argument("--out", help="store and report directory (default: reports/<sweep name>)")
+    run.add_argument("--no-report", action="store_true", help="train and store only")
+    run.set_defaults(handler=command_run)
+
+    report = commands.add_parser("report", help="re-render reports from their stores alone")
+    report.add_argument("directories", nargs="+", help="store directories, e.g. reports/quickstart")
+    report.set_defaults(handler=command_report)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from sweepbook.config import ConfigError
+    from sweepbook.store import StoreError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except ConfigError as error:
+        stderr.print(f"error: {error}", markup=False, soft_wrap=True)
+        return EXIT_BAD_INPUT
+    except StoreError as error:
+        stderr.print(f"error: {error}", markup=False, soft_wrap=True)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        stderr.print("interrupted: finished runs are stored; run the same command again to resume")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

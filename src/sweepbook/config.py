@@ -1,0 +1,375 @@
+"""Experiment and sweep files: their models, validation at the edge, dotted-key flatten/merge.
+
+Everything read from disk passes through here once. Past this module, configs are
+validated pydantic models or flat ``{"dotted.key": value}`` dicts and are trusted.
+Every problem is raised as :class:`ConfigError`, which names the file and the key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+FlatConfig = dict[str, Any]
+
+
+class ConfigError(ValueError):
+    """A bad experiment or sweep file. ``str(error)`` is one line: file, key, what was expected."""
+
+    def __init__(self, path: Path | str, key: str | None, message: str) -> None:
+        self.path = Path(path)
+        self.key = key
+        self.message = message
+        where = f"{self.path}: key '{key}'" if key else f"{self.path}"
+        super().__init__(f"{where}: {message}")
+
+
+class _Strict(BaseModel):
+    # strict: a TOML string is never silently turned into a number (ints still widen to floats).
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+Fraction = Annotated[float, Field(gt=0.0, lt=1.0)]
+
+
+class DataConfig(_Strict):
+    """Which dataset, and how it is split into train / validation / test."""
+
+    name: Literal["digits", "mnist5k", "idx", "npz"]
+    path: str | None = None
+    val_fraction: Fraction
+    test_fraction: Fraction
+    split_seed: Annotated[int, Field(ge=0)]
+    max_samples: Annotated[int, Field(gt=0)] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> DataConfig:
+        if self.name in ("idx", "npz") and not self.path:
+            raise ValueError(f"data.path is required for data.name = '{self.name}'")
+        if self.name in ("digits", "mnist5k") and self.path:
+            raise ValueError(f"data.path is not used by the embedded dataset '{self.name}'")
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError("data.val_fraction + data.test_fraction must be below 1")
+        return self
+
+
+class ModelConfig(_Strict):
+    """The network. ``widths`` are the hidden layer sizes of an MLP."""
+
+    kind: Literal["mlp", "lenet5"]
+    widths: list[Annotated[int, Field(gt=0)]] = []
+    activation: Literal["relu", "tanh", "sigmoid", "gelu", "elu"]
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        if self.kind == "mlp" and not self.widths:
+            raise ValueError("model.widths must list at least one hidden width for an mlp")
+        if self.kind == "lenet5" and self.widths:
+            raise ValueError("model.widths is fixed by the lenet5 architecture; remove it")
+        return self
+
+
+class OptimizerConfig(_Strict):
+    """Optax optimizer. ``momentum`` is SGD's; ``b1``, ``b2``, ``eps`` are Adam's."""
+
+    name: Literal["sgd", "adam"]
+    learning_rate: Annotated[float, Field(gt=0.0)]
+    momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    b1: Annotated[float, Field(ge=0.0, lt=1.0)] | None = None
+    b2: Annotated[float, Field(ge=0.0, lt=1.0)] | None = None
+    eps: Annotated[float, Field(gt=0.0)] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> OptimizerConfig:
+        if self.name == "adam":
+            missing = [k for k in ("b1", "b2", "eps") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(f"optimizer.{missing[0]} is required when optimizer.name = 'adam'")
+        return self
+
+
+class EarlyStoppingConfig(_Strict):
+    """Stop when validation loss has not improved by ``min_delta`` for ``patience`` epochs.
+
+    ``patience = 0`` turns early stopping off. ``restore_best`` evaluates the parameters of the
+    best validation epoch rather than the last one.
+    """
+
+    patience: Annotated[int, Field(ge=0)] = 0
+    min_delta: Annotated[float, Field(ge=0.0)] = 0.0
+    restore_best: bool = True
+
+
+class TrainConfig(_Strict):
+    epochs: Annotated[int, Field(gt=0)]
+    batch_size: Annotated[int, Field(gt=0)]
+    early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+    # Evaluation only: bounds memory, does not change what is learned.
+    eval_batch_size: Annotated[int, Field(gt=0)] = 1024
+
+
+class ExperimentConfig(_Strict):
+    """A full base experiment, as in ``experiments/*.toml``."""
+
+    description: str = ""
+    data: DataConfig
+    model: ModelConfig
+    optimizer: OptimizerConfig
+    train: TrainConfig
+
+
+class RunConfig(ExperimentConfig):
+    """One run: an experiment with every sweep override applied, plus its seed."""
+
+    seed: Annotated[int, Field(ge=0)]
+
+
+class ReportConfig(_Strict):
+    title: str | None = None
+    question: str | None = None
+    metric: str = "test.accuracy"
+    direction: Literal["max", "min"] | None = None
+    compare: list[str] | None = None
+
+
+class SweepConfig(BaseModel):
+    """A sweep file: which experiment, which seeds, which axes. Keys of the override tables are
+    dotted experiment keys; they are checked against the experiment in :func:`load_sweep`."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    experiment: str
+    seeds: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+    set: dict[str, Any] = {}
+    grid: dict[str, Any] = {}
+    zip: dict[str, Any] = {}
+    variant: list[dict[str, Any]] = []
+    report: ReportConfig = ReportConfig()
+
+
+class Sweep(BaseModel):
+    """A validated sweep, resolved against its experiment. Axes are flat dotted keys."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    name: str
+    path: Path
+    experiment_path: Path
+    experiment: ExperimentConfig
+    seeds: list[int]
+    set: FlatConfig
+    grid: dict[str, list[Any]]
+    zip: dict[str, list[Any]]
+    variants: list[tuple[str, FlatConfig]]
+    report: ReportConfig
+    question: str
+
+    @property
+    def axes(self) -> list[str]:
+        """The swept keys, in file order; ``variant`` first when variants are given."""
+        return (["variant"] if self.variants else []) + list(self.zip) + list(self.grid)
+
+
+# --- dotted keys ---------------------------------------------------------------------------
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> FlatConfig:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``. Lists are values, never descended into."""
+    flat: FlatConfig = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{dotted}."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def unflatten(flat: FlatConfig) -> dict[str, Any]:
+    """Inverse of :func:`flatten`."""
+    tree: dict[str, Any] = {}
+    for dotted, value in flat.items():
+        node = tree
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return tree
+
+
+# --- reading files -------------------------------------------------------------------------
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(path, None, "file not found")
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(path, None, f"invalid TOML: {error}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(path, None, f"cannot read file: {error}") from None
+
+
+def _first_error(path: Path, error: ValidationError, prefix: str = "") -> ConfigError:
+    detail = error.errors()[0]
+    key = ".".join(str(part) for part in detail["loc"])
+    message = detail["msg"].removeprefix("Value error, ")
+    if detail["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif detail["type"] == "missing":
+        message = "required key is missing"
+    elif "input" in detail and detail["type"] not in ("value_error",):
+        message = f"{message} (got {detail['input']!r})"
+    return ConfigError(path, f"{prefix}{key}" if key else None, message)
+
+
+def load_experiment(path: Path) -> ExperimentConfig:
+    raw = read_toml(path)
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as error:
+        raise _first_error(path, error) from None
+
+
+def resolve_experiment_path(sweep_path: Path, name: str) -> Path:
+    """``experiment = "digits_mlp"`` names ``experiments/digits_mlp.toml`` beside ``sweeps/``;
+    a value ending in ``.toml`` is a path relative to the sweep file."""
+    if name.endswith(".toml"):
+        return (sweep_path.parent / name).resolve()
+    return (sweep_path.parent.parent / "experiments" / f"{name}.toml").resolve()
+
+
+_SWEEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def _leading_comment(path: Path) -> str:
+    """The question a sweep answers: the comment block that opens its file, minus the
+    ``Run:`` line (the command is shown separately in the report)."""
+    lines = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        stripped = line.strip()
+        if not stripped.startswith("#"):
+            break
+        text = stripped.lstrip("#").strip()
+        if text and not text.lower().startswith("run:"):
+            lines.append(text)
+    return " ".join(lines)
+
+
+def _check_keys(path: Path, section: str, keys: list[str], known: set[str]) -> None:
+    for key in keys:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(path, f"{section}.{key}", f"the experiment has no such key{hint}")
+
+
+def _axis_values(path: Path, section: str, key: str, values: Any) -> list[Any]:
+    if not isinstance(values, list):
+        raise ConfigError(path, f"{section}.{key}", "expected a list of values to sweep")
+    if not values:
+        raise ConfigError(path, f"{section}.{key}", "an axis needs at least one value")
+    return values
+
+
+def load_sweep(path: Path) -> Sweep:
+    """Read and validate a sweep file and its experiment. Raises :class:`ConfigError`."""
+    path = Path(path)
+    raw = read_toml(path)
+    try:
+        parsed = SweepConfig.model_validate(raw)
+    except ValidationError as error:
+        raise _first_error(path, error) from None
+    name = path.stem
+    if not _SWEEP_NAME.match(name):
+        raise ConfigError(path, None, "sweep file name must be letters, digits, '_', '-', '.'")
+
+    experiment_path = resolve_experiment_path(path, parsed.experiment)
+    if not experiment_path.is_file():
+        raise ConfigError(path, "experiment", f"experiment file not found: {experiment_path}")
+    experiment = load_experiment(experiment_path)
+    known = set(flatten(experiment.model_dump())) - {"description"}
+
+    overrides = flatten(parsed.set)
+    _check_keys(path, "set", list(overrides), known)
+
+    grid = {k: _axis_values(path, "grid", k, v) for k, v in flatten(parsed.grid).items()}
+    _check_keys(path, "grid", list(grid), known)
+
+    zipped = {k: _axis_values(path, "zip", k, v) for k, v in flatten(parsed.zip).items()}
+    _check_keys(path, "zip", list(zipped), known)
+    lengths = {len(v) for v in zipped.values()}
+    if len(lengths) > 1:
+        raise ConfigError(path, "zip", f"all zip axes must have the same length, got {lengths}")
+
+    variants: list[tuple[str, FlatConfig]] = []
+    for index, table in enumerate(parsed.variant):
+        body = dict(table)
+        variant_name = body.pop("name", None)
+        if not isinstance(variant_name, str) or not variant_name:
+            raise ConfigError(path, f"variant[{index}].name", "each variant needs a name string")
+        flat = flatten(body)
+        _check_keys(path, f"variant[{index}]", list(flat), known)
+        variants.append((variant_name, flat))
+    names = [n for n, _ in variants]
+    if len(set(names)) != len(names):
+        raise ConfigError(path, "variant.name", "variant names must be unique")
+
+    overlapping = (set(grid) & set(zipped)) | (set(overrides) & (set(grid) | set(zipped)))
+    if overlapping:
+        raise ConfigError(path, sorted(overlapping)[0], "a key may be set or swept once, not twice")
+    if len(set(parsed.seeds)) != len(parsed.seeds):
+        raise ConfigError(path, "seeds", "seeds must be unique")
+
+    sweep = Sweep(
+        name=name,
+        path=path.resolve(),
+        experiment_path=experiment_path,
+        experiment=experiment,
+        seeds=list(parsed.seeds),
+        set=overrides,
+        grid=grid,
+        zip=zipped,
+        variants=variants,
+        report=parsed.report,
+        question=parsed.report.question or _leading_comment(path),
+    )
+    _check_report_keys(sweep, known)
+    return sweep
+
+
+def _check_report_keys(sweep: Sweep, known: set[str]) -> None:
+    for key in sweep.report.compare or []:
+        if key != "variant" and key not in known and key != "seed":
+            raise ConfigError(sweep.path, "report.compare", f"'{key}' is not an experiment key")
+        if key not in sweep.axes:
+            raise ConfigError(sweep.path, "report.compare", f"'{key}' is not a swept axis")
+    metric = sweep.report.metric
+    split, _, name = metric.partition(".")
+    if split not in ("test", "val", "train") or name not in ("accuracy", "loss"):
+        raise ConfigError(
+            sweep.path, "report.metric", f"'{metric}' is not a stored metric (e.g. test.accuracy)"
+        )
+
+
+def validate_run(sweep_path: Path, flat: FlatConfig) -> RunConfig:
+    """Turn one expanded flat config into a :class:`RunConfig`, blaming the sweep file."""
+    try:
+        return RunConfig.model_validate(unflatten(flat))
+    except ValidationError as error:
+        raise _first_error(sweep_path, error) from None
+
+
+def metric_direction(report: ReportConfig) -> Literal["max", "min"]:
+    """Losses are minimised, everything else maximised, unless the sweep says otherwise."""
+    if report.direction:
+        return report.direction
+    return "min" if "loss" in report.metric or "error" in report.metric else "max"

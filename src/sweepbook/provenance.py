@@ -1,0 +1,76 @@
+"""How results were produced: code version, packages, device, input file hashes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import importlib.metadata
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+PACKAGES = ("sweepbook", "jax", "jaxlib", "flax", "optax", "numpy", "polars", "scikit-learn", "matplotlib", "jinja2")
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _git(directory: Path, *args: str) -> str | None:
+    try:
+        result = subprocess.run(
+            ["git", "-C", str(directory), *args], capture_output=True, text=True, timeout=10, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip()
+
+
+def git_state(directory: Path) -> dict[str, Any]:
+    """Commit and dirty flag of the git work tree holding ``directory`` (None outside git)."""
+    commit = _git(directory, "rev-parse", "HEAD")
+    if commit is None:
+        return {"commit": None, "dirty": None}
+    status = _git(directory, "status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": bool(status)}
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def device_description() -> dict[str, Any]:
+    import jax
+
+    devices = jax.devices()
+    return {
+        "backend": jax.default_backend(),
+        "devices": [f"{d.platform}:{d.id} {d.device_kind}" for d in devices],
+        "count": len(devices),
+    }
+
+
+def collect(sweep_path: Path, experiment_path: Path, command: list[str]) -> dict[str, Any]:
+    """Everything needed to say how a sweep's results were produced, as JSON-able data."""
+    return {
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": command,
+        "git": git_state(sweep_path.parent),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "host": platform.node(),
+        "packages": package_versions(),
+        "device": device_description(),
+        "files": {
+            "sweep": {"path": str(sweep_path), "sha256": sha256_file(sweep_path)},
+            "experiment": {"path": str(experiment_path), "sha256": sha256_file(experiment_path)},
+        },
+    }

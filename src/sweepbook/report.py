@@ -1,0 +1,420 @@
+"""Render a sweep's report from its store alone: Polars aggregation -> typed context ->
+matplotlib figures -> Jinja HTML. Nothing here imports the training code.
+
+A store directory holds what the report needs: ``sweep.json`` (what the sweep asked: axes,
+metric, the run ids it planned), copies of the sweep and experiment files, ``provenance.json``,
+and the Parquet results.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import io
+import json
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import jinja2
+import numpy as np
+import polars as pl
+from matplotlib.figure import Figure
+
+from sweepbook import figures
+from sweepbook.config import Sweep, metric_direction
+from sweepbook.plan import PlannedRun
+from sweepbook.stats import best_index, per_epoch, summarize
+from sweepbook.store import Store, StoreError, atomic_write, atomic_write_json, atomic_write_text
+
+SWEEP_RECORD = "sweep.json"
+PROVENANCE = "provenance.json"
+SWEEP_COPY = "sweep.toml"
+EXPERIMENT_COPY = "experiment.toml"
+REPORT_FILE = "index.html"
+FIGURES_DIR = "figures"
+TABLE_METRICS = ("test.accuracy", "test.loss", "val.accuracy", "val.loss")
+CURVE_METRICS = (("val.accuracy", "validation accuracy"), ("train.loss", "training loss"))
+
+
+# --- the record a run leaves for its report --------------------------------------------------
+
+
+def write_sweep_record(directory: Path, sweep: Sweep, plan: Sequence[PlannedRun], run_command: str) -> None:
+    """Save what the report needs to know about the sweep, beside its results."""
+    record = {
+        "name": sweep.name,
+        "title": sweep.report.title or sweep.name,
+        "question": sweep.question,
+        "run_command": run_command,
+        "metric": sweep.report.metric,
+        "direction": metric_direction(sweep.report),
+        "compare": sweep.report.compare if sweep.report.compare is not None else sweep.axes,
+        "axes": sweep.axes,
+        "seeds": sweep.seeds,
+        "run_ids": [run.run_id for run in plan],
+        "sweep_file": str(sweep.path),
+        "experiment_file": str(sweep.experiment_path),
+    }
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(directory / SWEEP_COPY, sweep.path.read_text(encoding="utf-8"))
+    atomic_write_text(directory / EXPERIMENT_COPY, sweep.experiment_path.read_text(encoding="utf-8"))
+    atomic_write_json(directory / SWEEP_RECORD, record)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise StoreError(f"{path}: missing; is this a sweepbook store? (run 'sweepbook run' first)") from None
+    except (OSError, json.JSONDecodeError) as error:
+        raise StoreError(f"{path}: cannot read ({error})") from None
+    if not isinstance(data, dict):
+        raise StoreError(f"{path}: expected a JSON object")
+    return data
+
+
+# --- the context the template lays out ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TableRow:
+    cells: list[str]
+    best: bool
+
+
+@dataclass(frozen=True)
+class Table:
+    caption: str
+    headers: list[str]
+    rows: list[TableRow]
+
+
+@dataclass(frozen=True)
+class FigureView:
+    id: str
+    title: str
+    caption: str
+    data_uri: str
+    files: list[tuple[str, str]]  # (label, relative href)
+
+
+@dataclass(frozen=True)
+class PlannedFigure:
+    name: str
+    title: str
+    caption: str
+    figure: Figure
+
+
+@dataclass(frozen=True)
+class RunProblem:
+    run_id: str
+    status: str
+    config: str
+    error: str
+
+
+@dataclass(frozen=True)
+class ReportContext:
+    title: str
+    question: str
+    run_command: str
+    metric: str
+    direction: str
+    seeds: list[int]
+    counts: dict[str, int]
+    best_summary: str
+    table: Table
+    problems: list[RunProblem]
+    sweep_toml: str
+    experiment_toml: str
+    experiment_name: str
+    provenance: list[tuple[str, str]]
+    generated_at: str
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(format_value(v) for v in value) + "]"
+    if isinstance(value, pl.Series):
+        return format_value(value.to_list())
+    return "—" if value is None else str(value)
+
+
+def format_stat(mean: float | None, std: float | None, digits: int = 4) -> str:
+    if mean is None or not np.isfinite(mean):
+        return "—"
+    if std is None:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def short_key(key: str) -> str:
+    return key.rsplit(".", 1)[-1]
+
+
+def config_label(row: dict[str, Any], keys: Sequence[str]) -> str:
+    return ", ".join(f"{short_key(k)}={format_value(row[k])}" for k in keys) or "all runs"
+
+
+def build_table(summary: pl.DataFrame, compare: list[str], metric: str, best: int | None, seeds_note: str) -> Table:
+    metrics = [metric, *[m for m in TABLE_METRICS if m != metric]]
+    headers = [*compare, "runs", *[f"{m} (mean ± std)" for m in metrics], "best epoch", "train s/run"]
+    rows = []
+    for index, row in enumerate(summary.iter_rows(named=True)):
+        cells = [format_value(row[k]) for k in compare] + [str(row["n"])]
+        cells += [format_stat(row[f"{m}:mean"], row[f"{m}:std"]) for m in metrics]
+        cells += [format_stat(row["best_epoch:mean"], None, 1), format_stat(row["train_seconds:mean"], None, 2)]
+        rows.append(TableRow(cells=cells, best=index == best))
+    caption = (
+        f"Mean ± sample standard deviation over {seeds_note} per configuration. "
+        f"Best mean {metric} marked ★."
+    )
+    return Table(caption=caption, headers=headers, rows=rows)
+
+
+def _is_numeric(values: Sequence[Any]) -> bool:
+    return all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+
+
+def learning_curve_figure(summary: pl.DataFrame, history: pl.DataFrame, compare: list[str]) -> Figure:
+    """Rows: metric; columns: values of the last compared axis (when there are two or more)."""
+    panel_axis = compare[-1] if len(compare) >= 2 else None
+    line_axes = compare[:-1] if panel_axis else compare
+    panel_values = summary[panel_axis].unique(maintain_order=True).to_list() if panel_axis else [None]
+    panels = []
+    for metric, label in CURVE_METRICS:
+        for value in panel_values:
+            curves = []
+            for row in summary.iter_rows(named=True):
+                if panel_axis and row[panel_axis] != value:
+                    continue
+                curve = per_epoch(history, row["run_ids"], metric)
+                curves.append(
+                    figures.Curve(
+                        label=config_label(row, line_axes),
+                        epochs=curve["epoch"].to_numpy(),
+                        mean=curve["mean"].to_numpy(),
+                        std=curve["std"].to_numpy(),
+                    )
+                )
+            title = label if panel_axis is None else f"{label}, {short_key(panel_axis)}={format_value(value)}"
+            panels.append(figures.Panel(title=title, ylabel=label, curves=curves))
+    return figures.learning_curves(panels, columns=len(panel_values) if panel_axis else len(CURVE_METRICS))
+
+
+def metric_figure(runs: pl.DataFrame, summary: pl.DataFrame, compare: list[str], metric: str) -> Figure:
+    """Headline metric against the first compared axis; one series per value of the others."""
+    axis, others = compare[0], compare[1:]
+    x_values = summary[axis].unique(maintain_order=True).to_list()
+    numeric = _is_numeric(x_values)
+    if numeric:
+        x_values = sorted(x_values)
+    positions = {format_value(v): (float(v) if numeric else float(i)) for i, v in enumerate(x_values)}
+    log_x = numeric and min(x_values) > 0 and max(x_values) / min(x_values) >= 10
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in summary.iter_rows(named=True):
+        groups.setdefault(config_label(row, others), []).append(row)
+    series = []
+    for label, rows in groups.items():
+        rows = sorted(rows, key=lambda r: positions[format_value(r[axis])])
+        ids = [rid for r in rows for rid in r["run_ids"]]
+        seed_rows = runs.filter(pl.col("run_id").is_in(ids))
+        series.append(
+            figures.Series(
+                label=label,
+                x=np.array([positions[format_value(r[axis])] for r in rows]),
+                mean=np.array([r[f"{metric}:mean"] for r in rows], dtype=float),
+                std=np.nan_to_num(np.array([r[f"{metric}:std"] for r in rows], dtype=float)),
+                seeds_x=np.array([positions[format_value(v)] for v in seed_rows[axis].to_list()]),
+                seeds_y=seed_rows[metric].to_numpy().astype(float),
+            )
+        )
+    return figures.metric_vs_axis(
+        series,
+        xlabel=axis,
+        ylabel=metric,
+        log_x=log_x,
+        tick_labels=None if numeric else [format_value(v) for v in x_values],
+    )
+
+
+def save_figure(fig: Figure, directory: Path, name: str) -> tuple[str, list[tuple[str, str]]]:
+    """Write SVG and PDF under ``figures/``; return the SVG as a data URI and the file links."""
+    import matplotlib.pyplot as plt
+
+    target = directory / FIGURES_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    svg = io.BytesIO()
+    fig.savefig(svg, format="svg", metadata={"Date": None})
+    files = []
+    for extension in ("svg", "pdf"):
+        path = target / f"{name}.{extension}"
+        if extension == "svg":
+            atomic_write(path, lambda tmp: tmp.write_bytes(svg.getvalue()))
+        else:
+            atomic_write(path, lambda tmp: fig.savefig(tmp, format="pdf", metadata={"CreationDate": None}))
+        files.append((extension.upper(), f"{FIGURES_DIR}/{path.name}"))
+    plt.close(fig)
+    data_uri = "data:image/svg+xml;base64," + base64.b64encode(svg.getvalue()).decode("ascii")
+    return data_uri, files
+
+
+def provenance_rows(provenance: dict[str, Any], runs: pl.DataFrame, data_hash: str) -> list[tuple[str, str]]:
+    git = provenance.get("git", {})
+    commit = git.get("commit") or "not a git checkout"
+    if git.get("dirty"):
+        commit += " (uncommitted changes)"
+    packages = provenance.get("packages", {})
+    device = provenance.get("device", {})
+    files = provenance.get("files", {})
+    rows = [
+        ("code version (git)", commit),
+        ("command", " ".join(provenance.get("command", []))),
+        ("trained at (latest)", str(provenance.get("created_at", "—"))),
+        ("python", str(provenance.get("python", "—"))),
+        *[(name, str(version)) for name, version in packages.items()],
+        ("device", f"{device.get('backend', '—')}: {', '.join(device.get('devices', []))}"),
+        ("platform", str(provenance.get("platform", "—"))),
+        ("host", str(provenance.get("host", "—"))),
+        ("sweep file", f"{files.get('sweep', {}).get('path', '—')} sha256 {files.get('sweep', {}).get('sha256', '—')}"),
+        (
+            "experiment file",
+            f"{files.get('experiment', {}).get('path', '—')} sha256 {files.get('experiment', {}).get('sha256', '—')}",
+        ),
+        ("results data (sha256)", data_hash),
+    ]
+    if "git_commit" in runs.columns:
+        commits = sorted({c for c in runs["git_commit"].to_list() if c})
+        if len(commits) > 1:
+            rows.append(("runs trained at commits", ", ".join(commits)))
+    return rows
+
+
+def data_fingerprint(runs: pl.DataFrame, history: pl.DataFrame) -> str:
+    """sha256 of the results the report was built from (row order and file layout ignored)."""
+    digest = hashlib.sha256()
+    for frame, key in ((runs, ["run_id"]), (history, ["run_id", "epoch"])):
+        ordered = frame.sort(key).select(sorted(frame.columns))
+        buffer = io.BytesIO()
+        ordered.write_ipc(buffer)
+        digest.update(buffer.getvalue())
+    return digest.hexdigest()
+
+
+def build_context(directory: Path) -> tuple[ReportContext, list[PlannedFigure]]:
+    record = read_json(directory / SWEEP_RECORD)
+    provenance = read_json(directory / PROVENANCE)
+    store = Store(directory)
+    planned = set(record["run_ids"])
+    runs = store.read_runs().filter(pl.col("run_id").is_in(planned))
+    history = store.read_history().filter(pl.col("run_id").is_in(planned))
+    metric: str = record["metric"]
+    direction: Literal["max", "min"] = record["direction"]
+    compare: list[str] = list(record["compare"])
+
+    ok = runs.filter(pl.col("status") == "ok")
+    counts = {
+        "planned": len(planned),
+        "ok": ok.height,
+        "diverged": runs.filter(pl.col("status") == "diverged").height,
+        "failed": runs.filter(pl.col("status") == "failed").height,
+        "missing": len(planned) - runs.height,
+    }
+    seeds_text = f"{len(record['seeds'])} seeds ({', '.join(map(str, record['seeds']))})"
+    figs: list[PlannedFigure] = []
+    if ok.is_empty():
+        table = Table(caption="No run finished successfully.", headers=[], rows=[])
+        best_summary = "No run finished successfully."
+    else:
+        summary = summarize(ok, compare, [*TABLE_METRICS, "train.loss", "best_epoch", "train_seconds"])
+        best = best_index(summary, metric, direction)
+        seeds_per_config = sorted(set(summary["n"].to_list()))
+        seeds_note = f"{seeds_per_config[0]} seeds" if len(seeds_per_config) == 1 else "the runs counted"
+        table = build_table(summary, compare, metric, best, seeds_note)
+        best_summary = ""
+        if best is not None:
+            row = summary.row(best, named=True)
+            best_summary = (
+                f"Best {metric}: {format_stat(row[f'{metric}:mean'], row[f'{metric}:std'])} "
+                f"({config_label(row, compare)}, {row['n']} runs)."
+            )
+        figs.append(
+            PlannedFigure(
+                "learning_curves",
+                "Learning curves",
+                f"Mean over {seeds_text} per configuration, with a band of ± one standard deviation; "
+                "each epoch averages the seeds still training (early stopping ends runs at different epochs).",
+                learning_curve_figure(summary, history, compare),
+            )
+        )
+        if compare:
+            figs.append(
+                PlannedFigure(
+                    f"{metric.replace('.', '_')}_vs_{short_key(compare[0])}",
+                    f"{metric} against {compare[0]}",
+                    f"Mean ± standard deviation over {seeds_text}; small dots are individual runs.",
+                    metric_figure(ok, summary, compare, metric),
+                )
+            )
+
+    problems = [
+        RunProblem(run_id=r["run_id"], status=r["status"], config=r.get("config") or "", error=r.get("error") or "")
+        for r in runs.filter(pl.col("status") != "ok").iter_rows(named=True)
+    ]
+    context = ReportContext(
+        title=record["title"],
+        question=record["question"],
+        run_command=record["run_command"],
+        metric=metric,
+        direction=direction,
+        seeds=record["seeds"],
+        counts=counts,
+        best_summary=best_summary,
+        table=table,
+        problems=problems,
+        sweep_toml=(directory / SWEEP_COPY).read_text(encoding="utf-8"),
+        experiment_toml=(directory / EXPERIMENT_COPY).read_text(encoding="utf-8"),
+        experiment_name=Path(record["experiment_file"]).name,
+        provenance=provenance_rows(provenance, runs, data_fingerprint(runs, history)),
+        generated_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    )
+    return context, figs
+
+
+def templates_dir() -> Path:
+    """Templates ship inside the wheel; in a source checkout they sit at the repository root."""
+    packaged = Path(__file__).parent / "templates"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "templates"
+
+
+def environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(templates_dir()),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def render_report(directory: Path) -> Path:
+    """Render ``index.html`` and its figure files from the store in ``directory``."""
+    directory = Path(directory)
+    context, figs = build_context(directory)
+    if (directory / FIGURES_DIR).is_dir():
+        shutil.rmtree(directory / FIGURES_DIR)  # figures of a previous render may no longer apply
+    views = []
+    for planned in figs:
+        data_uri, files = save_figure(planned.figure, directory, planned.name)
+        views.append(FigureView(planned.name, planned.title, planned.caption, data_uri, files))
+    html = environment().get_template("report.html.j2").render(report=context, figures=views)
+    target = directory / REPORT_FILE
+    atomic_write_text(target, html)
+    return target
