@@ -1,0 +1,52 @@
+"""The user's entry points. Each session installs sweepbook into its own virtualenv (reused
+between calls) and takes extra arguments after ``--``, e.g. ``nox -s sweep -- sweeps/x.toml``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nox
+
+nox.options.reuse_venv = "yes"
+nox.options.sessions = ["tests", "lint"]
+
+DEFAULT_SWEEP = "sweeps/quickstart.toml"
+
+
+@nox.session
+def sweep(session: nox.Session) -> None:
+    """Train a sweep's missing runs and write its report: nox -s sweep -- [SWEEP] [--out DIR]."""
+    session.install(".")
+    args = list(session.posargs)
+    if not args or args[0].startswith("-"):
+        args.insert(0, DEFAULT_SWEEP)
+    session.run("sweepbook", "run", *args)
+
+
+@nox.session
+def report(session: nox.Session) -> None:
+    """Re-render reports from their stores alone: nox -s report -- [reports/NAME ...] (default: all)."""
+    session.install(".")
+    directories = list(session.posargs) or sorted(
+        str(path.parent) for path in Path("reports").glob("*/sweep.json")
+    )
+    if not directories:
+        session.error("no stores under reports/; run 'nox -s sweep' first")
+    session.run("sweepbook", "report", *directories)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite (pytest; extra arguments go to pytest): nox -s tests -- -k config."""
+    session.install(".[test]")
+    # nox accepts only exit code 0, so pytest's 5 ("no tests collected") fails the session too.
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Static checks: ruff (lint and format) and mypy."""
+    session.install(".[lint]")
+    session.run("ruff", "check", "src", "tests", "noxfile.py", *session.posargs)
+    session.run("ruff", "format", "--check", "src", "tests", "noxfile.py")
+    session.run("mypy", "src")

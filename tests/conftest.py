@@ -1,0 +1,78 @@
+"""Shared fixtures: a tiny project (experiment + sweep files) that trains in seconds on CPU."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sweepbook.config import RunConfig, flatten, unflatten
+
+TINY_EXPERIMENT = """\
+description = "tiny MLP on digits for tests"
+
+[data]
+name = "digits"
+val_fraction = 0.2
+test_fraction = 0.2
+split_seed = 0
+
+[model]
+kind = "mlp"
+widths = [32]
+activation = "relu"
+
+[optimizer]
+name = "adam"
+learning_rate = 1e-2
+b1 = 0.9
+b2 = 0.999
+eps = 1e-8
+
+[train]
+epochs = 4
+batch_size = 128
+
+[train.early_stopping]
+patience = 2
+restore_best = true
+"""
+
+TINY_SWEEP = """\
+# Does a larger learning rate help a tiny MLP in 4 epochs?
+# Run: sweepbook run sweeps/tiny.toml
+experiment = "tiny"
+seeds = [0, 1]
+
+[grid]
+"optimizer.learning_rate" = [3e-3, 3e-2]
+
+[report]
+title = "Tiny <script>alert(1)</script> sweep"
+compare = ["optimizer.learning_rate"]
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A directory with experiments/tiny.toml and sweeps/tiny.toml."""
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "sweeps").mkdir()
+    (tmp_path / "experiments" / "tiny.toml").write_text(TINY_EXPERIMENT)
+    (tmp_path / "sweeps" / "tiny.toml").write_text(TINY_SWEEP)
+    return tmp_path
+
+
+@pytest.fixture
+def make_run_config() -> Callable[..., RunConfig]:
+    """Factory: a RunConfig of the tiny experiment with dotted-key ``overrides``."""
+
+    def make(overrides: dict[str, Any] | None = None, seed: int = 0) -> RunConfig:
+        flat = flatten(tomllib.loads(TINY_EXPERIMENT))
+        flat.update({"seed": seed, **(overrides or {})})
+        return RunConfig.model_validate(unflatten(flat))
+
+    return make

@@ -1,0 +1,142 @@
+"""End to end: a sweep file becomes Parquet rows and a self-contained HTML report."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from sweepbook.cli import EXIT_BAD_INPUT, EXIT_OK, main
+
+
+@pytest.fixture
+def swept(project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Path:
+    """The tiny sweep, run once; returns its store directory."""
+    monkeypatch.chdir(project)
+    assert main(["run", "sweeps/tiny.toml"]) == EXIT_OK
+    capsys.readouterr()
+    return project / "reports" / "tiny"
+
+
+def test_sweep_writes_one_row_per_run_and_history(swept: Path) -> None:
+    runs = pl.read_parquet(swept / "runs.parquet")
+    assert runs.height == 4  # 2 learning rates x 2 seeds
+    assert set(runs["status"]) == {"ok"}
+    assert sorted(runs["optimizer.learning_rate"].unique()) == [3e-3, 3e-2]
+    assert sorted(runs["seed"].unique()) == [0, 1]
+    assert runs["run_id"].n_unique() == 4
+    assert runs["compile_group"].n_unique() == 1  # only traced values differ
+    for column in ("test.accuracy", "val.loss", "best_epoch", "params", "model_bytes", "train_seconds"):
+        assert runs[column].null_count() == 0, column
+    assert runs["test.accuracy"].min() > 0.5
+    assert runs["model.widths"].to_list()[0] == [32]
+
+    history = pl.read_parquet(swept / "history.parquet")
+    per_run = history.group_by("run_id").agg(pl.len().alias("epochs"))
+    joined = runs.join(per_run, on="run_id")
+    assert (joined["epochs"] == joined["epochs_run"]).all()
+    assert not (swept / "parts").exists() or not list((swept / "parts").iterdir())
+
+
+def test_report_is_self_contained_and_shows_the_comparison(swept: Path) -> None:
+    html = (swept / "index.html").read_text()
+    assert "<script>alert(1)</script>" not in html  # the title is escaped
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "Does a larger learning rate help" in html  # question from the leading comment
+    # One table row per learning rate, mean ± std over 2 seeds, the best one marked.
+    assert len(re.findall(r"<td>\d\.\d{4} ± \d\.\d{4}</td>", html)) >= 2
+    assert html.count('class="best"') >= 1 and "★" in html
+    # Self-contained: figures are data URIs, and nothing is fetched from anywhere.
+    assert html.count('src="data:image/svg+xml;base64,') == 2
+    assert not re.search(r'(src|href)="(https?:)?//', html)
+    for name in ("learning_curves", "test_accuracy_vs_learning_rate"):
+        for extension in ("svg", "pdf"):
+            assert (swept / "figures" / f"{name}.{extension}").stat().st_size > 1000
+    # Provenance: versions, device and input hashes.
+    for needle in ("jax", "flax", "optax", "device", "sha256", "code version"):
+        assert needle in html
+
+
+def test_second_run_trains_nothing(swept: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = pl.read_parquet(swept / "runs.parquet")
+    assert main(["run", "sweeps/tiny.toml"]) == EXIT_OK
+    assert "nothing to train" in capsys.readouterr().err
+    after = pl.read_parquet(swept / "runs.parquet")
+    assert after.equals(before)
+
+
+def test_widening_the_sweep_trains_only_the_new_runs(swept: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sweep_file = swept.parent.parent / "sweeps" / "tiny.toml"
+    sweep_file.write_text(sweep_file.read_text().replace("seeds = [0, 1]", "seeds = [0, 1, 2]"))
+    assert main(["run", "sweeps/tiny.toml"]) == EXIT_OK
+    assert "4 already stored, 2 to train" in capsys.readouterr().err
+    assert pl.read_parquet(swept / "runs.parquet").height == 6
+
+
+def test_report_command_rerenders_from_the_store(swept: Path) -> None:
+    (swept / "index.html").unlink()
+    assert main(["report", str(swept)]) == EXIT_OK
+    assert "Tiny" in (swept / "index.html").read_text()
+
+
+def test_determinism_across_sweeps(swept: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The same sweep into a second store gives bit-identical metrics."""
+    assert main(["run", "sweeps/tiny.toml", "--out", "again"]) == EXIT_OK
+    columns = ["run_id", "test.accuracy", "test.loss", "val.loss", "best_epoch"]
+    first = pl.read_parquet(swept / "runs.parquet").select(columns).sort("run_id")
+    second = pl.read_parquet(Path("again") / "runs.parquet").select(columns).sort("run_id")
+    assert first.equals(second)
+
+
+@pytest.mark.parametrize(
+    ("edit", "key"),
+    [
+        (lambda s: s.replace('"optimizer.learning_rate"', '"optimizer.learning_rat"'), "grid.optimizer.learning_rat"),
+        (lambda s: s.replace("seeds = [0, 1]", 'seeds = "0"'), "seeds"),
+        (lambda s: s.replace("[3e-3, 3e-2]", '["fast", 3e-2]'), "optimizer.learning_rate"),
+        (lambda s: s.replace('experiment = "tiny"', 'experiment = "missing"'), "experiment"),
+        (lambda s: s + "\n[grid\n", None),
+    ],
+    ids=["unknown-key", "wrong-type", "wrong-value-type", "missing-experiment", "toml-syntax"],
+)
+def test_malformed_sweep_gets_one_line_exit_2_and_nothing_written(
+    project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], edit, key
+) -> None:
+    monkeypatch.chdir(project)
+    sweep_file = project / "sweeps" / "tiny.toml"
+    sweep_file.write_text(edit(sweep_file.read_text()))
+    assert main(["run", "sweeps/tiny.toml"]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "tiny.toml" in err
+    if key:
+        assert f"key '{key}'" in err
+    assert not (project / "reports").exists()
+
+
+def test_unreadable_dataset_is_bad_input(project: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.chdir(project)
+    experiment = project / "experiments" / "tiny.toml"
+    experiment.write_text(experiment.read_text().replace('name = "digits"', f'name = "idx"\npath = "{project}/nope"'))
+    assert main(["run", "sweeps/tiny.toml"]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err.strip()
+    assert "key 'data'" in err and "nope" in err
+    assert not (project / "reports").exists()
+
+
+def test_console_script_exit_code(project: Path) -> None:
+    """The installed command, as a user runs it: exit status 2 and one line on stderr."""
+    (project / "sweeps" / "bad.toml").write_text('experiment = "tiny"\nseeds = [0]\nunknown = 1\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "sweepbook.cli", "run", "sweeps/bad.toml"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {Path('sweeps/bad.toml')}: key 'unknown': unknown key"

@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import functools
+
+import jax
+import numpy as np
+import pytest
+
+from sweepbook.data import load_split
+from sweepbook.train import RunOutput, data_arrays, hyper_from_config, static_spec, train_run
+
+
+def _train(config) -> RunOutput:
+    split = load_split(config.data)
+    trainer = jax.jit(functools.partial(train_run, static_spec(config, split.num_classes)))
+    return jax.block_until_ready(trainer(hyper_from_config(config), data_arrays(split)))
+
+
+def test_same_run_twice_gives_identical_bits(make_run_config):
+    config = make_run_config()
+    first, second = _train(config), _train(config)
+    for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(second), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_different_seeds_give_different_runs(make_run_config):
+    a = _train(make_run_config(seed=0))
+    b = _train(make_run_config(seed=1))
+    assert not np.array_equal(np.asarray(a.history.train_loss), np.asarray(b.history.train_loss))
+
+
+def test_traced_hyperparameters_share_one_compilation(make_run_config):
+    """Runs differing only in learning rate, momentum-like floats, dropout and seed run through
+    the same compiled executable and still get their own results."""
+    low = make_run_config({"optimizer.learning_rate": 1e-3, "model.dropout": 0.0})
+    high = make_run_config({"optimizer.learning_rate": 5e-2, "model.dropout": 0.3}, seed=3)
+    split = load_split(low.data)
+    static = static_spec(low, split.num_classes)
+    assert static == static_spec(high, split.num_classes)
+    data = data_arrays(split)
+    compiled = jax.jit(functools.partial(train_run, static)).lower(hyper_from_config(low), data).compile()
+    out_low = compiled(hyper_from_config(low), data)
+    out_high = compiled(hyper_from_config(high), data)
+    assert float(out_low.history.lr[0]) == pytest.approx(1e-3)
+    assert float(out_high.history.lr[0]) == pytest.approx(5e-2)
+    assert float(out_low.history.train_loss[0]) != float(out_high.history.train_loss[0])
+    # Same values through the AOT executable and through plain jit: one program, one semantics.
+    np.testing.assert_array_equal(np.asarray(out_low.test_accuracy), np.asarray(_train(low).test_accuracy))
+
+
+def test_learns_digits(make_run_config):
+    out = _train(make_run_config({"train.epochs": 10, "train.early_stopping.patience": 0}))
+    assert float(out.test_accuracy) > 0.85
+    assert int(out.epochs_run) == 10
+    losses = np.asarray(out.history.train_loss)
+    assert losses[-1] < losses[0]
+
+
+def test_early_stopping_stops_and_marks_remaining_epochs_nan(make_run_config):
+    # A learning rate this large makes validation loss stop improving almost at once.
+    config = make_run_config(
+        {"train.epochs": 12, "train.early_stopping.patience": 1, "optimizer.learning_rate": 0.5}
+    )
+    out = _train(config)
+    run = int(out.epochs_run)
+    assert run < 12
+    val_loss = np.asarray(out.history.val_loss)
+    assert np.all(np.isfinite(val_loss[:run]) | bool(out.diverged))
+    assert np.all(np.isnan(val_loss[run:]))
+
+
+def test_restore_best_evaluates_the_best_validation_epoch(make_run_config):
+    config = make_run_config({"train.epochs": 8, "train.early_stopping.patience": 0})
+    out = _train(config)
+    val_loss = np.asarray(out.history.val_loss)
+    best = int(np.nanargmin(val_loss))
+    assert int(out.best_epoch) == best + 1
+    # The final validation loss is recomputed on the restored parameters: it is the best one.
+    assert float(out.val_loss) == pytest.approx(val_loss[best], rel=1e-5)
+
+
+def test_without_restore_best_the_last_epoch_is_evaluated(make_run_config):
+    config = make_run_config(
+        {"train.epochs": 6, "train.early_stopping.patience": 0, "train.early_stopping.restore_best": False}
+    )
+    out = _train(config)
+    assert float(out.val_loss) == pytest.approx(float(out.history.val_loss[-1]), rel=1e-5)
+
+
+def test_partial_last_batch_is_used_and_weighted_by_its_real_examples(make_run_config):
+    """1,078 training images at batch 1,000: two steps per epoch, the second of 78 examples."""
+    config = make_run_config({"train.batch_size": 1000, "train.epochs": 1, "train.early_stopping.patience": 0})
+    out = _train(config)
+    assert np.isfinite(float(out.history.train_loss[0]))
+    assert 0.0 <= float(out.history.train_accuracy[0]) <= 1.0
+
+
+def test_divergence_is_detected(make_run_config):
+    config = make_run_config(
+        {
+            "optimizer.name": "sgd",
+            "optimizer.learning_rate": 1e37,
+            "model.activation": "tanh",
+            "train.early_stopping.patience": 0,
+        }
+    )
+    out = _train(config)
+    assert bool(out.diverged)
+    assert int(out.epochs_run) < config.train.epochs
+
+
+def test_parameter_count(make_run_config):
+    out = _train(make_run_config({"train.epochs": 1}))
+    # 64 inputs -> 32 hidden -> 10 classes
+    assert int(out.params) == 64 * 32 + 32 + 32 * 10 + 10
+    assert 0 < int(out.nonzero_params) <= int(out.params)
