@@ -25,7 +25,7 @@ def sweep(session: nox.Session) -> None:
 
 @nox.session
 def report(session: nox.Session) -> None:
-    """Re-render reports from their stores alone: nox -s report -- [reports/NAME ...] (default: all)."""
+    """Re-render reports from their stores alone: nox -s report -- [reports/NAME ...]."""
     session.install(".")
     directories = list(session.posargs) or sorted(
         str(path.parent) for path in Path("reports").glob("*/sweep.json")

@@ -14,7 +14,9 @@ from sweepbook.cli import EXIT_BAD_INPUT, EXIT_OK, main
 
 
 @pytest.fixture
-def swept(project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Path:
+def swept(
+    project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Path:
     """The tiny sweep, run once; returns its store directory."""
     monkeypatch.chdir(project)
     assert main(["run", "sweeps/tiny.toml"]) == EXIT_OK
@@ -30,7 +32,14 @@ def test_sweep_writes_one_row_per_run_and_history(swept: Path) -> None:
     assert sorted(runs["seed"].unique()) == [0, 1]
     assert runs["run_id"].n_unique() == 4
     assert runs["compile_group"].n_unique() == 1  # only traced values differ
-    for column in ("test.accuracy", "val.loss", "best_epoch", "params", "model_bytes", "train_seconds"):
+    for column in (
+        "test.accuracy",
+        "val.loss",
+        "best_epoch",
+        "params",
+        "model_bytes",
+        "train_seconds",
+    ):
         assert runs[column].null_count() == 0, column
     assert runs["test.accuracy"].min() > 0.5
     assert runs["model.widths"].to_list()[0] == [32]
@@ -69,7 +78,9 @@ def test_second_run_trains_nothing(swept: Path, capsys: pytest.CaptureFixture[st
     assert after.equals(before)
 
 
-def test_widening_the_sweep_trains_only_the_new_runs(swept: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_widening_the_sweep_trains_only_the_new_runs(
+    swept: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     sweep_file = swept.parent.parent / "sweeps" / "tiny.toml"
     sweep_file.write_text(sweep_file.read_text().replace("seeds = [0, 1]", "seeds = [0, 1, 2]"))
     assert main(["run", "sweeps/tiny.toml"]) == EXIT_OK
@@ -95,7 +106,10 @@ def test_determinism_across_sweeps(swept: Path, capsys: pytest.CaptureFixture[st
 @pytest.mark.parametrize(
     ("edit", "key"),
     [
-        (lambda s: s.replace('"optimizer.learning_rate"', '"optimizer.learning_rat"'), "grid.optimizer.learning_rat"),
+        (
+            lambda s: s.replace('"optimizer.learning_rate"', '"optimizer.learning_rat"'),
+            "grid.optimizer.learning_rat",
+        ),
         (lambda s: s.replace("seeds = [0, 1]", 'seeds = "0"'), "seeds"),
         (lambda s: s.replace("[3e-3, 3e-2]", '["fast", 3e-2]'), "optimizer.learning_rate"),
         (lambda s: s.replace('experiment = "tiny"', 'experiment = "missing"'), "experiment"),
@@ -118,10 +132,14 @@ def test_malformed_sweep_gets_one_line_exit_2_and_nothing_written(
     assert not (project / "reports").exists()
 
 
-def test_unreadable_dataset_is_bad_input(project: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+def test_unreadable_dataset_is_bad_input(
+    project: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
     monkeypatch.chdir(project)
     experiment = project / "experiments" / "tiny.toml"
-    experiment.write_text(experiment.read_text().replace('name = "digits"', f'name = "idx"\npath = "{project}/nope"'))
+    experiment.write_text(
+        experiment.read_text().replace('name = "digits"', f'name = "idx"\npath = "{project}/nope"')
+    )
     assert main(["run", "sweeps/tiny.toml"]) == EXIT_BAD_INPUT
     err = capsys.readouterr().err.strip()
     assert "key 'data'" in err and "nope" in err

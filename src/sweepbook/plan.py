@@ -85,9 +85,13 @@ def _axis_points(sweep: Sweep) -> list[FlatConfig]:
     zipped: list[FlatConfig] = [{}]
     if sweep.zip:
         keys = list(sweep.zip)
-        zipped = [dict(zip(keys, values, strict=True)) for values in zip(*sweep.zip.values())]
+        columns = zip(*sweep.zip.values(), strict=True)
+        zipped = [dict(zip(keys, values, strict=True)) for values in columns]
     grid_keys = list(sweep.grid)
-    grid = [dict(zip(grid_keys, values, strict=True)) for values in itertools.product(*sweep.grid.values())]
+    grid = [
+        dict(zip(grid_keys, values, strict=True))
+        for values in itertools.product(*sweep.grid.values())
+    ]
     return [{**z, **g} for z in zipped for g in grid]
 
 
@@ -104,4 +108,3 @@ def expand(sweep: Sweep) -> list[PlannedRun]:
                 rid = run_id(config)
                 runs.setdefault(rid, PlannedRun(rid, variant_name, config))
     return list(runs.values())
-

@@ -11,7 +11,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-PACKAGES = ("sweepbook", "jax", "jaxlib", "flax", "optax", "numpy", "polars", "scikit-learn", "matplotlib", "jinja2")
+PACKAGES = (
+    "sweepbook",
+    "jax",
+    "jaxlib",
+    "flax",
+    "optax",
+    "numpy",
+    "polars",
+    "scikit-learn",
+    "matplotlib",
+    "jinja2",
+)
 
 
 def sha256_file(path: Path) -> str:
@@ -21,7 +32,11 @@ def sha256_file(path: Path) -> str:
 def _git(directory: Path, *args: str) -> str | None:
     try:
         result = subprocess.run(
-            ["git", "-C", str(directory), *args], capture_output=True, text=True, timeout=10, check=True
+            ["git", "-C", str(directory), *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         )
     except (OSError, subprocess.SubprocessError):
         return None

@@ -43,7 +43,9 @@ CURVE_METRICS = (("val.accuracy", "validation accuracy"), ("train.loss", "traini
 # --- the record a run leaves for its report --------------------------------------------------
 
 
-def write_sweep_record(directory: Path, sweep: Sweep, plan: Sequence[PlannedRun], run_command: str) -> None:
+def write_sweep_record(
+    directory: Path, sweep: Sweep, plan: Sequence[PlannedRun], run_command: str
+) -> None:
     """Save what the report needs to know about the sweep, beside its results."""
     record = {
         "name": sweep.name,
@@ -61,7 +63,9 @@ def write_sweep_record(directory: Path, sweep: Sweep, plan: Sequence[PlannedRun]
     }
     directory.mkdir(parents=True, exist_ok=True)
     atomic_write_text(directory / SWEEP_COPY, sweep.path.read_text(encoding="utf-8"))
-    atomic_write_text(directory / EXPERIMENT_COPY, sweep.experiment_path.read_text(encoding="utf-8"))
+    atomic_write_text(
+        directory / EXPERIMENT_COPY, sweep.experiment_path.read_text(encoding="utf-8")
+    )
     atomic_write_json(directory / SWEEP_RECORD, record)
 
 
@@ -69,7 +73,9 @@ def read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise StoreError(f"{path}: missing; is this a sweepbook store? (run 'sweepbook run' first)") from None
+        raise StoreError(
+            f"{path}: missing; is this a sweepbook store? (run 'sweepbook run' first)"
+        ) from None
     except (OSError, json.JSONDecodeError) as error:
         raise StoreError(f"{path}: cannot read ({error})") from None
     if not isinstance(data, dict):
@@ -163,14 +169,25 @@ def config_label(row: dict[str, Any], keys: Sequence[str]) -> str:
     return ", ".join(f"{short_key(k)}={format_value(row[k])}" for k in keys) or "all runs"
 
 
-def build_table(summary: pl.DataFrame, compare: list[str], metric: str, best: int | None, seeds_note: str) -> Table:
+def build_table(
+    summary: pl.DataFrame, compare: list[str], metric: str, best: int | None, seeds_note: str
+) -> Table:
     metrics = [metric, *[m for m in TABLE_METRICS if m != metric]]
-    headers = [*compare, "runs", *[f"{m} (mean ± std)" for m in metrics], "best epoch", "train s/run"]
+    headers = [
+        *compare,
+        "runs",
+        *[f"{m} (mean ± std)" for m in metrics],
+        "best epoch",
+        "train s/run",
+    ]
     rows = []
     for index, row in enumerate(summary.iter_rows(named=True)):
         cells = [format_value(row[k]) for k in compare] + [str(row["n"])]
         cells += [format_stat(row[f"{m}:mean"], row[f"{m}:std"]) for m in metrics]
-        cells += [format_stat(row["best_epoch:mean"], None, 1), format_stat(row["train_seconds:mean"], None, 2)]
+        cells += [
+            format_stat(row["best_epoch:mean"], None, 1),
+            format_stat(row["train_seconds:mean"], None, 2),
+        ]
         rows.append(TableRow(cells=cells, best=index == best))
     caption = (
         f"Mean ± sample standard deviation over {seeds_note} per configuration. "
@@ -183,11 +200,15 @@ def _is_numeric(values: Sequence[Any]) -> bool:
     return all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
 
 
-def learning_curve_figure(summary: pl.DataFrame, history: pl.DataFrame, compare: list[str]) -> Figure:
+def learning_curve_figure(
+    summary: pl.DataFrame, history: pl.DataFrame, compare: list[str]
+) -> Figure:
     """Rows: metric; columns: values of the last compared axis (when there are two or more)."""
     panel_axis = compare[-1] if len(compare) >= 2 else None
     line_axes = compare[:-1] if panel_axis else compare
-    panel_values = summary[panel_axis].unique(maintain_order=True).to_list() if panel_axis else [None]
+    panel_values = (
+        summary[panel_axis].unique(maintain_order=True).to_list() if panel_axis else [None]
+    )
     panels = []
     for metric, label in CURVE_METRICS:
         for value in panel_values:
@@ -204,19 +225,29 @@ def learning_curve_figure(summary: pl.DataFrame, history: pl.DataFrame, compare:
                         std=curve["std"].to_numpy(),
                     )
                 )
-            title = label if panel_axis is None else f"{label}, {short_key(panel_axis)}={format_value(value)}"
+            title = (
+                label
+                if panel_axis is None
+                else f"{label}, {short_key(panel_axis)}={format_value(value)}"
+            )
             panels.append(figures.Panel(title=title, ylabel=label, curves=curves))
-    return figures.learning_curves(panels, columns=len(panel_values) if panel_axis else len(CURVE_METRICS))
+    return figures.learning_curves(
+        panels, columns=len(panel_values) if panel_axis else len(CURVE_METRICS)
+    )
 
 
-def metric_figure(runs: pl.DataFrame, summary: pl.DataFrame, compare: list[str], metric: str) -> Figure:
+def metric_figure(
+    runs: pl.DataFrame, summary: pl.DataFrame, compare: list[str], metric: str
+) -> Figure:
     """Headline metric against the first compared axis; one series per value of the others."""
     axis, others = compare[0], compare[1:]
     x_values = summary[axis].unique(maintain_order=True).to_list()
     numeric = _is_numeric(x_values)
     if numeric:
         x_values = sorted(x_values)
-    positions = {format_value(v): (float(v) if numeric else float(i)) for i, v in enumerate(x_values)}
+    positions = {
+        format_value(v): (float(v) if numeric else float(i)) for i, v in enumerate(x_values)
+    }
     log_x = numeric and min(x_values) > 0 and max(x_values) / min(x_values) >= 10
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in summary.iter_rows(named=True):
@@ -259,14 +290,18 @@ def save_figure(fig: Figure, directory: Path, name: str) -> tuple[str, list[tupl
         if extension == "svg":
             atomic_write(path, lambda tmp: tmp.write_bytes(svg.getvalue()))
         else:
-            atomic_write(path, lambda tmp: fig.savefig(tmp, format="pdf", metadata={"CreationDate": None}))
+            atomic_write(
+                path, lambda tmp: fig.savefig(tmp, format="pdf", metadata={"CreationDate": None})
+            )
         files.append((extension.upper(), f"{FIGURES_DIR}/{path.name}"))
     plt.close(fig)
     data_uri = "data:image/svg+xml;base64," + base64.b64encode(svg.getvalue()).decode("ascii")
     return data_uri, files
 
 
-def provenance_rows(provenance: dict[str, Any], runs: pl.DataFrame, data_hash: str) -> list[tuple[str, str]]:
+def provenance_rows(
+    provenance: dict[str, Any], runs: pl.DataFrame, data_hash: str
+) -> list[tuple[str, str]]:
     git = provenance.get("git", {})
     commit = git.get("commit") or "not a git checkout"
     if git.get("dirty"):
@@ -283,11 +318,10 @@ def provenance_rows(provenance: dict[str, Any], runs: pl.DataFrame, data_hash: s
         ("device", f"{device.get('backend', '—')}: {', '.join(device.get('devices', []))}"),
         ("platform", str(provenance.get("platform", "—"))),
         ("host", str(provenance.get("host", "—"))),
-        ("sweep file", f"{files.get('sweep', {}).get('path', '—')} sha256 {files.get('sweep', {}).get('sha256', '—')}"),
-        (
-            "experiment file",
-            f"{files.get('experiment', {}).get('path', '—')} sha256 {files.get('experiment', {}).get('sha256', '—')}",
-        ),
+        *[
+            (f"{role} file", f"{entry.get('path', '—')} sha256 {entry.get('sha256', '—')}")
+            for role, entry in files.items()
+        ],
         ("results data (sha256)", data_hash),
     ]
     if "git_commit" in runs.columns:
@@ -333,10 +367,14 @@ def build_context(directory: Path) -> tuple[ReportContext, list[PlannedFigure]]:
         table = Table(caption="No run finished successfully.", headers=[], rows=[])
         best_summary = "No run finished successfully."
     else:
-        summary = summarize(ok, compare, [*TABLE_METRICS, "train.loss", "best_epoch", "train_seconds"])
+        summary = summarize(
+            ok, compare, [*TABLE_METRICS, "train.loss", "best_epoch", "train_seconds"]
+        )
         best = best_index(summary, metric, direction)
         seeds_per_config = sorted(set(summary["n"].to_list()))
-        seeds_note = f"{seeds_per_config[0]} seeds" if len(seeds_per_config) == 1 else "the runs counted"
+        seeds_note = (
+            f"{seeds_per_config[0]} seeds" if len(seeds_per_config) == 1 else "the runs counted"
+        )
         table = build_table(summary, compare, metric, best, seeds_note)
         best_summary = ""
         if best is not None:
@@ -349,8 +387,9 @@ def build_context(directory: Path) -> tuple[ReportContext, list[PlannedFigure]]:
             PlannedFigure(
                 "learning_curves",
                 "Learning curves",
-                f"Mean over {seeds_text} per configuration, with a band of ± one standard deviation; "
-                "each epoch averages the seeds still training (early stopping ends runs at different epochs).",
+                f"Mean over {seeds_text} per configuration, with a band of ± one standard "
+                "deviation; each epoch averages the seeds still training (early stopping ends "
+                "runs at different epochs).",
                 learning_curve_figure(summary, history, compare),
             )
         )
@@ -365,7 +404,12 @@ def build_context(directory: Path) -> tuple[ReportContext, list[PlannedFigure]]:
             )
 
     problems = [
-        RunProblem(run_id=r["run_id"], status=r["status"], config=r.get("config") or "", error=r.get("error") or "")
+        RunProblem(
+            run_id=r["run_id"],
+            status=r["status"],
+            config=r.get("config") or "",
+            error=r.get("error") or "",
+        )
         for r in runs.filter(pl.col("status") != "ok").iter_rows(named=True)
     ]
     context = ReportContext(

@@ -23,8 +23,8 @@ def summarize(runs: pl.DataFrame, by: list[str], metrics: list[str]) -> pl.DataF
             column.min().alias(f"{metric}:min"),
             column.max().alias(f"{metric}:max"),
         ]
-    if not by:
-        return runs.select(aggregations)
+    if not by:  # one configuration: every run
+        return runs.group_by(pl.lit(0).alias("_all")).agg(aggregations).drop("_all")
     return runs.group_by(by, maintain_order=True).agg(aggregations)
 
 

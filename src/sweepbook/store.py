@@ -39,7 +39,7 @@ class StoreError(RuntimeError):
     """A store file that cannot be read; the message names it."""
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """Write through ``write(tmp_path)`` to a temporary file beside ``path``, fsync, rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -68,7 +68,9 @@ def _read_parquet(path: Path) -> pl.DataFrame:
     try:
         return pl.read_parquet(path)
     except Exception as error:  # polars raises several types for a damaged file
-        raise StoreError(f"{path}: cannot read Parquet file ({error}); delete it to redo its runs") from None
+        raise StoreError(
+            f"{path}: cannot read Parquet file ({error}); delete it to redo its runs"
+        ) from None
 
 
 class Store:
@@ -97,14 +99,18 @@ class Store:
         """Every stored run, main file and parts; the latest row of a run id wins."""
         frames = self._frames(self.runs_path, "runs")
         if not frames:
-            return pl.DataFrame({"run_id": [], "status": []}, schema={"run_id": pl.String, "status": pl.String})
+            return pl.DataFrame(
+                {"run_id": [], "status": []}, schema={"run_id": pl.String, "status": pl.String}
+            )
         runs = pl.concat(frames, how="diagonal_relaxed")
         return runs.unique(subset="run_id", keep="last", maintain_order=True)
 
     def read_history(self) -> pl.DataFrame:
         frames = self._frames(self.history_path, "history")
         if not frames:
-            return pl.DataFrame({"run_id": [], "epoch": []}, schema={"run_id": pl.String, "epoch": pl.Int32})
+            return pl.DataFrame(
+                {"run_id": [], "epoch": []}, schema={"run_id": pl.String, "epoch": pl.Int32}
+            )
         history = pl.concat(frames, how="diagonal_relaxed")
         return history.unique(subset=["run_id", "epoch"], keep="last", maintain_order=True)
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -170,7 +170,9 @@ def evaluate(
         correct = (jnp.argmax(logits, -1) == ys).astype(jnp.float32)
         return (totals[0] + jnp.sum(losses * ms), totals[1] + jnp.sum(correct * ms)), None
 
-    (loss_sum, correct), _ = jax.lax.scan(body, (jnp.float32(0.0), jnp.float32(0.0)), (xb, yb, mask))
+    (loss_sum, correct), _ = jax.lax.scan(
+        body, (jnp.float32(0.0), jnp.float32(0.0)), (xb, yb, mask)
+    )
     return loss_sum / n, correct / n
 
 
@@ -179,13 +181,19 @@ def train_run(static: StaticSpec, hyper: Hyper, data: DataArrays) -> RunOutput:
     model = build_model(ModelConfig.model_validate_json(static.model), static.num_classes)
 
     def apply(params: Any, x: jax.Array, dropout_key: jax.Array | None) -> jax.Array:
-        return model.apply({"params": params}, x, dropout_rate=hyper.dropout, dropout_key=dropout_key)
+        logits = model.apply(
+            {"params": params}, x, dropout_rate=hyper.dropout, dropout_key=dropout_key
+        )
+        return cast(jax.Array, logits)
 
     root = jax.random.key(hyper.seed)
     order_root = jax.random.fold_in(root, DATA_ORDER)
     dropout_root = jax.random.fold_in(root, DROPOUT)
     params = model.init(
-        jax.random.fold_in(root, INIT), data.x_train[:1], dropout_rate=hyper.dropout, dropout_key=None
+        jax.random.fold_in(root, INIT),
+        data.x_train[:1],
+        dropout_rate=hyper.dropout,
+        dropout_key=None,
     )["params"]
     tx = build_optimizer(
         static.optimizer,
@@ -232,7 +240,9 @@ def train_run(static: StaticSpec, hyper: Hyper, data: DataArrays) -> RunOutput:
         return params, opt_state, loss_sum / n_train, correct_sum / n_train
 
     def run_epoch(carry: _Carry, epoch: jax.Array) -> tuple[_Carry, EpochRecord]:
-        params, opt_state, train_loss, train_acc = train_one_epoch(carry.params, carry.opt_state, epoch)
+        params, opt_state, train_loss, train_acc = train_one_epoch(
+            carry.params, carry.opt_state, epoch
+        )
         val_loss, val_acc = evaluate(apply, params, data.x_val, data.y_val, static.eval_batch_size)
         improved = val_loss < carry.best_val_loss - hyper.min_delta
         wait = jnp.where(improved, 0, carry.wait + 1)
@@ -241,7 +251,9 @@ def train_run(static: StaticSpec, hyper: Hyper, data: DataArrays) -> RunOutput:
         new = _Carry(
             params=params,
             opt_state=opt_state,
-            best_params=jax.tree.map(lambda a, b: jnp.where(improved, a, b), params, carry.best_params),
+            best_params=jax.tree.map(
+                lambda a, b: jnp.where(improved, a, b), params, carry.best_params
+            ),
             best_val_loss=jnp.where(improved, val_loss, carry.best_val_loss),
             best_epoch=jnp.where(improved, epoch + 1, carry.best_epoch),
             wait=wait,
@@ -285,5 +297,5 @@ def train_run(static: StaticSpec, hyper: Hyper, data: DataArrays) -> RunOutput:
         epochs_run=carry.epochs_run,
         diverged=carry.diverged,
         params=jnp.int32(sum(int(np.prod(leaf.shape)) for leaf in leaves)),
-        nonzero_params=sum(jnp.count_nonzero(leaf) for leaf in leaves),
+        nonzero_params=jnp.sum(jnp.stack([jnp.count_nonzero(leaf) for leaf in leaves])),
     )

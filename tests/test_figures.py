@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import numpy as np
+
+from sweepbook import figures
+
+
+def _curve(label: str) -> figures.Curve:
+    epochs = np.arange(1, 6)
+    return figures.Curve(label, epochs, 1.0 / epochs, np.full(5, 0.05))
+
+
+def test_learning_curves_lays_out_one_axis_per_panel():
+    panels = [figures.Panel(f"p{i}", "loss", [_curve("a"), _curve("b")]) for i in range(3)]
+    fig = figures.learning_curves(panels, columns=2)
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(visible) == 3
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["a", "b"]
+
+
+def test_metric_vs_axis_uses_log_scale_and_categories_on_request():
+    series = [
+        figures.Series(
+            "s",
+            np.array([1e-3, 1e-2]),
+            np.array([0.9, 0.95]),
+            np.zeros(2),
+            np.array([1e-3]),
+            np.array([0.9]),
+        )
+    ]
+    assert (
+        figures.metric_vs_axis(series, xlabel="lr", ylabel="acc", log_x=True, tick_labels=None)
+        .axes[0]
+        .get_xscale()
+        == "log"
+    )
+    categorical = figures.metric_vs_axis(
+        series, xlabel="v", ylabel="acc", log_x=False, tick_labels=["a", "b"]
+    )
+    assert [t.get_text() for t in categorical.axes[0].get_xticklabels()] == ["a", "b"]
+
+
+def test_series_styles_are_distinct_beyond_the_palette():
+    styles = [tuple(figures.series_style(i).values()) for i in range(len(figures.PALETTE) * 2)]
+    assert len(set(styles)) == len(styles)

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from sweepbook.report import config_label, data_fingerprint, format_stat, format_value, read_json
+from sweepbook.store import StoreError
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (0.001, "0.001"),
+        (3e-05, "3e-05"),
+        (16, "16"),
+        ([128, 64], "[128, 64]"),
+        (None, "—"),
+        ("adam", "adam"),
+    ],
+)
+def test_format_value(value, text):
+    assert format_value(value) == text
+
+
+def test_format_stat():
+    assert format_stat(0.97123, 0.0041) == "0.9712 ± 0.0041"
+    assert format_stat(0.5, None) == "0.5000"
+    assert format_stat(float("nan"), 0.1) == "—"
+
+
+def test_config_label_uses_short_keys():
+    row = {"optimizer.learning_rate": 0.01, "train.batch_size": 32}
+    assert config_label(row, list(row)) == "learning_rate=0.01, batch_size=32"
+    assert config_label(row, []) == "all runs"
+
+
+def test_data_fingerprint_ignores_row_order_but_not_values():
+    runs = pl.DataFrame({"run_id": ["a", "b"], "acc": [0.9, 0.8]})
+    history = pl.DataFrame({"run_id": ["a", "b"], "epoch": [1, 1], "loss": [1.0, 2.0]})
+    same = data_fingerprint(runs.reverse(), history.reverse())
+    assert data_fingerprint(runs, history) == same
+    changed = runs.with_columns(pl.Series("acc", [0.9, 0.81]))
+    assert data_fingerprint(changed, history) != same
+
+
+def test_missing_store_record_names_the_file(tmp_path):
+    with pytest.raises(StoreError, match=r"sweep\.json: missing"):
+        read_json(tmp_path / "sweep.json")
