@@ -43,6 +43,8 @@ def test_sweep_writes_one_row_per_run_and_history(swept: Path) -> None:
         assert runs[column].null_count() == 0, column
     assert runs["test.accuracy"].min() > 0.5
     assert runs["model.widths"].to_list()[0] == [32]
+    assert {"git_commit", "host", "device", "config", "finished_at"} <= set(runs.columns)
+    assert runs["device"].str.starts_with("cpu").all()
 
     history = pl.read_parquet(swept / "history.parquet")
     per_run = history.group_by("run_id").agg(pl.len().alias("epochs"))

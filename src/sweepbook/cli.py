@@ -72,8 +72,7 @@ def command_run(args: argparse.Namespace) -> int:
 
     write_sweep_record(out, sweep, plan, _run_command_line(sweep_path))
     info = provenance.collect(sweep.path, sweep.experiment_path, ["sweepbook", *sys.argv[1:]])
-    if todo or not (out / PROVENANCE).is_file():
-        atomic_write_json(out / PROVENANCE, info)
+    atomic_write_json(out / PROVENANCE, info)
 
     started = time.perf_counter()
     summary = None
@@ -92,7 +91,11 @@ def command_run(args: argparse.Namespace) -> int:
                 todo,
                 store,
                 splits=splits,
-                commit=info["git"]["commit"],
+                origin={
+                    "git_commit": info["git"]["commit"],
+                    "host": info["host"],
+                    "device": info["device"]["devices"][0],
+                },
                 on_run_done=lambda run, status: progress.advance(task),
             )
         store.merge()
@@ -104,8 +107,7 @@ def command_run(args: argparse.Namespace) -> int:
         for line in summary.errors:
             stderr.print(f"[red]failed[/] {line}")
     if not args.no_report:
-        report = render_report(out)
-        stderr.print(f"report: {report}")
+        stderr.print(f"report: {render_report(out).resolve().as_uri()}")
     return EXIT_FAILURE if summary and summary.failed else EXIT_OK
 
 
@@ -113,7 +115,7 @@ def command_report(args: argparse.Namespace) -> int:
     from sweepbook.report import render_report
 
     for directory in args.directories:
-        stderr.print(f"report: {render_report(Path(directory))}")
+        stderr.print(f"report: {render_report(Path(directory)).resolve().as_uri()}")
     return EXIT_OK
 
 

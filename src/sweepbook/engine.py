@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,9 @@ from sweepbook.train import (
 )
 
 BYTES_PER_PARAM = 4  # float32 weights, stored densely
+
+# Where and with what code runs were trained, stamped on each row (git_commit, host, device).
+Origin = Mapping[str, str | None]
 
 
 @dataclass
@@ -87,7 +90,7 @@ def compile_group(
 
 
 def _result_row(
-    run: PlannedRun, out: RunOutput, seconds: float, group_id: str, commit: str | None
+    run: PlannedRun, out: RunOutput, seconds: float, group_id: str, origin: Origin
 ) -> dict[str, Any]:
     epochs_run = int(out.epochs_run)
     best_epoch = int(out.best_epoch)
@@ -114,14 +117,14 @@ def _result_row(
         "model_bytes": params * BYTES_PER_PARAM,
         "train_seconds": seconds,
         "compile_group": group_id,
-        "git_commit": commit,
+        **origin,
         "config": canonical_json(run.flat),
         "finished_at": dt.datetime.now(dt.UTC),
     }
 
 
 def _failed_row(
-    run: PlannedRun, error: BaseException, group_id: str, commit: str | None
+    run: PlannedRun, error: BaseException, group_id: str, origin: Origin
 ) -> dict[str, Any]:
     return {
         "run_id": run.run_id,
@@ -130,7 +133,7 @@ def _failed_row(
         "variant": run.variant,
         **run.flat,
         "compile_group": group_id,
-        "git_commit": commit,
+        **origin,
         "config": canonical_json(run.flat),
         "finished_at": dt.datetime.now(dt.UTC),
     }
@@ -162,10 +165,11 @@ def train_runs(
     store: Store,
     *,
     splits: dict[str, Split],
-    commit: str | None = None,
+    origin: Origin | None = None,
     on_run_done: Callable[[PlannedRun, str], None] = lambda run, status: None,
 ) -> EngineSummary:
     """Train ``runs`` group by group, appending each finished run to ``store``."""
+    origin = origin or {}
     summary = EngineSummary()
     for group in group_runs(runs, splits):
         data = data_arrays(splits[group.data.model_dump_json()])
@@ -175,7 +179,7 @@ def train_runs(
             compiled = compile_group(group.static, data, group.runs[0])
         except Exception as error:
             for run in group.runs:
-                _store_failure(store, summary, run, error, group_id, commit)
+                _store_failure(store, summary, run, error, group_id, origin)
                 on_run_done(run, "failed")
             continue
         summary.compilations += 1
@@ -185,11 +189,11 @@ def train_runs(
             try:
                 out = jax.block_until_ready(compiled(hyper_from_config(run.config), data))
             except Exception as error:
-                _store_failure(store, summary, run, error, group_id, commit)
+                _store_failure(store, summary, run, error, group_id, origin)
                 on_run_done(run, "failed")
                 continue
             seconds = time.perf_counter() - started
-            row = _result_row(run, out, seconds, group_id, commit)
+            row = _result_row(run, out, seconds, group_id, origin)
             store.append(_runs_frame([row]), _history_frame(run.run_id, out))
             summary.trained += 1
             summary.train_seconds += seconds
@@ -207,10 +211,10 @@ def _store_failure(
     run: PlannedRun,
     error: BaseException,
     group_id: str,
-    commit: str | None,
+    origin: Origin,
 ) -> None:
     store.append(
-        _runs_frame([_failed_row(run, error, group_id, commit)]), _history_frame_empty(run.run_id)
+        _runs_frame([_failed_row(run, error, group_id, origin)]), _history_frame_empty(run.run_id)
     )
     summary.trained += 1
     summary.failed += 1

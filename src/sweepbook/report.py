@@ -312,7 +312,7 @@ def provenance_rows(
     rows = [
         ("code version (git)", commit),
         ("command", " ".join(provenance.get("command", []))),
-        ("trained at (latest)", str(provenance.get("created_at", "—"))),
+        ("latest sweepbook run", str(provenance.get("created_at", "—"))),
         ("python", str(provenance.get("python", "—"))),
         *[(name, str(version)) for name, version in packages.items()],
         ("device", f"{device.get('backend', '—')}: {', '.join(device.get('devices', []))}"),
@@ -324,10 +324,12 @@ def provenance_rows(
         ],
         ("results data (sha256)", data_hash),
     ]
-    if "git_commit" in runs.columns:
-        commits = sorted({c for c in runs["git_commit"].to_list() if c})
-        if len(commits) > 1:
-            rows.append(("runs trained at commits", ", ".join(commits)))
+    # Runs of one store may come from several invocations: say so when they differ.
+    for column, label in (("git_commit", "runs trained at commits"), ("device", "runs trained on")):
+        if column in runs.columns:
+            values = sorted({v for v in runs[column].to_list() if v})
+            if len(values) > 1:
+                rows.append((label, ", ".join(values)))
     return rows
 
 
