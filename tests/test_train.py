@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from sweepbook.data import load_split
+from sweepbook.plan import TRACED_KEYS, run_flat
 from sweepbook.train import RunOutput, data_arrays, hyper_from_config, static_spec, train_run
 
 
@@ -124,3 +125,33 @@ def test_parameter_count(make_run_config):
     # 64 inputs -> 32 hidden -> 10 classes
     assert int(out.params) == 64 * 32 + 32 + 32 * 10 + 10
     assert 0 < int(out.nonzero_params) <= int(out.params)
+
+
+@pytest.mark.parametrize(
+    "key",
+    sorted(TRACED_KEYS - {"seed"}),
+)
+def test_traced_keys_do_not_change_the_static_spec(make_run_config, key):
+    base = make_run_config(
+        {"optimizer.name": "sgd", "optimizer.momentum": 0.5, "model.dropout": 0.1}
+    )
+    value = {"optimizer.b1": 0.5, "optimizer.b2": 0.5, "optimizer.eps": 1e-3}.get(key, 0.25)
+    changed = make_run_config({**run_flat(base), key: value}, seed=7)
+    assert static_spec(base, 10) == static_spec(changed, 10)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("train.batch_size", 64),
+        ("train.epochs", 9),
+        ("model.widths", [16, 16]),
+        ("model.activation", "tanh"),
+        ("optimizer.name", "sgd"),
+        ("train.early_stopping.patience", 5),
+        ("train.early_stopping.restore_best", False),
+        ("train.eval_batch_size", 7),
+    ],
+)
+def test_static_keys_change_the_static_spec(make_run_config, key, value):
+    assert static_spec(make_run_config(), 10) != static_spec(make_run_config({key: value}), 10)

@@ -29,6 +29,14 @@ class ConfigError(ValueError):
         super().__init__(f"{where}: {message}")
 
 
+class FieldError(ValueError):
+    """Raised by a cross-field validator to blame one field (``field``, relative to its model)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(message)
+
+
 class _Strict(BaseModel):
     # strict: a TOML string is never silently turned into a number (ints still widen to floats).
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
@@ -50,11 +58,13 @@ class DataConfig(_Strict):
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
         if self.name in ("idx", "npz") and not self.path:
-            raise ValueError(f"data.path is required for data.name = '{self.name}'")
+            raise FieldError("path", f"required for data.name = '{self.name}'")
         if self.name in ("digits", "mnist5k") and self.path:
-            raise ValueError(f"data.path is not used by the embedded dataset '{self.name}'")
+            raise FieldError("path", f"not used by the embedded dataset '{self.name}'")
         if self.val_fraction + self.test_fraction >= 1.0:
-            raise ValueError("data.val_fraction + data.test_fraction must be below 1")
+            raise FieldError(
+                "test_fraction", "data.val_fraction + data.test_fraction must be below 1"
+            )
         return self
 
 
@@ -69,9 +79,9 @@ class ModelConfig(_Strict):
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
         if self.kind == "mlp" and not self.widths:
-            raise ValueError("model.widths must list at least one hidden width for an mlp")
+            raise FieldError("widths", "must list at least one hidden width for an mlp")
         if self.kind == "lenet5" and self.widths:
-            raise ValueError("model.widths is fixed by the lenet5 architecture; remove it")
+            raise FieldError("widths", "fixed by the lenet5 architecture; remove it")
         return self
 
 
@@ -90,7 +100,7 @@ class OptimizerConfig(_Strict):
         if self.name == "adam":
             missing = [k for k in ("b1", "b2", "eps") if getattr(self, k) is None]
             if missing:
-                raise ValueError(f"optimizer.{missing[0]} is required when optimizer.name = 'adam'")
+                raise FieldError(missing[0], "required when optimizer.name = 'adam'")
         return self
 
 
@@ -179,15 +189,25 @@ class Sweep(BaseModel):
 # --- dotted keys ---------------------------------------------------------------------------
 
 
+class DuplicateKeyError(ValueError):
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(f"key '{key}' is given twice")
+
+
 def flatten(tree: dict[str, Any], prefix: str = "") -> FlatConfig:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``. Lists are values, never descended into."""
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``. Lists are values, never descended into.
+
+    Raises :class:`DuplicateKeyError` when two spellings name one key
+    (``"a.b" = 1`` beside ``a = {b = 2}``)."""
     flat: FlatConfig = {}
     for key, value in tree.items():
         dotted = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{dotted}."))
-        else:
-            flat[dotted] = value
+        nested = flatten(value, f"{dotted}.") if isinstance(value, dict) else {dotted: value}
+        for name, leaf in nested.items():
+            if name in flat:
+                raise DuplicateKeyError(name)
+            flat[name] = leaf
     return flat
 
 
@@ -220,7 +240,11 @@ def read_toml(path: Path) -> dict[str, Any]:
 
 def _first_error(path: Path, error: ValidationError, prefix: str = "") -> ConfigError:
     detail = error.errors()[0]
-    key = ".".join(str(part) for part in detail["loc"])
+    loc = [str(part) for part in detail["loc"]]
+    cause = detail.get("ctx", {}).get("error")
+    if isinstance(cause, FieldError):
+        loc.append(cause.field)
+    key = ".".join(loc)
     message = detail["msg"].removeprefix("Value error, ")
     if detail["type"] == "extra_forbidden":
         message = "unknown key"
@@ -264,6 +288,15 @@ def _leading_comment(path: Path) -> str:
     return " ".join(lines)
 
 
+def _flat_section(path: Path, section: str, table: dict[str, Any]) -> FlatConfig:
+    try:
+        return flatten(table)
+    except DuplicateKeyError as error:
+        raise ConfigError(
+            path, f"{section}.{error.key}", "given twice (quoted and nested)"
+        ) from None
+
+
 def _check_keys(path: Path, section: str, keys: list[str], known: set[str]) -> None:
     for key in keys:
         if key not in known:
@@ -298,13 +331,19 @@ def load_sweep(path: Path) -> Sweep:
     experiment = load_experiment(experiment_path)
     known = set(flatten(experiment.model_dump())) - {"description"}
 
-    overrides = flatten(parsed.set)
+    overrides = _flat_section(path, "set", parsed.set)
     _check_keys(path, "set", list(overrides), known)
 
-    grid = {k: _axis_values(path, "grid", k, v) for k, v in flatten(parsed.grid).items()}
+    grid = {
+        k: _axis_values(path, "grid", k, v)
+        for k, v in _flat_section(path, "grid", parsed.grid).items()
+    }
     _check_keys(path, "grid", list(grid), known)
 
-    zipped = {k: _axis_values(path, "zip", k, v) for k, v in flatten(parsed.zip).items()}
+    zipped = {
+        k: _axis_values(path, "zip", k, v)
+        for k, v in _flat_section(path, "zip", parsed.zip).items()
+    }
     _check_keys(path, "zip", list(zipped), known)
     lengths = {len(v) for v in zipped.values()}
     if len(lengths) > 1:
@@ -316,7 +355,7 @@ def load_sweep(path: Path) -> Sweep:
         variant_name = body.pop("name", None)
         if not isinstance(variant_name, str) or not variant_name:
             raise ConfigError(path, f"variant[{index}].name", "each variant needs a name string")
-        flat = flatten(body)
+        flat = _flat_section(path, f"variant[{index}]", body)
         _check_keys(path, f"variant[{index}]", list(flat), known)
         variants.append((variant_name, flat))
     names = [n for n, _ in variants]

@@ -1,0 +1,393 @@
+"""Datasets: embedded loaders, IDX and NPZ files, and the seeded stratified split."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sweepbook.config import DataConfig
+from sweepbook.data import (
+    DataError,
+    Dataset,
+    load_digits,
+    load_idx_directory,
+    load_mnist5k,
+    load_npz,
+    read_idx,
+    split_dataset,
+)
+
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+IDX_UINT8 = 0x08
+
+
+def idx_bytes(array: np.ndarray, dtype_code: int = IDX_UINT8) -> bytes:
+    """The IDX format: magic ``0 0 dtype ndim``, big-endian uint32 dims, then the data."""
+    header = bytes([0, 0, dtype_code, array.ndim])
+    dims = b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    return header + dims + array.tobytes()
+
+
+def write_idx(path: Path, array: np.ndarray, *, gz: bool = False) -> Path:
+    raw = idx_bytes(array)
+    path.write_bytes(gzip.compress(raw) if gz else raw)
+    return path
+
+
+def random_images(n: int, side: int = 4, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(n, side, side), dtype=np.uint8)
+
+
+def synthetic_dataset() -> Dataset:
+    """Unbalanced classes (30, 43, ..., 147 samples) and one unique image per sample."""
+    counts = [30 + 13 * c for c in range(10)]
+    labels = np.repeat(np.arange(10), counts).astype(np.int32)
+    n = len(labels)
+    first_pixel = np.arange(n, dtype=np.float32) / n
+    images = np.zeros((n, 3, 3, 1), np.float32)
+    images[:, 0, 0, 0] = first_pixel
+    return Dataset("synthetic", images, labels)
+
+
+def data_config(**overrides) -> DataConfig:
+    values = {"name": "digits", "val_fraction": 0.2, "test_fraction": 0.2, "split_seed": 0}
+    return DataConfig(**{**values, **overrides})
+
+
+def rows(x: np.ndarray) -> set[bytes]:
+    return {row.tobytes() for row in x}
+
+
+# --- embedded datasets ---------------------------------------------------------------------
+
+
+def test_load_digits_shape_dtype_and_range():
+    digits = load_digits()
+
+    assert digits.images.shape == (1797, 8, 8, 1)
+    assert digits.images.dtype == np.float32
+    assert digits.images.min() == 0.0
+    assert digits.images.max() == 1.0
+    assert digits.labels.shape == (1797,)
+    assert digits.labels.dtype == np.int32
+    assert digits.num_classes == 10
+
+
+def test_load_mnist5k_gives_5000_mnist_digits_in_unit_range():
+    mnist = load_mnist5k()
+
+    assert mnist.images.shape == (5000, 28, 28, 1)
+    assert mnist.images.dtype == np.float32
+    assert mnist.images.min() == 0.0
+    assert mnist.images.max() == 1.0
+    assert mnist.labels.dtype == np.int32
+    assert set(np.unique(mnist.labels).tolist()) == set(range(10))
+    assert mnist.num_classes == 10
+
+
+# --- IDX -----------------------------------------------------------------------------------
+
+
+def test_idx_bytes_follow_the_mnist_magic_numbers():
+    images = idx_bytes(random_images(3, side=2))
+    labels = idx_bytes(np.array([1, 2, 3], np.uint8))
+
+    assert images[:4] == (0x00000803).to_bytes(4, "big")
+    assert labels[:4] == (0x00000801).to_bytes(4, "big")
+    assert images[4:16] == b"\x00\x00\x00\x03\x00\x00\x00\x02\x00\x00\x00\x02"
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["plain", "gzip"])
+@pytest.mark.parametrize(
+    "array",
+    [random_images(5, side=4), np.array([0, 9, 3, 255, 7], np.uint8)],
+    ids=["images", "labels"],
+)
+def test_read_idx_round_trips_exactly(tmp_path, array, gz):
+    path = write_idx(tmp_path / "file-idx-ubyte", array, gz=gz)
+
+    loaded = read_idx(path)
+
+    assert loaded.dtype == np.uint8
+    assert loaded.shape == array.shape
+    np.testing.assert_array_equal(loaded, array)
+
+
+def test_read_idx_reads_big_endian_int32(tmp_path):
+    array = np.array([[1, -2], [70000, 3]], dtype=">i4")
+    path = tmp_path / "ints-idx2-int"
+    path.write_bytes(idx_bytes(array, dtype_code=0x0C))
+
+    np.testing.assert_array_equal(read_idx(path), [[1, -2], [70000, 3]])
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        (b"\x01\x00\x08\x01" + (2).to_bytes(4, "big") + b"\x01\x02", "bad magic"),
+        (b"\x00\x00\x07\x01" + (2).to_bytes(4, "big") + b"\x01\x02", "bad magic"),
+        (b"\x00\x00", "bad magic"),
+        (b"\x00\x00\x08\x03" + (2).to_bytes(4, "big"), "truncated IDX header"),
+        (idx_bytes(random_images(2))[:-5], "header says 32"),
+        (idx_bytes(random_images(2)) + b"\x00", "header says 32"),
+        (gzip.compress(idx_bytes(random_images(2)))[:-12], "cannot read"),
+    ],
+    ids=["magic_prefix", "magic_dtype", "too_short", "header", "body_short", "body_long", "gzip"],
+)
+def test_read_idx_rejects_damaged_files_naming_them(tmp_path, raw, fragment):
+    path = tmp_path / "broken-images-idx3-ubyte"
+    path.write_bytes(raw)
+
+    with pytest.raises(DataError) as caught:
+        read_idx(path)
+
+    assert str(path) in str(caught.value)
+    assert fragment in str(caught.value)
+
+
+def test_load_idx_directory_pools_all_pairs_in_file_order(tmp_path):
+    train_x, train_y = random_images(3, seed=1), np.array([0, 1, 2], np.uint8)
+    test_x, test_y = random_images(2, seed=2), np.array([3, 1], np.uint8)
+    write_idx(tmp_path / "train-images-idx3-ubyte", train_x)
+    write_idx(tmp_path / "train-labels-idx1-ubyte", train_y)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", test_x, gz=True)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", test_y, gz=True)
+
+    dataset = load_idx_directory(tmp_path)
+
+    # Sorted by file name: t10k before train.
+    expected = np.concatenate([test_x, train_x]).astype(np.float32)[..., None] / 255.0
+    assert dataset.images.dtype == np.float32
+    np.testing.assert_allclose(dataset.images, expected, rtol=1e-6)
+    np.testing.assert_array_equal(dataset.labels, [3, 1, 0, 1, 2])
+    assert dataset.labels.dtype == np.int32
+    assert dataset.name == tmp_path.name
+    assert dataset.num_classes == 4
+
+
+def test_load_idx_directory_errors_on_a_missing_labels_file(tmp_path):
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", random_images(3), gz=True)
+
+    with pytest.raises(DataError) as caught:
+        load_idx_directory(tmp_path)
+
+    assert "train-labels-idx1-ubyte.gz" in str(caught.value)
+    assert str(tmp_path / "train-images-idx3-ubyte.gz") in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("files", "fragment"),
+    [
+        ({}, "no '*-images-idx3-ubyte[.gz]' file"),
+        (
+            {"a-images-idx3-ubyte": random_images(3), "a-labels-idx1-ubyte": np.zeros(2, np.uint8)},
+            "expected [N, S, S] images",
+        ),
+    ],
+    ids=["no_images", "count_mismatch"],
+)
+def test_load_idx_directory_rejects_bad_directories(tmp_path, files, fragment):
+    for name, array in files.items():
+        write_idx(tmp_path / name, array)
+
+    with pytest.raises(DataError) as caught:
+        load_idx_directory(tmp_path)
+
+    assert fragment in str(caught.value)
+    assert str(tmp_path) in str(caught.value)
+
+
+@pytest.mark.skipif(not FASHION_MNIST.is_dir(), reason="dataset-fashion-mnist not installed")
+def test_real_fashion_mnist_idx_files():
+    dataset = load_idx_directory(FASHION_MNIST)
+
+    assert dataset.images.shape == (70_000, 28, 28, 1)
+    assert dataset.images.dtype == np.float32
+    assert dataset.images.min() >= 0.0 and dataset.images.max() <= 1.0
+    assert dataset.num_classes == 10
+    assert np.bincount(dataset.labels).tolist() == [7000] * 10
+
+
+# --- NPZ -----------------------------------------------------------------------------------
+
+
+def test_load_npz_with_x_and_y(tmp_path):
+    x, y = random_images(6, side=5), np.array([0, 1, 2, 0, 1, 2])
+    path = tmp_path / "mine.npz"
+    np.savez(path, x=x, y=y)
+
+    dataset = load_npz(path)
+
+    assert dataset.name == "mine"
+    assert dataset.images.shape == (6, 5, 5, 1)
+    np.testing.assert_allclose(dataset.images[..., 0], x / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(dataset.labels, y)
+    assert dataset.labels.dtype == np.int32
+
+
+def test_load_npz_pools_train_and_test_arrays(tmp_path):
+    x_train, x_test = random_images(4, seed=1), random_images(2, seed=2)
+    path = tmp_path / "split.npz"
+    np.savez(path, x_train=x_train, y_train=[0, 1, 2, 3], x_test=x_test, y_test=[4, 5])
+
+    dataset = load_npz(path)
+
+    np.testing.assert_allclose(
+        dataset.images[..., 0], np.concatenate([x_train, x_test]) / 255.0, rtol=1e-6
+    )
+    np.testing.assert_array_equal(dataset.labels, [0, 1, 2, 3, 4, 5])
+
+
+def test_load_npz_reshapes_flat_784_pixel_rows(tmp_path):
+    flat = np.random.default_rng(0).integers(0, 256, size=(3, 784), dtype=np.uint8)
+    path = tmp_path / "flat.npz"
+    np.savez(path, x=flat, y=[7, 8, 9])
+
+    dataset = load_npz(path)
+
+    assert dataset.images.shape == (3, 28, 28, 1)
+    np.testing.assert_allclose(dataset.images.reshape(3, 784), flat / 255.0, rtol=1e-6)
+
+
+def test_load_npz_keeps_float_images_already_in_unit_range(tmp_path):
+    x = np.random.default_rng(0).random((4, 3, 3)).astype(np.float32)
+    path = tmp_path / "float.npz"
+    np.savez(path, x=x, y=[0, 1, 0, 1])
+
+    np.testing.assert_array_equal(load_npz(path).images[..., 0], x)
+
+
+@pytest.mark.parametrize(
+    ("arrays", "fragment"),
+    [
+        ({"images": np.zeros((2, 3, 3))}, "expected arrays 'x' and 'y'"),
+        ({"x": np.zeros((2, 10)), "y": [0, 1]}, "not square"),
+        ({"x": np.zeros((3, 4, 4)), "y": [0, 1]}, "expected square grey images"),
+    ],
+    ids=["no_arrays", "flat_not_square", "length_mismatch"],
+)
+def test_load_npz_rejects_bad_archives_naming_them(tmp_path, arrays, fragment):
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+
+    with pytest.raises(DataError) as caught:
+        load_npz(path)
+
+    assert str(path) in str(caught.value)
+    assert fragment in str(caught.value)
+
+
+def test_load_npz_on_a_file_that_is_not_an_archive(tmp_path):
+    path = tmp_path / "junk.npz"
+    path.write_bytes(b"not a zip file at all")
+
+    with pytest.raises(DataError, match="cannot read NPZ"):
+        load_npz(path)
+
+
+# --- split ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("val", "test"), [(0.2, 0.2), (0.1, 0.3), (0.15, 0.15)])
+def test_split_sizes_follow_the_fractions(val, test):
+    dataset = synthetic_dataset()
+    n = len(dataset.labels)
+
+    split = split_dataset(dataset, data_config(val_fraction=val, test_fraction=test))
+
+    sizes = (len(split.y_train), len(split.y_val), len(split.y_test))
+    assert sum(sizes) == n
+    for size, fraction in zip(sizes, (1 - val - test, val, test), strict=True):
+        assert abs(size - fraction * n) <= 1
+    assert len(split.x_train) == len(split.y_train)
+    assert len(split.x_val) == len(split.y_val)
+    assert len(split.x_test) == len(split.y_test)
+    assert split.num_classes == 10
+
+
+@pytest.mark.parametrize("split_seed", [0, 1, 2])
+def test_split_is_stratified(split_seed):
+    dataset = synthetic_dataset()
+    class_counts = np.bincount(dataset.labels)
+
+    split = split_dataset(
+        dataset, data_config(val_fraction=0.1, test_fraction=0.3, split_seed=split_seed)
+    )
+
+    for labels, fraction in ((split.y_train, 0.6), (split.y_val, 0.1), (split.y_test, 0.3)):
+        counts = np.bincount(labels, minlength=10)
+        assert np.abs(counts - fraction * class_counts).max() <= 1.0
+
+
+def test_split_parts_are_disjoint_and_cover_the_dataset():
+    dataset = synthetic_dataset()
+
+    split = split_dataset(dataset, data_config())
+
+    train, val, test = rows(split.x_train), rows(split.x_val), rows(split.x_test)
+    assert not train & val
+    assert not train & test
+    assert not val & test
+    assert train | val | test == rows(dataset.images)
+
+
+def test_split_keeps_labels_with_their_images():
+    dataset = synthetic_dataset()
+    label_of = {
+        row.tobytes(): label for row, label in zip(dataset.images, dataset.labels, strict=True)
+    }
+
+    split = split_dataset(dataset, data_config())
+
+    for x, y in (
+        (split.x_train, split.y_train),
+        (split.x_val, split.y_val),
+        (split.x_test, split.y_test),
+    ):
+        assert [label_of[row.tobytes()] for row in x] == y.tolist()
+
+
+def test_split_is_deterministic_for_one_split_seed():
+    dataset = synthetic_dataset()
+
+    first = split_dataset(dataset, data_config(split_seed=3))
+    second = split_dataset(dataset, data_config(split_seed=3))
+
+    for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
+        np.testing.assert_array_equal(getattr(first, name), getattr(second, name))
+
+
+def test_split_differs_for_another_split_seed():
+    dataset = synthetic_dataset()
+
+    first = split_dataset(dataset, data_config(split_seed=0))
+    second = split_dataset(dataset, data_config(split_seed=1))
+
+    assert rows(first.x_test) != rows(second.x_test)
+    assert rows(first.x_val) != rows(second.x_val)
+
+
+def test_split_max_samples_takes_a_stratified_subsample():
+    dataset = synthetic_dataset()
+    class_counts = np.bincount(dataset.labels)
+    n = len(dataset.labels)
+
+    split = split_dataset(dataset, data_config(max_samples=400))
+
+    labels = np.concatenate([split.y_train, split.y_val, split.y_test])
+    assert len(labels) == 400
+    assert np.abs(np.bincount(labels, minlength=10) - 400 * class_counts / n).max() <= 1.0
+    images = rows(np.concatenate([split.x_train, split.x_val, split.x_test]))
+    assert len(images) == 400
+    assert images <= rows(dataset.images)
+
+
+def test_split_max_samples_above_dataset_size_keeps_everything():
+    dataset = synthetic_dataset()
+
+    split = split_dataset(dataset, data_config(max_samples=10_000))
+
+    assert len(split.y_train) + len(split.y_val) + len(split.y_test) == len(dataset.labels)
