@@ -30,13 +30,15 @@ def test_metric_vs_axis_uses_log_scale_and_categories_on_request():
         )
     ]
     assert (
-        figures.metric_vs_axis(series, xlabel="lr", ylabel="acc", log_x=True, tick_labels=None)
+        figures.metric_vs_axis(
+            series, xlabel="lr", ylabel="acc", log_x=True, ticks=[(1e-3, "0.001"), (1e-2, "0.01")]
+        )
         .axes[0]
         .get_xscale()
         == "log"
     )
     categorical = figures.metric_vs_axis(
-        series, xlabel="v", ylabel="acc", log_x=False, tick_labels=["a", "b"]
+        series, xlabel="v", ylabel="acc", log_x=False, ticks=[(0, "a"), (1, "b")]
     )
     assert [t.get_text() for t in categorical.axes[0].get_xticklabels()] == ["a", "b"]
 

@@ -6,6 +6,7 @@ palette); functions never set fonts or colours of their own.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -48,6 +49,22 @@ STYLE: dict[RcKeyType, Any] = {
     "svg.fonttype": "path",  # text as paths: the SVG looks the same without our fonts
     "pdf.fonttype": 42,
 }
+
+
+# Fixed metadata so that the same data gives the same bytes (no creation dates).
+_METADATA = {"svg": {"Date": None}, "pdf": {"CreationDate": None}}
+
+
+def render(fig: Figure, file_format: str) -> bytes:
+    """The figure as ``svg`` or ``pdf`` bytes, saved under :data:`STYLE`; closes the figure."""
+    buffer = io.BytesIO()
+    with plt.rc_context(STYLE):
+        fig.savefig(buffer, format=file_format, metadata=_METADATA.get(file_format))
+    return buffer.getvalue()
+
+
+def close(fig: Figure) -> None:
+    plt.close(fig)
 
 
 def series_style(index: int) -> dict[str, Any]:
@@ -131,11 +148,12 @@ def metric_vs_axis(
     xlabel: str,
     ylabel: str,
     log_x: bool,
-    tick_labels: Sequence[str] | None,
+    ticks: Sequence[tuple[float, str]],
 ) -> Figure:
     """Mean ± std error bars per value of the axis, one line per other configuration, seeds as dots.
 
-    ``tick_labels`` marks a categorical axis (x holds positions 0..k-1)."""
+    ``ticks`` are (position, label) pairs: the swept values, or positions 0..k-1 of a categorical
+    axis, so the axis names exactly the values that were run."""
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 2.4))
         for index, item in enumerate(series):
@@ -153,8 +171,8 @@ def metric_vs_axis(
             ax.scatter(item.seeds_x, item.seeds_y, s=6, color=style["color"], alpha=0.45, lw=0)
         if log_x:
             ax.set_xscale("log")
-        if tick_labels is not None:
-            ax.set_xticks(range(len(tick_labels)), tick_labels)
+        ax.set_xticks([position for position, _ in ticks], [label for _, label in ticks])
+        ax.minorticks_off()
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         if len(series) > 1:

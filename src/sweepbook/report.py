@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import hashlib
 import io
 import json
@@ -225,10 +226,9 @@ def learning_curve_figure(
                         std=curve["std"].to_numpy(),
                     )
                 )
+            # Rows are metrics (the y labels say which); columns are values of the panel axis.
             title = (
-                label
-                if panel_axis is None
-                else f"{label}, {short_key(panel_axis)}={format_value(value)}"
+                label if panel_axis is None else f"{short_key(panel_axis)}={format_value(value)}"
             )
             panels.append(figures.Panel(title=title, ylabel=label, curves=curves))
     return figures.learning_curves(
@@ -272,30 +272,20 @@ def metric_figure(
         xlabel=axis,
         ylabel=metric,
         log_x=log_x,
-        tick_labels=None if numeric else [format_value(v) for v in x_values],
+        ticks=[(positions[format_value(v)], format_value(v)) for v in x_values],
     )
 
 
 def save_figure(fig: Figure, directory: Path, name: str) -> tuple[str, list[tuple[str, str]]]:
     """Write SVG and PDF under ``figures/``; return the SVG as a data URI and the file links."""
-    import matplotlib.pyplot as plt
-
-    target = directory / FIGURES_DIR
-    target.mkdir(parents=True, exist_ok=True)
-    svg = io.BytesIO()
-    fig.savefig(svg, format="svg", metadata={"Date": None})
+    rendered = {extension: figures.render(fig, extension) for extension in ("svg", "pdf")}
+    figures.close(fig)
     files = []
-    for extension in ("svg", "pdf"):
-        path = target / f"{name}.{extension}"
-        if extension == "svg":
-            atomic_write(path, lambda tmp: tmp.write_bytes(svg.getvalue()))
-        else:
-            atomic_write(
-                path, lambda tmp: fig.savefig(tmp, format="pdf", metadata={"CreationDate": None})
-            )
+    for extension, content in rendered.items():
+        path = directory / FIGURES_DIR / f"{name}.{extension}"
+        atomic_write(path, functools.partial(Path.write_bytes, data=content))
         files.append((extension.upper(), f"{FIGURES_DIR}/{path.name}"))
-    plt.close(fig)
-    data_uri = "data:image/svg+xml;base64," + base64.b64encode(svg.getvalue()).decode("ascii")
+    data_uri = "data:image/svg+xml;base64," + base64.b64encode(rendered["svg"]).decode("ascii")
     return data_uri, files
 
 
