@@ -29,20 +29,30 @@ def test_metric_vs_axis_uses_log_scale_and_categories_on_request():
             np.array([0.9]),
         )
     ]
-    assert (
-        figures.metric_vs_axis(
-            series, xlabel="lr", ylabel="acc", log_x=True, ticks=[(1e-3, "0.001"), (1e-2, "0.01")]
-        )
-        .axes[0]
-        .get_xscale()
-        == "log"
+    ticks = [(1e-3, "0.001"), (1e-2, "0.01")]
+    numeric = figures.metric_vs_axis(
+        series, xlabel="lr", ylabel="acc", log_x=True, ticks=ticks, categorical=False
     )
+    assert numeric.axes[0].get_xscale() == "log"
+    assert [t.get_text() for t in numeric.axes[0].get_xticklabels()] == ["0.001", "0.01"]
     categorical = figures.metric_vs_axis(
-        series, xlabel="v", ylabel="acc", log_x=False, ticks=[(0, "a"), (1, "b")]
+        series, xlabel="v", ylabel="acc", log_x=False, ticks=[(0, "a"), (1, "b")], categorical=True
     )
+    assert categorical.axes[0].lines[0].get_linestyle() == "None"  # categories are not joined
     assert [t.get_text() for t in categorical.axes[0].get_xticklabels()] == ["a", "b"]
 
 
 def test_series_styles_are_distinct_beyond_the_palette():
     styles = [tuple(figures.series_style(i).values()) for i in range(len(figures.PALETTE) * 2)]
     assert len(set(styles)) == len(styles)
+
+
+def test_a_configuration_keeps_its_colour_across_panels():
+    panels = [
+        figures.Panel("left", "loss", [_curve("a"), _curve("b")]),
+        figures.Panel("right", "loss", [_curve("b")]),
+    ]
+    fig = figures.learning_curves(panels, columns=2)
+    left, right = fig.axes[0], fig.axes[1]
+    assert right.lines[0].get_color() == left.lines[1].get_color()
+    assert left.lines[0].get_color() != left.lines[1].get_color()

@@ -100,9 +100,11 @@ def learning_curves(panels: Sequence[Panel], columns: int) -> Figure:
         fig, axes = plt.subplots(
             rows, columns, figsize=(width, 2.0 * rows), squeeze=False, sharex=True
         )
+        # A configuration keeps its colour in every panel.
+        order = list(dict.fromkeys(curve.label for panel in panels for curve in panel.curves))
         for ax, panel in zip(axes.flat, panels, strict=False):
-            for index, curve in enumerate(panel.curves):
-                style = series_style(index)
+            for curve in panel.curves:
+                style = series_style(order.index(curve.label))
                 ax.plot(curve.epochs, curve.mean, label=curve.label, **style)
                 ax.fill_between(
                     curve.epochs,
@@ -117,7 +119,12 @@ def learning_curves(panels: Sequence[Panel], columns: int) -> Figure:
             ax.set_xlabel("epoch")
         for ax in list(axes.flat)[len(panels) :]:
             ax.set_visible(False)
-        handles, labels = axes.flat[0].get_legend_handles_labels()
+        # One legend for the figure, with every series of every panel, each once.
+        entries: dict[str, Any] = {}
+        for ax in axes.flat:
+            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+                entries.setdefault(label, handle)
+        labels, handles = list(entries), list(entries.values())
         if len(labels) > 1:
             fig.legend(
                 handles,
@@ -149,17 +156,23 @@ def metric_vs_axis(
     ylabel: str,
     log_x: bool,
     ticks: Sequence[tuple[float, str]],
+    categorical: bool,
 ) -> Figure:
-    """Mean ± std error bars per value of the axis, one line per other configuration, seeds as dots.
+    """Mean ± std error bars per value of the axis, one series per other configuration, seeds
+    as dots.
 
     ``ticks`` are (position, label) pairs: the swept values, or positions 0..k-1 of a categorical
-    axis, so the axis names exactly the values that were run."""
+    axis, so the axis names exactly the values that were run. On a categorical axis points are
+    not joined (there is nothing between two categories) and series are dodged sideways."""
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 2.4))
         for index, item in enumerate(series):
             style = series_style(index)
+            shift = (index - (len(series) - 1) / 2) * 0.12 if categorical else 0.0
+            if categorical:
+                style["linestyle"] = "none"
             ax.errorbar(
-                item.x,
+                item.x + shift,
                 item.mean,
                 yerr=item.std,
                 label=item.label,
@@ -168,7 +181,9 @@ def metric_vs_axis(
                 ms=3,
                 **style,
             )
-            ax.scatter(item.seeds_x, item.seeds_y, s=6, color=style["color"], alpha=0.45, lw=0)
+            ax.scatter(
+                item.seeds_x + shift, item.seeds_y, s=6, color=style["color"], alpha=0.45, lw=0
+            )
         if log_x:
             ax.set_xscale("log")
         ax.set_xticks([position for position, _ in ticks], [label for _, label in ticks])

@@ -107,6 +107,7 @@ class FigureView:
     caption: str
     data_uri: str
     files: list[tuple[str, str]]  # (label, relative href)
+    wide: bool  # full text width rather than one column
 
 
 @dataclass(frozen=True)
@@ -273,6 +274,7 @@ def metric_figure(
         ylabel=metric,
         log_x=log_x,
         ticks=[(positions[format_value(v)], format_value(v)) for v in x_values],
+        categorical=not numeric,
     )
 
 
@@ -448,8 +450,11 @@ def render_report(directory: Path) -> Path:
         shutil.rmtree(directory / FIGURES_DIR)  # figures of a previous render may no longer apply
     views = []
     for planned in figs:
+        wide = planned.figure.get_figwidth() > figures.COLUMN_WIDTH_IN
         data_uri, files = save_figure(planned.figure, directory, planned.name)
-        views.append(FigureView(planned.name, planned.title, planned.caption, data_uri, files))
+        views.append(
+            FigureView(planned.name, planned.title, planned.caption, data_uri, files, wide)
+        )
     html = environment().get_template("report.html.j2").render(report=context, figures=views)
     target = directory / REPORT_FILE
     atomic_write_text(target, html)
