@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import TINY_EXPERIMENT
 from sweepbook.config import (
     ConfigError,
     ReportConfig,
@@ -19,31 +20,7 @@ from sweepbook.plan import expand
 
 REPO = Path(__file__).resolve().parents[1]
 
-EXPERIMENT = """\
-description = "small MLP on digits"
-
-[data]
-name = "digits"
-val_fraction = 0.2
-test_fraction = 0.2
-split_seed = 0
-
-[model]
-kind = "mlp"
-widths = [32]
-activation = "relu"
-
-[optimizer]
-name = "adam"
-learning_rate = 1e-2
-b1 = 0.9
-b2 = 0.999
-eps = 1e-8
-
-[train]
-epochs = 4
-batch_size = 128
-"""
+EXPERIMENT = TINY_EXPERIMENT
 
 VALID_SWEEP = """\
 # Which learning rate suits a small MLP?
@@ -178,7 +155,7 @@ def test_flatten_of_a_real_experiment_round_trips(tmp_path):
     flat = flatten(tree)
 
     assert flat["optimizer.learning_rate"] == 1e-2
-    assert flat["train.early_stopping.patience"] == 0
+    assert flat["train.early_stopping.patience"] == 2  # as in TINY_EXPERIMENT
     assert unflatten(flat) == tree
 
 

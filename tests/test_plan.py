@@ -10,34 +10,11 @@ from typing import Any
 
 import pytest
 
+from conftest import TINY_EXPERIMENT
 from sweepbook.config import RunConfig, flatten, load_sweep, unflatten
 from sweepbook.plan import compile_group, expand, run_id
 
-EXPERIMENT = """\
-description = "small MLP on digits"
-
-[data]
-name = "digits"
-val_fraction = 0.2
-test_fraction = 0.2
-split_seed = 0
-
-[model]
-kind = "mlp"
-widths = [32]
-activation = "relu"
-
-[optimizer]
-name = "adam"
-learning_rate = 1e-2
-b1 = 0.9
-b2 = 0.999
-eps = 1e-8
-
-[train]
-epochs = 4
-batch_size = 128
-"""
+EXPERIMENT = TINY_EXPERIMENT
 
 
 def write_sweep(root: Path, body: str, name: str = "y") -> Path:

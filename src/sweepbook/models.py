@@ -33,6 +33,8 @@ def dropout(x: jax.Array, rate: jax.Array, key: jax.Array | None) -> jax.Array:
 
 
 class MLP(nn.Module):
+    """Flatten, hidden dense layers (activation, then dropout), a linear classifier on top."""
+
     widths: Sequence[int]
     activation: str
     num_classes: int
@@ -70,12 +72,8 @@ class LeNet5(nn.Module):
         second_padding = "VALID" if x.shape[1] >= 5 else "SAME"
         x = act(nn.Conv(16, (5, 5), padding=second_padding)(x))
         x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
-        x = x.reshape(x.shape[0], -1)
-        for layer, width in enumerate((120, 84)):
-            x = act(nn.Dense(width)(x))
-            key = None if dropout_key is None else jax.random.fold_in(dropout_key, layer)
-            x = dropout(x, dropout_rate, key)
-        return nn.Dense(self.num_classes)(x)
+        head = MLP((120, 84), self.activation, self.num_classes)  # the 120-84 classifier
+        return head(x, dropout_rate=dropout_rate, dropout_key=dropout_key)
 
 
 def build_model(config: ModelConfig, num_classes: int) -> nn.Module:
