@@ -14,7 +14,7 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -89,30 +89,28 @@ class Store:
     def parts_dir(self) -> Path:
         return self.directory / PARTS_DIR
 
-    def _frames(self, main: Path, suffix: str) -> list[pl.DataFrame]:
+    def _read(
+        self, main: Path, suffix: str, key: list[str], empty: Mapping[str, type[pl.DataType]]
+    ) -> pl.DataFrame:
+        """Main file plus parts, oldest first; the latest row of each ``key`` wins. With nothing
+        stored, an empty frame of schema ``empty``."""
         frames = [_read_parquet(main)] if main.is_file() else []
         if self.parts_dir.is_dir():
             frames += [_read_parquet(p) for p in sorted(self.parts_dir.glob(f"*.{suffix}.parquet"))]
-        return frames
+        if not frames:
+            return pl.DataFrame(schema=empty)
+        combined = pl.concat(frames, how="diagonal_relaxed")
+        return combined.unique(subset=key, keep="last", maintain_order=True)
 
     def read_runs(self) -> pl.DataFrame:
-        """Every stored run, main file and parts; the latest row of a run id wins."""
-        frames = self._frames(self.runs_path, "runs")
-        if not frames:
-            return pl.DataFrame(
-                {"run_id": [], "status": []}, schema={"run_id": pl.String, "status": pl.String}
-            )
-        runs = pl.concat(frames, how="diagonal_relaxed")
-        return runs.unique(subset="run_id", keep="last", maintain_order=True)
+        """Every stored run (one row per run id)."""
+        empty = {"run_id": pl.String, "status": pl.String}
+        return self._read(self.runs_path, "runs", ["run_id"], empty)
 
     def read_history(self) -> pl.DataFrame:
-        frames = self._frames(self.history_path, "history")
-        if not frames:
-            return pl.DataFrame(
-                {"run_id": [], "epoch": []}, schema={"run_id": pl.String, "epoch": pl.Int32}
-            )
-        history = pl.concat(frames, how="diagonal_relaxed")
-        return history.unique(subset=["run_id", "epoch"], keep="last", maintain_order=True)
+        """Every stored epoch (one row per run id and epoch)."""
+        empty = {"run_id": pl.String, "epoch": pl.Int32}
+        return self._read(self.history_path, "history", ["run_id", "epoch"], empty)
 
     def completed_ids(self) -> set[str]:
         runs = self.read_runs()
