@@ -128,8 +128,8 @@ def test_shipped_experiments_load(path):
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "sweeps").glob("*.toml")), ids=lambda p: p.name)
-def test_shipped_sweeps_load(path):
-    assert load_sweep(path).seeds
+def test_shipped_sweeps_load_and_every_run_validates(path):
+    assert expand(load_sweep(path))
 
 
 @pytest.mark.parametrize(
