@@ -213,15 +213,8 @@ def _store_failure(
     group_id: str,
     origin: Origin,
 ) -> None:
-    store.append(
-        _runs_frame([_failed_row(run, error, group_id, origin)]), _history_frame_empty(run.run_id)
-    )
+    no_epochs = pl.DataFrame(schema={"run_id": pl.String, "epoch": pl.Int32})
+    store.append(_runs_frame([_failed_row(run, error, group_id, origin)]), no_epochs)
     summary.trained += 1
     summary.failed += 1
     summary.errors.append(f"{run.run_id}: {type(error).__name__}: {error}")
-
-
-def _history_frame_empty(run_id: str) -> pl.DataFrame:
-    return pl.DataFrame(
-        {"run_id": [], "epoch": []}, schema={"run_id": pl.String, "epoch": pl.Int32}
-    )
