@@ -54,9 +54,27 @@ class DataConfig(_Strict):
     test_fraction: Fraction
     split_seed: Annotated[int, Field(ge=0)]
     max_samples: Annotated[int, Field(gt=0)] | None = None
+    # How train and validation are separated once the test set is held out: one holdout split,
+    # or K folds of which ``fold`` is the validation set (a sweep's ``folds`` replicates over it).
+    split: Literal["holdout", "stratified_holdout", "kfold", "stratified_kfold"] = (
+        "stratified_holdout"
+    )
+    folds: Annotated[int, Field(ge=2)] | None = None
+    fold: Annotated[int, Field(ge=0)] = 0
+    # Keep this fraction of the training part (stratified, seeded by split_seed): small data.
+    train_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
+    # "standardize": subtract the training set's mean and divide by its std (one value each).
+    normalize: Literal["none", "standardize"] = "none"
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
+        if self.split in ("kfold", "stratified_kfold"):
+            if self.folds is None:
+                raise FieldError("folds", f"required for data.split = '{self.split}'")
+            if self.fold >= self.folds:
+                raise FieldError("fold", f"must be below data.folds = {self.folds}")
+        elif self.fold != 0 or self.folds is not None:
+            raise FieldError("folds", "only used with data.split = 'kfold' or 'stratified_kfold'")
         if self.name in ("idx", "npz") and not self.path:
             raise FieldError("path", f"required for data.name = '{self.name}'")
         if self.name in ("digits", "mnist5k") and self.path:
@@ -71,37 +89,146 @@ class DataConfig(_Strict):
 class ModelConfig(_Strict):
     """The network. ``widths`` are the hidden layer sizes of an MLP."""
 
-    kind: Literal["mlp", "lenet5"]
+    kind: Literal["mlp", "lenet5", "cnn"]
     widths: list[Annotated[int, Field(gt=0)]] = []
     activation: Literal["relu", "tanh", "sigmoid", "gelu", "elu"]
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    batch_norm: bool = False
+    # Weight initializer of every dense and conv layer; "default" keeps Flax's (LeCun normal).
+    init: Literal[
+        "default", "lecun_normal", "he_normal", "he_uniform", "glorot_normal", "glorot_uniform"
+    ] = "default"
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
         if self.kind == "mlp" and not self.widths:
             raise FieldError("widths", "must list at least one hidden width for an mlp")
-        if self.kind == "lenet5" and self.widths:
-            raise FieldError("widths", "fixed by the lenet5 architecture; remove it")
+        if self.kind in ("lenet5", "cnn") and self.widths:
+            raise FieldError("widths", f"fixed by the {self.kind} architecture; remove it")
         return self
+
+
+Unit = Annotated[float, Field(ge=0.0, lt=1.0)]
+Positive = Annotated[float, Field(gt=0.0)]
+
+# The numbers each optimizer needs, beyond learning_rate (see optim.py for the update rules).
+OPTIMIZER_KEYS: dict[str, tuple[str, ...]] = {
+    "sgd": (),
+    "adagrad": ("eps", "initial_accumulator"),
+    "rmsprop": ("decay", "eps"),
+    "adam": ("b1", "b2", "eps"),
+    "adamw": ("b1", "b2", "eps"),
+}
 
 
 class OptimizerConfig(_Strict):
-    """Optax optimizer. ``momentum`` is SGD's; ``b1``, ``b2``, ``eps`` are Adam's."""
+    """Optax optimizer. ``momentum`` applies to SGD and RMSProp (``nesterov`` to SGD);
+    ``b1``, ``b2``, ``eps`` to Adam and AdamW; ``decay`` (rho) and ``eps`` to RMSProp;
+    ``eps`` and ``initial_accumulator`` to Adagrad. ``weight_decay`` is decoupled weight decay
+    (Loshchilov & Hutter, 2019) for every optimizer; AdamW is Adam with it."""
 
-    name: Literal["sgd", "adam"]
-    learning_rate: Annotated[float, Field(gt=0.0)]
-    momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
-    b1: Annotated[float, Field(ge=0.0, lt=1.0)] | None = None
-    b2: Annotated[float, Field(ge=0.0, lt=1.0)] | None = None
-    eps: Annotated[float, Field(gt=0.0)] | None = None
+    name: Literal["sgd", "adagrad", "rmsprop", "adam", "adamw"]
+    learning_rate: Positive
+    momentum: Unit = 0.0
+    nesterov: bool = False
+    b1: Unit | None = None
+    b2: Unit | None = None
+    eps: Positive | None = None
+    decay: Unit | None = None
+    initial_accumulator: Annotated[float, Field(ge=0.0)] | None = None
+    centered: bool = False
+    weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
 
     @model_validator(mode="after")
     def _check(self) -> OptimizerConfig:
-        if self.name == "adam":
-            missing = [k for k in ("b1", "b2", "eps") if getattr(self, k) is None]
-            if missing:
-                raise FieldError(missing[0], "required when optimizer.name = 'adam'")
+        for key in OPTIMIZER_KEYS[self.name]:
+            if getattr(self, key) is None:
+                raise FieldError(key, f"required when optimizer.name = '{self.name}'")
+        if self.nesterov and self.name != "sgd":
+            raise FieldError("nesterov", "only used with optimizer.name = 'sgd'")
         return self
+
+
+class PlateauConfig(_Strict):
+    """Reduce-on-plateau: multiply the learning rate by ``factor`` when validation loss has not
+    improved by ``threshold`` (relative) for ``patience`` epochs; never below ``min_scale``
+    times the scheduled rate. Off when ``factor`` is not given."""
+
+    factor: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None
+    patience: Annotated[int, Field(ge=0)] = 0
+    threshold: Annotated[float, Field(ge=0.0)] = 0.0
+    min_scale: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+
+
+# The numbers each schedule needs (see schedules.py for the formulas).
+SCHEDULE_KEYS: dict[str, tuple[str, ...]] = {
+    "constant": (),
+    "step": ("gamma", "step_epochs"),
+    "exponential": ("gamma",),
+    "cosine": ("min_lr",),
+    "onecycle": ("pct_start", "div_factor", "final_div_factor"),
+    "cyclic": ("min_lr", "cycle_epochs"),
+}
+
+
+class ScheduleConfig(_Strict):
+    """Learning-rate schedule over training, in epochs (fractional within an epoch).
+
+    ``warmup_epochs`` > 0 ramps linearly from 0 before any schedule; ``restart_epochs`` gives
+    cosine annealing warm restarts (SGDR) with that period; ``cycle_epochs`` is the half period
+    of the triangular cyclic schedule between ``min_lr`` and the learning rate."""
+
+    name: Literal["constant", "step", "exponential", "cosine", "onecycle", "cyclic"] = "constant"
+    warmup_epochs: Annotated[float, Field(ge=0.0)] = 0.0
+    gamma: Positive | None = None
+    step_epochs: Positive | None = None
+    min_lr: Annotated[float, Field(ge=0.0)] | None = None
+    restart_epochs: Positive | None = None
+    cycle_epochs: Positive | None = None
+    pct_start: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None
+    div_factor: Positive | None = None
+    final_div_factor: Positive | None = None
+    plateau: PlateauConfig = PlateauConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> ScheduleConfig:
+        for key in SCHEDULE_KEYS[self.name]:
+            if getattr(self, key) is None:
+                raise FieldError(key, f"required when schedule.name = '{self.name}'")
+        return self
+
+
+class RegularizationConfig(_Strict):
+    """Penalties and constraints. ``l1`` and ``l2`` add ``l1·Σ|w| + l2·Σw²`` over weights
+    (not biases) to the loss (both: elastic net); ``max_norm`` rescales each unit's incoming
+    weight vector to at most that L2 norm after every step; ``clip_norm`` / ``clip_value``
+    clip gradients by global norm / elementwise. A constraint is off when not given."""
+
+    l1: Annotated[float, Field(ge=0.0)] = 0.0
+    l2: Annotated[float, Field(ge=0.0)] = 0.0
+    max_norm: Positive | None = None
+    clip_norm: Positive | None = None
+    clip_value: Positive | None = None
+
+
+class LossConfig(_Strict):
+    """Cross-entropy, with optional label smoothing, or focal loss (Lin et al., 2017)."""
+
+    name: Literal["cross_entropy", "focal"] = "cross_entropy"
+    label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    focal_gamma: Annotated[float, Field(ge=0.0)] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> LossConfig:
+        if self.name == "focal" and self.focal_gamma is None:
+            raise FieldError("focal_gamma", "required when loss.name = 'focal'")
+        return self
+
+
+class AugmentConfig(_Strict):
+    """Random shifts of training images by up to ``max_shift`` pixels (0: off), seeded."""
+
+    max_shift: Annotated[int, Field(ge=0)] = 0
 
 
 class EarlyStoppingConfig(_Strict):
@@ -131,6 +258,10 @@ class ExperimentConfig(_Strict):
     data: DataConfig
     model: ModelConfig
     optimizer: OptimizerConfig
+    schedule: ScheduleConfig = ScheduleConfig()
+    regularization: RegularizationConfig = RegularizationConfig()
+    loss: LossConfig = LossConfig()
+    augment: AugmentConfig = AugmentConfig()
     train: TrainConfig
 
 
