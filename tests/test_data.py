@@ -301,7 +301,7 @@ def test_split_sizes_follow_the_fractions(val, test):
     sizes = (len(split.y_train), len(split.y_val), len(split.y_test))
     assert sum(sizes) == n
     for size, fraction in zip(sizes, (1 - val - test, val, test), strict=True):
-        assert abs(size - fraction * n) <= 1
+        assert abs(size - fraction * n) <= 1 + 1e-9  # within one image, float noise aside
     assert len(split.x_train) == len(split.y_train)
     assert len(split.x_val) == len(split.y_val)
     assert len(split.x_test) == len(split.y_test)

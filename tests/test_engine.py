@@ -26,7 +26,7 @@ def plan(project: Path):
 
 def test_one_compilation_per_static_group(plan, tmp_path: Path):
     splits = engine.load_splits(plan)
-    assert len(engine.group_runs(plan, splits)) == 2
+    assert len(engine.group_runs(plan)) == 2
     summary = engine.train_runs(plan, Store(tmp_path / "store"), splits=splits)
     assert summary.compilations == 2
     assert (summary.trained, summary.ok, summary.failed) == (8, 8, 0)
@@ -38,14 +38,14 @@ def test_one_compilation_per_static_group(plan, tmp_path: Path):
 def test_a_failing_group_is_stored_as_failed_and_the_rest_goes_on(
     plan, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    real_compile = engine.compile_group
+    real_compile = engine.compile_program
 
-    def compile_or_fail(static, data, example):
+    def compile_or_fail(static, num_classes, data, example):
         if static.batch_size == 64:
             raise RuntimeError("injected compile failure")
-        return real_compile(static, data, example)
+        return real_compile(static, num_classes, data, example)
 
-    monkeypatch.setattr(engine, "compile_group", compile_or_fail)
+    monkeypatch.setattr(engine, "compile_program", compile_or_fail)
     store = Store(tmp_path / "store")
     done: list[str] = []
     summary = engine.train_runs(
@@ -62,4 +62,6 @@ def test_a_failing_group_is_stored_as_failed_and_the_rest_goes_on(
     assert failed["error"].str.contains("injected compile failure").all()
     # Failed runs are not "done": the next sweep retries exactly them.
     assert store.completed_ids() == set(runs.filter(pl.col("status") == "ok")["run_id"])
-    assert store.read_history().filter(pl.col("run_id").is_in(failed["run_id"].to_list())).is_empty()
+    assert (
+        store.read_history().filter(pl.col("run_id").is_in(failed["run_id"].to_list())).is_empty()
+    )

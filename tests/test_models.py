@@ -6,41 +6,89 @@ import numpy as np
 import pytest
 
 from sweepbook.config import ModelConfig
-from sweepbook.models import LeNet5, build_model, dropout
+from sweepbook.models import build_model, dropout
+
+NO_DROPOUT = {"dropout_rate": jnp.float32(0.0), "dropout_key": None}
 
 
 def _count(params) -> int:
     return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(params))
 
 
+def _model(kind: str, **fields):
+    config = ModelConfig(kind=kind, activation=fields.pop("activation", "relu"), **fields)
+    return build_model(config, num_classes=10)
+
+
 def _init(model, shape):
     x = jnp.zeros(shape)
-    params = model.init(jax.random.key(0), x, dropout_rate=jnp.float32(0.0), dropout_key=None)[
-        "params"
-    ]
-    logits = model.apply({"params": params}, x, dropout_rate=jnp.float32(0.0), dropout_key=None)
-    return params, logits
+    variables = model.init(jax.random.key(0), x, train=False, **NO_DROPOUT)
+    logits = model.apply(variables, x, train=False, **NO_DROPOUT)
+    return variables, logits
 
 
 def test_mlp_widths_and_classes_come_from_config():
-    config = ModelConfig(kind="mlp", widths=[300, 100], activation="tanh")
-    params, logits = _init(build_model(config, num_classes=10), (5, 28, 28, 1))
+    variables, logits = _init(_model("mlp", widths=[300, 100], activation="tanh"), (5, 28, 28, 1))
     assert logits.shape == (5, 10)
-    assert (
-        _count(params) == 784 * 300 + 300 + 300 * 100 + 100 + 100 * 10 + 10
-    )  # LeNet-300-100: 266,610
+    # LeNet-300-100: 266,610 weights and biases
+    assert _count(variables["params"]) == 784 * 300 + 300 + 300 * 100 + 100 + 100 * 10 + 10
 
 
 def test_lenet5_has_the_classic_61706_parameters_on_28x28():
-    params, logits = _init(LeNet5(activation="relu", num_classes=10), (2, 28, 28, 1))
+    variables, logits = _init(_model("lenet5"), (2, 28, 28, 1))
     assert logits.shape == (2, 10)
-    assert _count(params) == 61_706
+    assert _count(variables["params"]) == 61_706
 
 
-def test_lenet5_runs_on_8x8_digits():
-    _, logits = _init(LeNet5(activation="relu", num_classes=10), (3, 8, 8, 1))
+def test_small_cnn_has_about_100k_parameters():
+    variables, logits = _init(_model("cnn"), (2, 28, 28, 1))
+    assert logits.shape == (2, 10)
+    assert _count(variables["params"]) == 119_530
+
+
+@pytest.mark.parametrize("kind", ["lenet5", "cnn"])
+def test_conv_nets_run_on_8x8_digits(kind):
+    _, logits = _init(_model(kind), (3, 8, 8, 1))
     assert logits.shape == (3, 10)
     assert bool(jnp.all(jnp.isfinite(logits)))
+
+
+def test_batch_norm_trains_on_batch_statistics_and_evaluates_on_running_averages():
+    model = _model("mlp", widths=[8], batch_norm=True)
+    x = jax.random.normal(jax.random.key(1), (16, 4)) * 3.0 + 5.0
+    variables = model.init(jax.random.key(0), x, train=False, **NO_DROPOUT)
+    assert "batch_stats" in variables
+    _, updated = model.apply(variables, x, train=True, mutable=["batch_stats"], **NO_DROPOUT)
+    before = jax.tree.leaves(variables["batch_stats"])
+    after = jax.tree.leaves(updated["batch_stats"])
+    assert any(not np.allclose(a, b) for a, b in zip(before, after, strict=True))
+    # Evaluation reads the running averages and changes nothing.
+    first = model.apply(variables, x, train=False, **NO_DROPOUT)
+    second = model.apply(variables, x[:3], train=False, **NO_DROPOUT)
+    np.testing.assert_allclose(first[:3], second, rtol=1e-5)
+
+
+def test_batch_norm_ignores_masked_padding():
+    model = _model("mlp", widths=[8], batch_norm=True)
+    x = jax.random.normal(jax.random.key(1), (6, 4))
+    variables = model.init(jax.random.key(0), x, train=False, **NO_DROPOUT)
+    mask = jnp.array([True, True, True, True, False, False])
+    garbage = x.at[4:].set(1e3)
+    out_clean, _ = model.apply(
+        variables, x, train=True, mask=mask, mutable=["batch_stats"], **NO_DROPOUT
+    )
+    out_padded, _ = model.apply(
+        variables, garbage, train=True, mask=mask, mutable=["batch_stats"], **NO_DROPOUT
+    )
+    np.testing.assert_allclose(out_clean[:4], out_padded[:4], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(("init", "fan_scale"), [("he_normal", 2.0), ("lecun_normal", 1.0)])
+def test_initializer_comes_from_config(init, fan_scale):
+    variables, _ = _init(_model("mlp", widths=[512], init=init), (2, 32, 32, 1))
+    kernel = np.asarray(variables["params"]["dense_0"]["kernel"])
+    # Variance-scaling initializers: Var(w) = scale / fan_in, fan_in = 1024 here.
+    assert kernel.var() == pytest.approx(fan_scale / 1024, rel=0.05)
 
 
 def test_dropout_is_identity_without_a_key():

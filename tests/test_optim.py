@@ -1,3 +1,5 @@
+"""Our optimizers (direction, then −lr scaling) against Optax's own, step by step."""
+
 from __future__ import annotations
 
 import jax
@@ -6,53 +8,119 @@ import numpy as np
 import optax
 import pytest
 
-from sweepbook.optim import build_optimizer
+from sweepbook.optim import OptimizerHyper, build_direction, scale_updates
 
-PARAMS = {"w": jnp.array([1.0, -2.0, 3.0])}
-GRADS = [{"w": jnp.array([0.5, -1.0, 0.25])}, {"w": jnp.array([-0.1, 0.3, 0.2])}]
+PARAMS = {"w": jnp.array([1.0, -2.0, 3.0]), "b": jnp.array([0.5])}
+GRADS = [
+    {"w": jnp.array([0.5, -1.0, 0.25]), "b": jnp.array([0.1])},
+    {"w": jnp.array([-0.1, 0.3, 0.2]), "b": jnp.array([-0.2])},
+    {"w": jnp.array([0.7, 0.0, -0.4]), "b": jnp.array([0.3])},
+]
+LR = 0.05
 
 
-def _apply(tx, steps=GRADS):
+def _hyper(**values: float) -> OptimizerHyper:
+    defaults = dict.fromkeys(OptimizerHyper._fields, 0.0)
+    defaults.update(values)
+    return OptimizerHyper(**{k: jnp.float32(v) for k, v in defaults.items()})
+
+
+def _run_reference(tx: optax.GradientTransformation) -> dict[str, np.ndarray]:
     params, state = PARAMS, tx.init(PARAMS)
-    for grads in steps:
+    for grads in GRADS:
         updates, state = tx.update(grads, state, params)
         params = optax.apply_updates(params, updates)
-    return np.asarray(params["w"])
+    return jax.tree.map(np.asarray, params)
 
 
-def _ours(name, **hyper):
-    values = {"learning_rate": 0.1, "momentum": 0.0, "b1": 0.0, "b2": 0.0, "eps": 1.0}
-    values.update(hyper)
-    return build_optimizer(name, **{k: jnp.float32(v) for k, v in values.items()})
+def _run_ours(name: str, hyper: OptimizerHyper, **flags: bool) -> dict[str, np.ndarray]:
+    tx = build_direction(name, hyper, **flags)
+    params, state = PARAMS, tx.init(PARAMS)
+    for grads in GRADS:
+        direction, state = tx.update(grads, state, params)
+        params = optax.apply_updates(params, scale_updates(direction, jnp.float32(LR)))
+    return jax.tree.map(np.asarray, params)
 
 
-def test_sgd_with_zero_momentum_is_plain_sgd():
-    np.testing.assert_allclose(_apply(_ours("sgd")), _apply(optax.sgd(0.1)), rtol=1e-6)
+CASES = {
+    "sgd": ("sgd", _hyper(), {}, optax.sgd(LR)),
+    "momentum": ("sgd", _hyper(momentum=0.9), {}, optax.sgd(LR, momentum=0.9)),
+    "nesterov": (
+        "sgd",
+        _hyper(momentum=0.9),
+        {"nesterov": True},
+        optax.sgd(LR, momentum=0.9, nesterov=True),
+    ),
+    "adagrad": (
+        "adagrad",
+        _hyper(eps=1e-7, initial_accumulator=0.1),
+        {},
+        optax.adagrad(LR, initial_accumulator_value=0.1, eps=1e-7),
+    ),
+    "rmsprop": ("rmsprop", _hyper(decay=0.9, eps=1e-8), {}, optax.rmsprop(LR, decay=0.9, eps=1e-8)),
+    "rmsprop-momentum": (
+        "rmsprop",
+        _hyper(decay=0.9, eps=1e-8, momentum=0.5),
+        {},
+        optax.rmsprop(LR, decay=0.9, eps=1e-8, momentum=0.5),
+    ),
+    "rmsprop-centered": (
+        "rmsprop",
+        _hyper(decay=0.9, eps=1e-8),
+        {"centered": True},
+        optax.rmsprop(LR, decay=0.9, eps=1e-8, centered=True),
+    ),
+    "adam": ("adam", _hyper(b1=0.9, b2=0.999, eps=1e-8), {}, optax.adam(LR)),
+    "adamw": (
+        "adamw",
+        _hyper(b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.01),
+        {},
+        optax.adamw(LR, weight_decay=0.01),
+    ),
+    "sgd-clip-norm": (
+        "sgd",
+        _hyper(clip_norm=0.5),
+        {"clip_norm": True},
+        optax.chain(optax.clip_by_global_norm(0.5), optax.sgd(LR)),
+    ),
+    "sgd-clip-value": (
+        "sgd",
+        _hyper(clip_value=0.2),
+        {"clip_value": True},
+        optax.chain(optax.clip(0.2), optax.sgd(LR)),
+    ),
+}
 
 
-def test_sgd_momentum_matches_optax():
-    np.testing.assert_allclose(
-        _apply(_ours("sgd", momentum=0.9)), _apply(optax.sgd(0.1, momentum=0.9)), rtol=1e-6
-    )
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+def test_matches_optax(case):
+    name, hyper, flags, reference = case
+    ours, expected = _run_ours(name, hyper, **flags), _run_reference(reference)
+    for key in PARAMS:
+        np.testing.assert_allclose(ours[key], expected[key], rtol=1e-6, atol=1e-7)
 
 
-def test_adam_matches_optax():
-    ours = _ours("adam", learning_rate=0.01, b1=0.9, b2=0.999, eps=1e-8)
-    np.testing.assert_allclose(_apply(ours), _apply(optax.adam(0.01)), rtol=1e-6)
+def test_decoupled_weight_decay_shrinks_weights_without_gradient():
+    zero = {"w": jnp.zeros(3), "b": jnp.zeros(1)}
+    tx = build_direction("sgd", _hyper(weight_decay=0.1))
+    direction, _ = tx.update(zero, tx.init(PARAMS), PARAMS)
+    stepped = optax.apply_updates(PARAMS, scale_updates(direction, jnp.float32(1.0)))
+    np.testing.assert_allclose(stepped["w"], 0.9 * PARAMS["w"], rtol=1e-6)
 
 
-def test_learning_rate_is_traced():
-    def step(lr):
-        tx = build_optimizer("adam", learning_rate=lr, momentum=0.0, b1=0.9, b2=0.999, eps=1e-8)
-        updates, _ = tx.update(GRADS[0], tx.init(PARAMS), PARAMS)
-        return updates["w"]
+def test_numbers_are_traced_one_program_for_all_values():
+    def step(momentum, lr):
+        tx = build_direction("sgd", _hyper()._replace(momentum=momentum))
+        direction, _ = tx.update(GRADS[0], tx.init(PARAMS), PARAMS)
+        return scale_updates(direction, lr)["w"]
 
     jitted = jax.jit(step)
-    small, large = jitted(jnp.float32(0.001)), jitted(jnp.float32(0.1))
+    small = jitted(jnp.float32(0.0), jnp.float32(0.001))
+    large = jitted(jnp.float32(0.9), jnp.float32(0.1))
     assert jitted._cache_size() == 1
     np.testing.assert_allclose(np.asarray(large), 100 * np.asarray(small), rtol=1e-5)
 
 
 def test_unknown_optimizer_is_an_error():
     with pytest.raises(ValueError, match="unknown optimizer"):
-        _ours("lion")
+        build_direction("lion", _hyper())

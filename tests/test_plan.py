@@ -12,7 +12,8 @@ import pytest
 
 from conftest import TINY_EXPERIMENT
 from sweepbook.config import RunConfig, flatten, load_sweep, unflatten
-from sweepbook.plan import compile_group, expand, run_id
+from sweepbook.plan import expand, run_id
+from sweepbook.train import compile_group
 
 EXPERIMENT = TINY_EXPERIMENT
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -50,7 +51,7 @@ class DataConfig(_Strict):
 
     name: Literal["digits", "mnist5k", "idx", "npz"]
     path: str | None = None
-    val_fraction: Fraction
+    val_fraction: Fraction | None = None  # holdout splits; K-fold validates on a fold
     test_fraction: Fraction
     split_seed: Annotated[int, Field(ge=0)]
     max_samples: Annotated[int, Field(gt=0)] | None = None
@@ -69,17 +70,24 @@ class DataConfig(_Strict):
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
         if self.split in ("kfold", "stratified_kfold"):
+            if self.val_fraction is not None:
+                raise FieldError("val_fraction", "not used with K-fold: the fold validates")
             if self.folds is None:
                 raise FieldError("folds", f"required for data.split = '{self.split}'")
             if self.fold >= self.folds:
                 raise FieldError("fold", f"must be below data.folds = {self.folds}")
-        elif self.fold != 0 or self.folds is not None:
-            raise FieldError("folds", "only used with data.split = 'kfold' or 'stratified_kfold'")
+        else:
+            if self.val_fraction is None:
+                raise FieldError("val_fraction", f"required for data.split = '{self.split}'")
+            if self.fold != 0 or self.folds is not None:
+                raise FieldError(
+                    "folds", "only used with data.split = 'kfold' or 'stratified_kfold'"
+                )
         if self.name in ("idx", "npz") and not self.path:
             raise FieldError("path", f"required for data.name = '{self.name}'")
         if self.name in ("digits", "mnist5k") and self.path:
             raise FieldError("path", f"not used by the embedded dataset '{self.name}'")
-        if self.val_fraction + self.test_fraction >= 1.0:
+        if (self.val_fraction or 0.0) + self.test_fraction >= 1.0:
             raise FieldError(
                 "test_fraction", "data.val_fraction + data.test_fraction must be below 1"
             )
@@ -264,6 +272,12 @@ class ExperimentConfig(_Strict):
     augment: AugmentConfig = AugmentConfig()
     train: TrainConfig
 
+    @model_validator(mode="after")
+    def _check(self) -> ExperimentConfig:
+        if self.schedule.warmup_epochs >= self.train.epochs:
+            raise FieldError("schedule.warmup_epochs", "must be shorter than train.epochs")
+        return self
+
 
 class RunConfig(ExperimentConfig):
     """One run: an experiment with every sweep override applied, plus its seed."""
@@ -290,8 +304,31 @@ class SweepConfig(BaseModel):
     set: dict[str, Any] = {}
     grid: dict[str, Any] = {}
     zip: dict[str, Any] = {}
+    random: dict[str, Any] = {}
     variant: list[dict[str, Any]] = []
+    folds: list[Annotated[int, Field(ge=0)]] | Literal["all"] | None = None
     report: ReportConfig = ReportConfig()
+
+
+DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
+
+
+class Distribution(BaseModel):
+    """One ``[random]`` axis: ``{ uniform = [lo, hi] }``, ``{ loguniform = [lo, hi] }``,
+    ``{ int = [lo, hi] }`` (both ends included) or ``{ choice = [a, b, ...] }``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["uniform", "loguniform", "int", "choice"]
+    values: list[Any]
+
+
+class RandomSearch(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    samples: int
+    seed: int
+    axes: dict[str, Distribution]
 
 
 class Sweep(BaseModel):
@@ -308,13 +345,17 @@ class Sweep(BaseModel):
     grid: dict[str, list[Any]]
     zip: dict[str, list[Any]]
     variants: list[tuple[str, FlatConfig]]
+    random: RandomSearch | None
+    folds: list[int] | Literal["all"] | None
     report: ReportConfig
     question: str
 
     @property
     def axes(self) -> list[str]:
-        """The swept keys, in file order; ``variant`` first when variants are given."""
-        return (["variant"] if self.variants else []) + list(self.zip) + list(self.grid)
+        """The swept keys, in file order; ``variant`` first when variants are given. Seeds and
+        folds are replicates, not axes: results are aggregated over them."""
+        random = list(self.random.axes) if self.random else []
+        return (["variant"] if self.variants else []) + list(self.zip) + list(self.grid) + random
 
 
 # --- dotted keys ---------------------------------------------------------------------------
@@ -326,15 +367,19 @@ class DuplicateKeyError(ValueError):
         super().__init__(f"key '{key}' is given twice")
 
 
-def flatten(tree: dict[str, Any], prefix: str = "") -> FlatConfig:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``. Lists are values, never descended into.
+def flatten(
+    tree: dict[str, Any], prefix: str = "", *, is_leaf: Callable[[Any], bool] | None = None
+) -> FlatConfig:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``. Lists, and dicts for which ``is_leaf`` is true,
+    are values, never descended into.
 
     Raises :class:`DuplicateKeyError` when two spellings name one key
     (``"a.b" = 1`` beside ``a = {b = 2}``)."""
     flat: FlatConfig = {}
     for key, value in tree.items():
         dotted = f"{prefix}{key}"
-        nested = flatten(value, f"{dotted}.") if isinstance(value, dict) else {dotted: value}
+        descend = isinstance(value, dict) and not (is_leaf and is_leaf(value))
+        nested = flatten(value, f"{dotted}.", is_leaf=is_leaf) if descend else {dotted: value}
         for name, leaf in nested.items():
             if name in flat:
                 raise DuplicateKeyError(name)
@@ -493,7 +538,13 @@ def load_sweep(path: Path) -> Sweep:
     if len(set(names)) != len(names):
         raise ConfigError(path, "variant.name", "variant names must be unique")
 
-    overlapping = (set(grid) & set(zipped)) | (set(overrides) & (set(grid) | set(zipped)))
+    random = _random_search(path, parsed.random, known)
+    random_keys = set(random.axes) if random else set()
+    swept = [set(grid), set(zipped), random_keys]
+    overlapping = {k for i, a in enumerate(swept) for b in swept[i + 1 :] for k in a & b}
+    overlapping |= set(overrides) & set().union(*swept)
+    if parsed.folds is not None and "data.fold" in set(overrides).union(*swept):
+        overlapping.add("data.fold")
     if overlapping:
         raise ConfigError(path, sorted(overlapping)[0], "a key may be set or swept once, not twice")
     if len(set(parsed.seeds)) != len(parsed.seeds):
@@ -509,11 +560,57 @@ def load_sweep(path: Path) -> Sweep:
         grid=grid,
         zip=zipped,
         variants=variants,
+        random=random,
+        folds=parsed.folds,
         report=parsed.report,
         question=parsed.report.question or _leading_comment(path),
     )
     _check_report_keys(sweep, known)
     return sweep
+
+
+def _random_search(path: Path, table: dict[str, Any], known: set[str]) -> RandomSearch | None:
+    """``[random]``: ``samples`` (required), ``seed`` (sampling seed, default 0) and one
+    distribution per dotted key."""
+    if not table:
+        return None
+    body = dict(table)
+    samples, seed = body.pop("samples", None), body.pop("seed", 0)
+    if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
+        raise ConfigError(path, "random.samples", "expected a positive integer number of samples")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ConfigError(path, "random.seed", "expected a non-negative integer")
+
+    def is_distribution(value: Any) -> bool:
+        return isinstance(value, dict) and len(value) == 1 and next(iter(value)) in DISTRIBUTIONS
+
+    try:
+        flat = flatten(body, is_leaf=is_distribution)
+    except DuplicateKeyError as error:
+        raise ConfigError(path, f"random.{error.key}", "given twice (quoted and nested)") from None
+    if not flat:
+        raise ConfigError(path, "random", "name at least one key to sample")
+    _check_keys(path, "random", list(flat), known)
+    axes = {}
+    for key, spec in flat.items():
+        where = f"random.{key}"
+        if not is_distribution(spec):
+            raise ConfigError(
+                path, where, f"expected one of {{ {' | '.join(DISTRIBUTIONS)} = [...] }}"
+            )
+        kind, values = next(iter(spec.items()))
+        if not isinstance(values, list) or not values:
+            raise ConfigError(path, where, f"{kind} needs a non-empty list")
+        if kind != "choice":
+            numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+            if len(values) != 2 or not numeric or values[0] >= values[1]:
+                raise ConfigError(path, where, f"{kind} needs [low, high] with low < high")
+            if kind == "loguniform" and values[0] <= 0:
+                raise ConfigError(path, where, "loguniform needs a positive lower bound")
+            if kind == "int" and not all(isinstance(v, int) for v in values):
+                raise ConfigError(path, where, "int needs integer bounds")
+        axes[key] = Distribution(kind=kind, values=values)
+    return RandomSearch(samples=samples, seed=seed, axes=axes)
 
 
 def _check_report_keys(sweep: Sweep, known: set[str]) -> None:

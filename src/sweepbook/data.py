@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from sweepbook.config import DataConfig
 
@@ -184,23 +184,49 @@ def load_dataset(name: str, path: str | None) -> Dataset:
 
 
 def split_dataset(dataset: Dataset, config: DataConfig) -> Split:
-    """Stratified, seeded train / val / test split (optionally of a stratified subsample)."""
+    """Seeded train / val / test split, every step drawn from ``data.split_seed``:
+
+    1. optionally a stratified subsample of ``max_samples`` images;
+    2. the test set, ``test_fraction`` of them, held out once (the same for every fold);
+    3. validation: ``val_fraction`` of all images (holdout), or fold ``fold`` of ``folds`` of
+       what remains (K-fold);
+    4. optionally only ``train_fraction`` of the training part is kept;
+    5. optionally standardization with the training part's mean and std.
+
+    "stratified_*" splits keep class proportions in every part; the others are plain shuffles.
+    """
     x, y = dataset.images, dataset.labels
+    seed = config.split_seed
+    stratified = config.split.startswith("stratified")
+
+    def holdout(xs: np.ndarray, ys: np.ndarray, size: float) -> list[np.ndarray]:
+        strata = ys if stratified else None
+        parts: list[np.ndarray] = train_test_split(
+            xs, ys, test_size=size, stratify=strata, random_state=seed
+        )
+        return parts
+
     if config.max_samples is not None and config.max_samples < len(y):
         x, _, y, _ = train_test_split(
-            x, y, train_size=config.max_samples, stratify=y, random_state=config.split_seed
+            x, y, train_size=config.max_samples, stratify=y, random_state=seed
         )
-    held_out = config.val_fraction + config.test_fraction
-    x_train, x_rest, y_train, y_rest = train_test_split(
-        x, y, test_size=held_out, stratify=y, random_state=config.split_seed
-    )
-    x_val, x_test, y_val, y_test = train_test_split(
-        x_rest,
-        y_rest,
-        test_size=config.test_fraction / held_out,
-        stratify=y_rest,
-        random_state=config.split_seed,
-    )
+    x_rest, x_test, y_rest, y_test = holdout(x, y, config.test_fraction)
+    if config.folds is None:
+        assert config.val_fraction is not None  # DataConfig validation
+        val_share = config.val_fraction / (1.0 - config.test_fraction)
+        x_train, x_val, y_train, y_val = holdout(x_rest, y_rest, val_share)
+    else:
+        splitter = (StratifiedKFold if stratified else KFold)(
+            n_splits=config.folds, shuffle=True, random_state=seed
+        )
+        train_index, val_index = list(splitter.split(x_rest, y_rest))[config.fold]
+        x_train, y_train = x_rest[train_index], y_rest[train_index]
+        x_val, y_val = x_rest[val_index], y_rest[val_index]
+    if config.train_fraction < 1.0:
+        x_train, _, y_train, _ = holdout(x_train, y_train, 1.0 - config.train_fraction)
+    if config.normalize == "standardize":
+        mean, std = x_train.mean(), x_train.std()
+        x_train, x_val, x_test = ((part - mean) / std for part in (x_train, x_val, x_test))
     return Split(x_train, y_train, x_val, y_val, x_test, y_test, dataset.num_classes)
 
 

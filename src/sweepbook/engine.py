@@ -20,10 +20,12 @@ import polars as pl
 
 from sweepbook.config import DataConfig
 from sweepbook.data import Split, load_split
+from sweepbook.metrics import classification_metrics
 from sweepbook.plan import PlannedRun, canonical_json
 from sweepbook.store import Store
 from sweepbook.train import (
     DataArrays,
+    Evaluation,
     RunOutput,
     StaticSpec,
     data_arrays,
@@ -59,12 +61,11 @@ class Group:
     runs: tuple[PlannedRun, ...]
 
 
-def group_runs(runs: list[PlannedRun], splits: dict[str, Split]) -> list[Group]:
+def group_runs(runs: list[PlannedRun]) -> list[Group]:
     grouped: dict[tuple[str, StaticSpec], list[PlannedRun]] = {}
     for run in runs:
-        data_key = run.config.data.model_dump_json()
-        static = static_spec(run.config, splits[data_key].num_classes)
-        grouped.setdefault((data_key, static), []).append(run)
+        key = (run.config.data.model_dump_json(), static_spec(run.config))
+        grouped.setdefault(key, []).append(run)
     return [
         Group(members[0].config.data, static, tuple(members))
         for (_, static), members in grouped.items()
@@ -81,16 +82,31 @@ def load_splits(runs: list[PlannedRun]) -> dict[str, Split]:
     return splits
 
 
-def compile_group(
-    static: StaticSpec, data: DataArrays, example: PlannedRun
+def compile_program(
+    static: StaticSpec, num_classes: int, data: DataArrays, example: PlannedRun
 ) -> Callable[..., RunOutput]:
     """Compile ``train_run`` for one static signature; hyper-parameters stay traced."""
-    jitted = jax.jit(functools.partial(train_run, static))
+    jitted = jax.jit(functools.partial(train_run, static, num_classes))
     return jitted.lower(hyper_from_config(example.config), data).compile()
 
 
+def _evaluation_columns(split: str, evaluation: Evaluation, labels: np.ndarray) -> dict[str, Any]:
+    """``<split>.loss`` from the program, every other metric from the class probabilities."""
+    probabilities = np.asarray(evaluation.probabilities, dtype=np.float64)
+    computed = classification_metrics(probabilities, labels)
+    return {
+        f"{split}.loss": float(evaluation.loss),
+        **{f"{split}.{k}": v for k, v in computed.items()},
+    }
+
+
 def _result_row(
-    run: PlannedRun, out: RunOutput, seconds: float, group_id: str, origin: Origin
+    run: PlannedRun,
+    out: RunOutput,
+    split: Split,
+    seconds: float,
+    group_id: str,
+    origin: Origin,
 ) -> dict[str, Any]:
     epochs_run = int(out.epochs_run)
     best_epoch = int(out.best_epoch)
@@ -104,10 +120,8 @@ def _result_row(
         "error": None,
         "variant": run.variant,
         **run.flat,
-        "test.accuracy": float(out.test_accuracy),
-        "test.loss": float(out.test_loss),
-        "val.accuracy": float(out.val_accuracy),
-        "val.loss": float(out.val_loss),
+        **_evaluation_columns("test", out.test, split.y_test),
+        **_evaluation_columns("val", out.val, split.y_val),
         "train.accuracy": float(out.history.train_accuracy[index]),
         "train.loss": float(out.history.train_loss[index]),
         "best_epoch": best_epoch,
@@ -151,6 +165,7 @@ def _history_frame(run_id: str, out: RunOutput) -> pl.DataFrame:
             "train.accuracy": history["train_accuracy"][:epochs],
             "val.loss": history["val_loss"][:epochs],
             "val.accuracy": history["val_accuracy"][:epochs],
+            "val.f1_macro": history["val_f1_macro"][:epochs],
         }
     )
 
@@ -171,12 +186,13 @@ def train_runs(
     """Train ``runs`` group by group, appending each finished run to ``store``."""
     origin = origin or {}
     summary = EngineSummary()
-    for group in group_runs(runs, splits):
-        data = data_arrays(splits[group.data.model_dump_json()])
+    for group in group_runs(runs):
+        split = splits[group.data.model_dump_json()]
+        data = data_arrays(split)
         group_id = group.runs[0].compile_group
         started = time.perf_counter()
         try:
-            compiled = compile_group(group.static, data, group.runs[0])
+            compiled = compile_program(group.static, split.num_classes, data, group.runs[0])
         except Exception as error:
             for run in group.runs:
                 _store_failure(store, summary, run, error, group_id, origin)
@@ -193,7 +209,7 @@ def train_runs(
                 on_run_done(run, "failed")
                 continue
             seconds = time.perf_counter() - started
-            row = _result_row(run, out, seconds, group_id, origin)
+            row = _result_row(run, out, split, seconds, group_id, origin)
             store.append(_runs_frame([row]), _history_frame(run.run_id, out))
             summary.trained += 1
             summary.train_seconds += seconds

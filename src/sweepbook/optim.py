@@ -1,29 +1,73 @@
-"""Optax optimizers built from config, with every float hyper-parameter as a traced array.
+"""Optax optimizers from config, every number traced, the learning rate applied by the caller.
 
-The optimizer's *name* decides the program's structure (static); its numbers arrive as
-arrays (traced), so a learning-rate sweep compiles one program and feeds it many values.
+:func:`build_direction` returns the optimizer *without* its learning-rate scaling: the update
+direction ``d``. The training step applies ``params ← params − lr(t) · d`` with ``lr(t)`` from
+the schedule and reduce-on-plateau (see :mod:`sweepbook.schedules`), so a schedule is a traced
+function, not part of the optimizer's state. Optax's own optimizers scale by the learning rate
+last too, so ``−lr · d`` is exactly ``optax.sgd`` / ``adagrad`` / ``rmsprop`` / ``adam`` /
+``adamw`` (tested against them).
+
+Order of the chain: gradient clipping (by value, then by global norm), the optimizer's
+transformation, then decoupled weight decay ``+ wd · params`` (Loshchilov & Hutter, 2019; with
+Adam this is AdamW, with SGD it is SGDW).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import jax
 import optax
 
 
-def build_optimizer(
+class OptimizerHyper(NamedTuple):
+    """Traced numbers of the optimizer and of gradient clipping (unused slots hold 0)."""
+
+    momentum: jax.Array
+    b1: jax.Array
+    b2: jax.Array
+    eps: jax.Array
+    decay: jax.Array
+    initial_accumulator: jax.Array
+    weight_decay: jax.Array
+    clip_norm: jax.Array
+    clip_value: jax.Array
+
+
+def build_direction(
     name: str,
+    hyper: OptimizerHyper,
     *,
-    learning_rate: jax.Array,
-    momentum: jax.Array,
-    b1: jax.Array,
-    b2: jax.Array,
-    eps: jax.Array,
+    nesterov: bool = False,
+    centered: bool = False,
+    clip_norm: bool = False,
+    clip_value: bool = False,
 ) -> optax.GradientTransformation:
-    """SGD (heavy-ball momentum; momentum 0 is plain SGD) or Adam (Kingma & Ba, 2015)."""
+    """The update direction of optimizer ``name``; booleans are static structure choices."""
+    chain: list[optax.GradientTransformation] = []
+    if clip_value:
+        chain.append(optax.clip(hyper.clip_value))
+    if clip_norm:
+        chain.append(optax.clip_by_global_norm(hyper.clip_norm))
     if name == "sgd":
-        # Always build the momentum trace: a traced momentum of 0 gives plain SGD exactly,
-        # and keeps SGD runs with and without momentum in one compiled program.
-        return optax.sgd(learning_rate=learning_rate, momentum=momentum)
-    if name == "adam":
-        return optax.adam(learning_rate=learning_rate, b1=b1, b2=b2, eps=eps)
-    raise ValueError(f"unknown optimizer '{name}'")
+        # Momentum 0 is plain SGD exactly; keeping the trace keeps one program for both.
+        chain.append(optax.trace(decay=hyper.momentum, nesterov=nesterov))
+    elif name == "adagrad":
+        chain.append(
+            optax.scale_by_rss(initial_accumulator_value=hyper.initial_accumulator, eps=hyper.eps)
+        )
+    elif name == "rmsprop":
+        scale = optax.scale_by_stddev if centered else optax.scale_by_rms
+        chain.append(scale(decay=hyper.decay, eps=hyper.eps))
+        chain.append(optax.trace(decay=hyper.momentum, nesterov=False))
+    elif name in ("adam", "adamw"):
+        chain.append(optax.scale_by_adam(b1=hyper.b1, b2=hyper.b2, eps=hyper.eps))
+    else:
+        raise ValueError(f"unknown optimizer '{name}'")
+    chain.append(optax.add_decayed_weights(hyper.weight_decay))
+    return optax.chain(*chain)
+
+
+def scale_updates(updates: optax.Updates, learning_rate: jax.Array) -> optax.Updates:
+    """``−lr · d``: the step actually applied to the parameters."""
+    return jax.tree.map(lambda d: -learning_rate * d, updates)

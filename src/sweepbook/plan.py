@@ -1,7 +1,8 @@
 """Expand a sweep into runs, name each run by the hash of its config, split static from traced.
 
 Order of application for every run: experiment defaults, then ``[set]``, then the variant's
-overrides, then one point of ``[zip]`` x ``[grid]``, then the seed. The run id depends only on
+overrides, then one point of ``[zip]`` x ``[grid]`` x ``[random]``, then the replicate (seed,
+and fold when the sweep names ``folds``). The run id depends only on
 the resulting config, so the same run has the same id in every sweep that produces it.
 """
 
@@ -12,28 +13,17 @@ import itertools
 import json
 from dataclasses import dataclass
 
+import numpy as np
+
 from sweepbook.config import (
+    ConfigError,
     ExperimentConfig,
     FlatConfig,
+    RandomSearch,
     RunConfig,
     Sweep,
     flatten,
     validate_run,
-)
-
-# Keys whose values enter the compiled program as arrays, so that runs differing only in
-# them share one compilation. Everything else changes shapes or program structure.
-TRACED_KEYS: frozenset[str] = frozenset(
-    {
-        "seed",
-        "optimizer.learning_rate",
-        "optimizer.momentum",
-        "optimizer.b1",
-        "optimizer.b2",
-        "optimizer.eps",
-        "model.dropout",
-        "train.early_stopping.min_delta",
-    }
 )
 
 
@@ -49,6 +39,8 @@ class PlannedRun:
 
     @property
     def compile_group(self) -> str:
+        from sweepbook.train import compile_group  # jax is imported only when training
+
         return compile_group(self.config)
 
 
@@ -72,13 +64,25 @@ def run_id(config: RunConfig) -> str:
     return _short_hash(canonical_json(run_flat(config)))
 
 
-def static_part(config: RunConfig) -> FlatConfig:
-    return {k: v for k, v in run_flat(config).items() if k not in TRACED_KEYS}
-
-
-def compile_group(config: RunConfig) -> str:
-    """Runs with the same static part share one compiled program."""
-    return _short_hash(canonical_json(static_part(config)))
+def sample_random(search: RandomSearch) -> list[FlatConfig]:
+    """``search.samples`` points drawn from the ``[random]`` distributions, seeded by
+    ``search.seed`` alone: the same file always gives the same points."""
+    rng = np.random.default_rng(search.seed)
+    points = []
+    for _ in range(search.samples):
+        point: FlatConfig = {}
+        for key, distribution in search.axes.items():
+            values = distribution.values
+            if distribution.kind == "uniform":
+                point[key] = float(rng.uniform(values[0], values[1]))
+            elif distribution.kind == "loguniform":
+                point[key] = float(np.exp(rng.uniform(np.log(values[0]), np.log(values[1]))))
+            elif distribution.kind == "int":
+                point[key] = int(rng.integers(values[0], values[1], endpoint=True))
+            else:
+                point[key] = values[int(rng.integers(len(values)))]
+        points.append(point)
+    return points
 
 
 def _axis_points(sweep: Sweep) -> list[FlatConfig]:
@@ -92,7 +96,21 @@ def _axis_points(sweep: Sweep) -> list[FlatConfig]:
         dict(zip(grid_keys, values, strict=True))
         for values in itertools.product(*sweep.grid.values())
     ]
-    return [{**z, **g} for z in zipped for g in grid]
+    random = sample_random(sweep.random) if sweep.random else [{}]
+    return [{**z, **g, **r} for z in zipped for g in grid for r in random]
+
+
+def _replicates(sweep: Sweep, flat: FlatConfig) -> list[FlatConfig]:
+    """Seeds x folds: the runs that are aggregated, not compared."""
+    if sweep.folds is None:
+        return [{"seed": seed} for seed in sweep.seeds]
+    count = flat.get("data.folds")
+    if count is None:
+        raise ConfigError(sweep.path, "folds", "needs a K-fold split (data.split, data.folds)")
+    folds = list(range(count)) if sweep.folds == "all" else list(sweep.folds)
+    if max(folds) >= count:
+        raise ConfigError(sweep.path, "folds", f"folds must be below data.folds = {count}")
+    return [{"seed": seed, "data.fold": fold} for fold in folds for seed in sweep.seeds]
 
 
 def expand(sweep: Sweep) -> list[PlannedRun]:
@@ -102,8 +120,9 @@ def expand(sweep: Sweep) -> list[PlannedRun]:
     runs: dict[str, PlannedRun] = {}
     for variant_name, overrides in variants:
         for point in _axis_points(sweep):
-            for seed in sweep.seeds:
-                flat = {**base, **sweep.set, **overrides, **point, "seed": seed}
+            partial = {**base, **sweep.set, **overrides, **point}
+            for replicate in _replicates(sweep, partial):
+                flat = {**partial, **replicate}
                 config = validate_run(sweep.path, flat)
                 rid = run_id(config)
                 runs.setdefault(rid, PlannedRun(rid, variant_name, config))

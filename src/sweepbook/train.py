@@ -7,6 +7,10 @@ compiled program. The epoch loop is a ``lax.scan`` over epochs whose body is a `
 over mini-batches; once a run stops (early stopping or divergence) its remaining epochs are
 skipped by ``lax.cond`` and recorded as NaN.
 
+A number is *static* when it changes shapes or structure (batch size, epochs, architecture,
+optimizer and schedule kind, early-stopping patience, shift augmentation, and whether an
+optional constraint is on at all); every other number is *traced* (:data:`TRACED_KEYS`).
+
 Randomness. One root key per run, ``jax.random.key(seed)``, is split *by purpose* with
 ``fold_in`` and a fixed purpose number, so adding a new consumer never shifts the others:
 
@@ -16,6 +20,7 @@ purpose               key
 parameter init        ``fold_in(root, 0)``
 data order            ``fold_in(fold_in(root, 1), epoch)``: one permutation per epoch
 dropout               ``fold_in(fold_in(root, 2), global_step)``, then ``fold_in(., layer)``
+augmentation          ``fold_in(fold_in(root, 3), global_step)``
 ====================  =====================================================================
 
 The train / val / test split is not drawn from these keys: it is fixed by ``data.split_seed``.
@@ -23,6 +28,8 @@ The train / val / test split is not drawn from these keys: it is fixed by ``data
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple, cast
@@ -30,28 +37,57 @@ from typing import Any, NamedTuple, cast
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
+from sweepbook import losses, regularize, schedules
+from sweepbook.augment import random_shift
 from sweepbook.config import ModelConfig, RunConfig
 from sweepbook.data import Split
 from sweepbook.models import build_model
-from sweepbook.optim import build_optimizer
+from sweepbook.optim import OptimizerHyper, build_direction, scale_updates
 
-INIT, DATA_ORDER, DROPOUT = 0, 1, 2  # purpose numbers for fold_in; never renumber
+INIT, DATA_ORDER, DROPOUT, AUGMENT = 0, 1, 2, 3  # purpose numbers for fold_in; never renumber
+
+# Config keys that enter the program as arrays. An optional constraint (max_norm, clipping,
+# reduce-on-plateau) is on or off statically; its value, once on, is traced.
+TRACED_KEYS: frozenset[str] = frozenset(
+    {
+        "seed",
+        "model.dropout",
+        "train.early_stopping.min_delta",
+        "loss.label_smoothing",
+        "loss.focal_gamma",
+        *(
+            f"optimizer.{name}"
+            for name in ("learning_rate", *OptimizerHyper._fields)
+            if name not in ("clip_norm", "clip_value")
+        ),
+        *(f"regularization.{name}" for name in ("l1", "l2", "max_norm", "clip_norm", "clip_value")),
+        *(f"schedule.{name}" for name in schedules.ScheduleParams._fields),
+        *(f"schedule.plateau.{name}" for name in ("factor", "patience", "threshold", "min_scale")),
+    }
+)
 
 
 @dataclass(frozen=True)
 class StaticSpec:
     """Everything that changes shapes or program structure. Hashable: it keys compilation."""
 
-    model: str  # ModelConfig as canonical JSON; rebuilt inside the trace
+    model: str  # ModelConfig as canonical JSON, without the traced dropout rate
     optimizer: str
+    nesterov: bool
+    centered: bool
+    schedule: str
+    plateau: bool
+    max_norm: bool
+    clip_norm: bool
+    clip_value: bool
+    loss: str
+    max_shift: int
     epochs: int
     batch_size: int
     patience: int
     restore_best: bool
     eval_batch_size: int
-    num_classes: int
 
 
 class Hyper(NamedTuple):
@@ -59,12 +95,19 @@ class Hyper(NamedTuple):
 
     seed: jax.Array
     learning_rate: jax.Array
-    momentum: jax.Array
-    b1: jax.Array
-    b2: jax.Array
-    eps: jax.Array
+    optimizer: OptimizerHyper
+    schedule: schedules.ScheduleParams
+    plateau_factor: jax.Array
+    plateau_patience: jax.Array
+    plateau_threshold: jax.Array
+    plateau_min_scale: jax.Array
     dropout: jax.Array
     min_delta: jax.Array
+    l1: jax.Array
+    l2: jax.Array
+    max_norm: jax.Array
+    label_smoothing: jax.Array
+    focal_gamma: jax.Array
 
 
 class DataArrays(NamedTuple):
@@ -77,19 +120,25 @@ class DataArrays(NamedTuple):
 
 
 class EpochRecord(NamedTuple):
-    lr: jax.Array
-    train_loss: jax.Array
+    lr: jax.Array  # learning rate of the epoch's first step
+    train_loss: jax.Array  # the training objective (data term), mean over the epoch
     train_accuracy: jax.Array
-    val_loss: jax.Array
+    val_loss: jax.Array  # cross-entropy, whatever the training loss
     val_accuracy: jax.Array
+    val_f1_macro: jax.Array
+
+
+class Evaluation(NamedTuple):
+    loss: jax.Array
+    accuracy: jax.Array
+    f1_macro: jax.Array
+    probabilities: jax.Array  # [N, classes]
 
 
 class RunOutput(NamedTuple):
     history: EpochRecord  # each field [epochs]; NaN after the run stopped
-    val_loss: jax.Array
-    val_accuracy: jax.Array
-    test_loss: jax.Array
-    test_accuracy: jax.Array
+    val: Evaluation
+    test: Evaluation
     best_epoch: jax.Array  # 1-based epoch with the lowest validation loss
     epochs_run: jax.Array
     diverged: jax.Array
@@ -98,46 +147,78 @@ class RunOutput(NamedTuple):
 
 
 class _Carry(NamedTuple):
-    params: Any
+    variables: Any  # {"params": ..., "batch_stats": ...}
     opt_state: Any
-    best_params: Any
+    best_variables: Any
     best_val_loss: jax.Array
     best_epoch: jax.Array
     wait: jax.Array
     active: jax.Array
     diverged: jax.Array
     epochs_run: jax.Array
+    plateau: schedules.PlateauState
 
 
-def static_spec(config: RunConfig, num_classes: int) -> StaticSpec:
+def static_spec(config: RunConfig) -> StaticSpec:
+    opt, reg, stop = config.optimizer, config.regularization, config.train.early_stopping
     return StaticSpec(
         model=config.model.model_dump_json(exclude={"dropout"}),
-        optimizer=config.optimizer.name,
+        optimizer=opt.name,
+        nesterov=opt.nesterov,
+        centered=opt.centered,
+        schedule=config.schedule.name,
+        plateau=config.schedule.plateau.factor is not None,
+        max_norm=reg.max_norm is not None,
+        clip_norm=reg.clip_norm is not None,
+        clip_value=reg.clip_value is not None,
+        loss=config.loss.name,
+        max_shift=config.augment.max_shift,
         epochs=config.train.epochs,
         batch_size=config.train.batch_size,
-        patience=config.train.early_stopping.patience,
-        restore_best=config.train.early_stopping.restore_best,
+        patience=stop.patience,
+        restore_best=stop.restore_best,
         eval_batch_size=config.train.eval_batch_size,
-        num_classes=num_classes,
     )
 
 
-def hyper_from_config(config: RunConfig) -> Hyper:
-    opt = config.optimizer
+def compile_group(config: RunConfig) -> str:
+    """Short hash naming the compiled program a run uses: its static spec and its data."""
+    key = repr(dataclasses.astuple(static_spec(config))) + config.data.model_dump_json()
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
 
+
+def hyper_from_config(config: RunConfig) -> Hyper:
     def f32(value: float | None) -> jax.Array:
         # Unused slots (Adam's betas in an SGD run) still need a value of the right dtype.
         return jnp.asarray(0.0 if value is None else value, dtype=jnp.float32)
 
+    opt, reg, plateau = config.optimizer, config.regularization, config.schedule.plateau
     return Hyper(
         seed=jnp.asarray(config.seed, dtype=jnp.uint32),
         learning_rate=f32(opt.learning_rate),
-        momentum=f32(opt.momentum),
-        b1=f32(opt.b1),
-        b2=f32(opt.b2),
-        eps=f32(opt.eps),
+        optimizer=OptimizerHyper(
+            momentum=f32(opt.momentum),
+            b1=f32(opt.b1),
+            b2=f32(opt.b2),
+            eps=f32(opt.eps),
+            decay=f32(opt.decay),
+            initial_accumulator=f32(opt.initial_accumulator),
+            weight_decay=f32(opt.weight_decay),
+            clip_norm=f32(reg.clip_norm),
+            clip_value=f32(reg.clip_value),
+        ),
+        schedule=schedules.schedule_params(config.schedule, config.train.epochs),
+        plateau_factor=f32(plateau.factor),
+        plateau_patience=jnp.asarray(plateau.patience, dtype=jnp.int32),
+        plateau_threshold=f32(plateau.threshold),
+        plateau_min_scale=f32(plateau.min_scale),
         dropout=f32(config.model.dropout),
         min_delta=f32(config.train.early_stopping.min_delta),
+        l1=f32(reg.l1),
+        l2=f32(reg.l2),
+        max_norm=f32(reg.max_norm),
+        label_smoothing=f32(config.loss.label_smoothing),
+        focal_gamma=f32(config.loss.focal_gamma),
     )
 
 
@@ -152,10 +233,21 @@ def _padded_batches(n: int, batch_size: int) -> tuple[int, jax.Array]:
     return steps, mask
 
 
+def macro_f1(confusion: jax.Array) -> jax.Array:
+    """Mean over classes of 2·TP / (2·TP + FP + FN), 0 for a class never true nor predicted
+    (scikit-learn's ``f1_score(average="macro", zero_division=0)`` over all classes)."""
+    true_positive = jnp.diag(confusion)
+    denominator = confusion.sum(axis=0) + confusion.sum(axis=1)
+    return jnp.mean(
+        jnp.where(denominator > 0, 2 * true_positive / jnp.maximum(denominator, 1), 0.0)
+    )
+
+
 def evaluate(
-    apply: Any, params: Any, x: jax.Array, y: jax.Array, batch_size: int
-) -> tuple[jax.Array, jax.Array]:
-    """Mean cross-entropy and accuracy over ``x, y`` in fixed-size batches (last one masked)."""
+    apply: Any, variables: Any, x: jax.Array, y: jax.Array, batch_size: int, num_classes: int
+) -> Evaluation:
+    """Cross-entropy, accuracy, macro F1 and class probabilities over ``x, y`` in fixed-size
+    batches (the padded tail of the last batch is masked out)."""
     n = x.shape[0]
     batch_size = min(batch_size, n)
     steps, mask = _padded_batches(n, batch_size)
@@ -163,136 +255,211 @@ def evaluate(
     xb = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)).reshape(steps, batch_size, *x.shape[1:])
     yb = jnp.pad(y, (0, pad)).reshape(steps, batch_size)
 
-    def body(totals: tuple[jax.Array, jax.Array], batch: tuple[jax.Array, ...]) -> tuple[Any, None]:
+    def body(
+        totals: tuple[jax.Array, jax.Array], batch: tuple[jax.Array, ...]
+    ) -> tuple[Any, jax.Array]:
         xs, ys, ms = batch
-        logits = apply(params, xs, None)
-        losses = optax.softmax_cross_entropy_with_integer_labels(logits, ys)
-        correct = (jnp.argmax(logits, -1) == ys).astype(jnp.float32)
-        return (totals[0] + jnp.sum(losses * ms), totals[1] + jnp.sum(correct * ms)), None
-
-    (loss_sum, correct), _ = jax.lax.scan(
-        body, (jnp.float32(0.0), jnp.float32(0.0)), (xb, yb, mask)
-    )
-    return loss_sum / n, correct / n
-
-
-def train_run(static: StaticSpec, hyper: Hyper, data: DataArrays) -> RunOutput:
-    """Train one run to completion. Pure: same ``(static, hyper, data)``, same output bits."""
-    model = build_model(ModelConfig.model_validate_json(static.model), static.num_classes)
-
-    def apply(params: Any, x: jax.Array, dropout_key: jax.Array | None) -> jax.Array:
-        logits = model.apply(
-            {"params": params}, x, dropout_rate=hyper.dropout, dropout_key=dropout_key
+        logits = apply(variables, xs)
+        losses_ = losses.negative_log_likelihood(logits, ys)
+        predicted = jnp.argmax(logits, -1)
+        confusion = jnp.einsum(
+            "n,ni,nj->ij",
+            ms.astype(jnp.float32),
+            jax.nn.one_hot(ys, num_classes),
+            jax.nn.one_hot(predicted, num_classes),
         )
-        return cast(jax.Array, logits)
+        return (totals[0] + jnp.sum(losses_ * ms), totals[1] + confusion), jax.nn.softmax(logits)
 
+    init = (jnp.float32(0.0), jnp.zeros((num_classes, num_classes), jnp.float32))
+    (loss_sum, confusion), probabilities = jax.lax.scan(body, init, (xb, yb, mask))
+    return Evaluation(
+        loss=loss_sum / n,
+        accuracy=jnp.trace(confusion) / n,
+        f1_macro=macro_f1(confusion),
+        probabilities=probabilities.reshape(steps * batch_size, num_classes)[:n],
+    )
+
+
+def train_run(static: StaticSpec, num_classes: int, hyper: Hyper, data: DataArrays) -> RunOutput:
+    """Train one run to completion. Pure: same ``(static, hyper, data)``, same output bits."""
+    model = build_model(ModelConfig.model_validate_json(static.model), num_classes)
     root = jax.random.key(hyper.seed)
     order_root = jax.random.fold_in(root, DATA_ORDER)
     dropout_root = jax.random.fold_in(root, DROPOUT)
-    params = model.init(
-        jax.random.fold_in(root, INIT),
-        data.x_train[:1],
-        dropout_rate=hyper.dropout,
-        dropout_key=None,
-    )["params"]
-    tx = build_optimizer(
+    augment_root = jax.random.fold_in(root, AUGMENT)
+
+    def apply_eval(variables: Any, x: jax.Array) -> jax.Array:
+        logits = model.apply(
+            variables, x, train=False, dropout_rate=hyper.dropout, dropout_key=None
+        )
+        return cast(jax.Array, logits)
+
+    variables = dict(
+        model.init(
+            jax.random.fold_in(root, INIT),
+            data.x_train[:1],
+            train=False,
+            dropout_rate=hyper.dropout,
+            dropout_key=None,
+        )
+    )
+    mutable = [name for name in variables if name != "params"]  # batch_stats, when present
+    direction = build_direction(
         static.optimizer,
-        learning_rate=hyper.learning_rate,
-        momentum=hyper.momentum,
-        b1=hyper.b1,
-        b2=hyper.b2,
-        eps=hyper.eps,
+        hyper.optimizer,
+        nesterov=static.nesterov,
+        centered=static.centered,
+        clip_norm=static.clip_norm,
+        clip_value=static.clip_value,
     )
 
     n_train = data.x_train.shape[0]
     steps, batch_mask = _padded_batches(n_train, static.batch_size)
     pad = steps * static.batch_size - n_train
 
-    def loss_fn(params: Any, xs: jax.Array, ys: jax.Array, ms: jax.Array, key: jax.Array) -> Any:
-        logits = apply(params, xs, key)
-        losses = optax.softmax_cross_entropy_with_integer_labels(logits, ys)
+    def training_loss(
+        params: Any, state: Any, xs: jax.Array, ys: jax.Array, ms: jax.Array, key: jax.Array
+    ) -> Any:
+        logits, new_state = model.apply(
+            {"params": params, **state},
+            xs,
+            train=True,
+            dropout_rate=hyper.dropout,
+            dropout_key=key,
+            mask=ms > 0,
+            mutable=mutable,
+        )
+        if static.loss == "focal":
+            per_example = losses.focal(logits, ys, hyper.label_smoothing, hyper.focal_gamma)
+        else:
+            per_example = losses.cross_entropy(logits, ys, hyper.label_smoothing)
+        total = jnp.sum(per_example * ms)
         correct = jnp.sum((jnp.argmax(logits, -1) == ys) * ms)
-        total = jnp.sum(losses * ms)
         # Mean over the real examples of the batch: the padded tail of the last batch weighs 0.
-        return total / jnp.maximum(jnp.sum(ms), 1.0), (total, correct)
+        data_term = total / jnp.maximum(jnp.sum(ms), 1.0)
+        objective = data_term + regularize.weight_penalty(params, hyper.l1, hyper.l2)
+        return objective, (total, correct, new_state)
 
-    grad_fn = jax.grad(loss_fn, has_aux=True)
+    grad_fn = jax.grad(training_loss, has_aux=True)
 
-    def train_one_epoch(params: Any, opt_state: Any, epoch: jax.Array) -> tuple[Any, ...]:
+    def learning_rate(step: jax.Array, scale: jax.Array) -> jax.Array:
+        epoch_time = step / steps
+        scheduled = schedules.learning_rate(
+            static.schedule,
+            hyper.schedule,
+            hyper.learning_rate,
+            epoch_time,
+            static.epochs,
+            steps_per_epoch=steps,
+        )
+        return scheduled * scale
+
+    def train_one_epoch(
+        variables: Any, opt_state: Any, epoch: jax.Array, scale: jax.Array
+    ) -> tuple[Any, ...]:
         order = jax.random.permutation(jax.random.fold_in(order_root, epoch), n_train)
         order = jnp.pad(order, (0, pad)).reshape(steps, static.batch_size)
 
-        def step(state: tuple[Any, ...], batch: tuple[jax.Array, ...]) -> tuple[Any, None]:
-            params, opt_state, loss_sum, correct_sum = state
-            index, ms, step_number = batch
-            key = jax.random.fold_in(dropout_root, epoch * steps + step_number)
-            grads, (total, correct) = grad_fn(
-                params, data.x_train[index], data.y_train[index], ms.astype(jnp.float32), key
+        def step(carry: tuple[Any, ...], batch: tuple[jax.Array, ...]) -> tuple[Any, None]:
+            variables, opt_state, loss_sum, correct_sum = carry
+            index, ms, step_in_epoch = batch
+            global_step = epoch * steps + step_in_epoch
+            xs = random_shift(
+                jax.random.fold_in(augment_root, global_step), data.x_train[index], static.max_shift
             )
-            updates, opt_state = tx.update(grads, opt_state, params)
-            params = optax.apply_updates(params, updates)
-            return (params, opt_state, loss_sum + total, correct_sum + correct), None
+            params = variables["params"]
+            state = {name: variables[name] for name in mutable}
+            grads, (total, correct, new_state) = grad_fn(
+                params,
+                state,
+                xs,
+                data.y_train[index],
+                ms.astype(jnp.float32),
+                jax.random.fold_in(dropout_root, global_step),
+            )
+            direction_updates, opt_state = direction.update(grads, opt_state, params)
+            params = optimizer_step(params, direction_updates, learning_rate(global_step, scale))
+            variables = {"params": params, **new_state}
+            return (variables, opt_state, loss_sum + total, correct_sum + correct), None
 
-        init = (params, opt_state, jnp.float32(0.0), jnp.float32(0.0))
-        (params, opt_state, loss_sum, correct_sum), _ = jax.lax.scan(
+        init = (variables, opt_state, jnp.float32(0.0), jnp.float32(0.0))
+        (variables, opt_state, loss_sum, correct_sum), _ = jax.lax.scan(
             step, init, (order, batch_mask, jnp.arange(steps))
         )
-        return params, opt_state, loss_sum / n_train, correct_sum / n_train
+        return variables, opt_state, loss_sum / n_train, correct_sum / n_train
+
+    def optimizer_step(params: Any, direction_updates: Any, lr: jax.Array) -> Any:
+        params = jax.tree.map(jnp.add, params, scale_updates(direction_updates, lr))
+        return regularize.max_norm(params, hyper.max_norm) if static.max_norm else params
 
     def run_epoch(carry: _Carry, epoch: jax.Array) -> tuple[_Carry, EpochRecord]:
-        params, opt_state, train_loss, train_acc = train_one_epoch(
-            carry.params, carry.opt_state, epoch
+        first_lr = learning_rate(epoch * steps, carry.plateau.scale)
+        variables, opt_state, train_loss, train_acc = train_one_epoch(
+            carry.variables, carry.opt_state, epoch, carry.plateau.scale
         )
-        val_loss, val_acc = evaluate(apply, params, data.x_val, data.y_val, static.eval_batch_size)
-        improved = val_loss < carry.best_val_loss - hyper.min_delta
+        val = evaluate(
+            apply_eval, variables, data.x_val, data.y_val, static.eval_batch_size, num_classes
+        )
+        improved = val.loss < carry.best_val_loss - hyper.min_delta
         wait = jnp.where(improved, 0, carry.wait + 1)
-        diverged = ~(jnp.isfinite(train_loss) & jnp.isfinite(val_loss))
+        diverged = ~(jnp.isfinite(train_loss) & jnp.isfinite(val.loss))
         patience_left = (static.patience == 0) | (wait < static.patience)
         new = _Carry(
-            params=params,
+            variables=variables,
             opt_state=opt_state,
-            best_params=jax.tree.map(
-                lambda a, b: jnp.where(improved, a, b), params, carry.best_params
+            best_variables=jax.tree.map(
+                lambda a, b: jnp.where(improved, a, b), variables, carry.best_variables
             ),
-            best_val_loss=jnp.where(improved, val_loss, carry.best_val_loss),
+            best_val_loss=jnp.where(improved, val.loss, carry.best_val_loss),
             best_epoch=jnp.where(improved, epoch + 1, carry.best_epoch),
             wait=wait,
             active=patience_left & ~diverged,
             diverged=diverged,
             epochs_run=carry.epochs_run + 1,
+            plateau=schedules.plateau_update(
+                carry.plateau,
+                val.loss,
+                factor=hyper.plateau_factor,
+                patience=hyper.plateau_patience,
+                threshold=hyper.plateau_threshold,
+                min_scale=hyper.plateau_min_scale,
+                enabled=static.plateau,
+            ),
         )
-        return new, EpochRecord(hyper.learning_rate, train_loss, train_acc, val_loss, val_acc)
+        record = EpochRecord(first_lr, train_loss, train_acc, val.loss, val.accuracy, val.f1_macro)
+        return new, record
 
     def skip_epoch(carry: _Carry, epoch: jax.Array) -> tuple[_Carry, EpochRecord]:
         nan = jnp.float32(jnp.nan)
-        return carry, EpochRecord(nan, nan, nan, nan, nan)
+        return carry, EpochRecord(nan, nan, nan, nan, nan, nan)
 
     def epoch_body(carry: _Carry, epoch: jax.Array) -> tuple[_Carry, EpochRecord]:
         return jax.lax.cond(carry.active, run_epoch, skip_epoch, carry, epoch)
 
     carry = _Carry(
-        params=params,
-        opt_state=tx.init(params),
-        best_params=params,
+        variables=variables,
+        opt_state=direction.init(variables["params"]),
+        best_variables=variables,
         best_val_loss=jnp.float32(jnp.inf),
         best_epoch=jnp.int32(0),
         wait=jnp.int32(0),
         active=jnp.bool_(True),
         diverged=jnp.bool_(False),
         epochs_run=jnp.int32(0),
+        plateau=schedules.plateau_init(),
     )
     carry, history = jax.lax.scan(epoch_body, carry, jnp.arange(static.epochs))
 
-    final = carry.best_params if static.restore_best else carry.params
-    val_loss, val_acc = evaluate(apply, final, data.x_val, data.y_val, static.eval_batch_size)
-    test_loss, test_acc = evaluate(apply, final, data.x_test, data.y_test, static.eval_batch_size)
-    leaves = jax.tree.leaves(final)
+    final = carry.best_variables if static.restore_best else carry.variables
+    leaves = jax.tree.leaves(final["params"])
     return RunOutput(
         history=history,
-        val_loss=val_loss,
-        val_accuracy=val_acc,
-        test_loss=test_loss,
-        test_accuracy=test_acc,
+        val=evaluate(
+            apply_eval, final, data.x_val, data.y_val, static.eval_batch_size, num_classes
+        ),
+        test=evaluate(
+            apply_eval, final, data.x_test, data.y_test, static.eval_batch_size, num_classes
+        ),
         best_epoch=carry.best_epoch,
         epochs_run=carry.epochs_run,
         diverged=carry.diverged,

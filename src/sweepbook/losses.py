@@ -1,0 +1,33 @@
+"""Training losses on logits and integer labels, per example (the caller masks and averages)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def smoothed_targets(labels: jax.Array, num_classes: int, smoothing: jax.Array) -> jax.Array:
+    """One-hot targets mixed with the uniform distribution: (1 - α)·onehot + α/C."""
+    return optax.smooth_labels(jax.nn.one_hot(labels, num_classes), smoothing)
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, smoothing: jax.Array) -> jax.Array:
+    """−Σ_c y_c log p_c with label-smoothed targets y (α = 0: the usual cross-entropy)."""
+    targets = smoothed_targets(labels, logits.shape[-1], smoothing)
+    return optax.softmax_cross_entropy(logits, targets)
+
+
+def focal(
+    logits: jax.Array, labels: jax.Array, smoothing: jax.Array, gamma: jax.Array
+) -> jax.Array:
+    """Focal loss (Lin et al., 2017): −Σ_c y_c (1 − p_c)^γ log p_c; γ = 0 is cross-entropy."""
+    targets = smoothed_targets(labels, logits.shape[-1], smoothing)
+    log_p = jax.nn.log_softmax(logits)
+    return -jnp.sum(targets * (1.0 - jnp.exp(log_p)) ** gamma * log_p, axis=-1)
+
+
+def negative_log_likelihood(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Plain cross-entropy: the loss every run *reports* (val.loss, test.loss), whatever it
+    trains on, so that runs with different losses or smoothing stay comparable."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
