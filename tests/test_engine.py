@@ -26,7 +26,7 @@ def plan(project: Path):
 
 def test_one_compilation_per_static_group(plan, tmp_path: Path):
     splits = engine.load_splits(plan)
-    assert len(engine.group_runs(plan)) == 2
+    assert len(engine.group_runs(plan, splits)) == 2
     summary = engine.train_runs(plan, Store(tmp_path / "store"), splits=splits)
     assert summary.compilations == 2
     assert (summary.trained, summary.ok, summary.failed) == (8, 8, 0)

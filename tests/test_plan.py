@@ -13,7 +13,7 @@ import pytest
 from conftest import TINY_EXPERIMENT
 from sweepbook.config import RunConfig, flatten, load_sweep, unflatten
 from sweepbook.plan import expand, run_id
-from sweepbook.train import compile_group
+from sweepbook.train import static_spec
 
 EXPERIMENT = TINY_EXPERIMENT
 
@@ -207,7 +207,7 @@ def test_duplicate_runs_are_collapsed(tmp_path):
     ],
 )
 def test_compile_group_is_shared_by_runs_differing_only_in_traced_keys(overrides, seed):
-    assert compile_group(run_config(overrides, seed=seed)) == compile_group(run_config())
+    assert static_spec(run_config(overrides, seed=seed)) == static_spec(run_config())
 
 
 @pytest.mark.parametrize(
@@ -220,14 +220,13 @@ def test_compile_group_is_shared_by_runs_differing_only_in_traced_keys(overrides
     ],
 )
 def test_compile_group_differs_when_a_static_key_differs(overrides):
-    assert compile_group(run_config(overrides)) != compile_group(run_config())
+    assert static_spec(run_config(overrides)) != static_spec(run_config())
 
 
-def test_planned_run_exposes_flat_config_and_compile_group(tmp_path):
+def test_planned_run_exposes_flat_config(tmp_path):
     (run,) = plan(tmp_path, "seeds = [4]\n")
 
     assert run.flat["seed"] == 4
     assert run.flat["train.batch_size"] == 128
     assert "description" not in run.flat
-    assert run.compile_group == compile_group(run.config)
     assert run.run_id == run_id(run.config)

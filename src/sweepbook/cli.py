@@ -45,7 +45,7 @@ def command_run(args: argparse.Namespace) -> int:
     from sweepbook import provenance
     from sweepbook.config import ConfigError, load_sweep
     from sweepbook.data import DataError
-    from sweepbook.engine import load_splits, train_runs
+    from sweepbook.engine import group_runs, load_splits, train_runs
     from sweepbook.plan import expand
     from sweepbook.report import PROVENANCE, render_report, write_sweep_record
     from sweepbook.store import Store, atomic_write_json
@@ -63,7 +63,7 @@ def command_run(args: argparse.Namespace) -> int:
     store = Store(out)
     done = store.completed_ids()
     todo = [run for run in plan if run.run_id not in done]
-    groups = len({run.compile_group for run in todo})
+    groups = len(group_runs(todo, splits))
     stderr.print(
         f"[bold]{sweep.name}[/]: {len(plan)} runs planned, {len(plan) - len(todo)} already stored, "
         f"{len(todo)} to train"

@@ -51,7 +51,9 @@ class DataConfig(_Strict):
 
     name: Literal["digits", "mnist5k", "idx", "npz"]
     path: str | None = None
-    val_fraction: Fraction | None = None  # holdout splits; K-fold validates on a fold
+    # Holdout splits validate on this share; K-fold splits on a fold, and ignore it (so that
+    # one sweep can compare the two on one base experiment).
+    val_fraction: Fraction | None = None
     test_fraction: Fraction
     split_seed: Annotated[int, Field(ge=0)]
     max_samples: Annotated[int, Field(gt=0)] | None = None
@@ -70,8 +72,6 @@ class DataConfig(_Strict):
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
         if self.split in ("kfold", "stratified_kfold"):
-            if self.val_fraction is not None:
-                raise FieldError("val_fraction", "not used with K-fold: the fold validates")
             if self.folds is None:
                 raise FieldError("folds", f"required for data.split = '{self.split}'")
             if self.fold >= self.folds:
@@ -87,7 +87,7 @@ class DataConfig(_Strict):
             raise FieldError("path", f"required for data.name = '{self.name}'")
         if self.name in ("digits", "mnist5k") and self.path:
             raise FieldError("path", f"not used by the embedded dataset '{self.name}'")
-        if (self.val_fraction or 0.0) + self.test_fraction >= 1.0:
+        if self.folds is None and (self.val_fraction or 0.0) + self.test_fraction >= 1.0:
             raise FieldError(
                 "test_fraction", "data.val_fraction + data.test_fraction must be below 1"
             )
@@ -621,7 +621,8 @@ def _check_report_keys(sweep: Sweep, known: set[str]) -> None:
             raise ConfigError(sweep.path, "report.compare", f"'{key}' is not a swept axis")
     metric = sweep.report.metric
     split, _, name = metric.partition(".")
-    if split not in ("test", "val", "train") or name not in ("accuracy", "loss"):
+    stored = name in RUN_METRICS if split in ("test", "val") else name in ("accuracy", "loss")
+    if split not in ("test", "val", "train") or not stored:
         raise ConfigError(
             sweep.path, "report.metric", f"'{metric}' is not a stored metric (e.g. test.accuracy)"
         )
@@ -635,8 +636,25 @@ def validate_run(sweep_path: Path, flat: FlatConfig) -> RunConfig:
         raise _first_error(sweep_path, error) from None
 
 
+# Metrics stored per run for the test and validation sets (see metrics.py and train.py).
+RUN_METRICS = (
+    "accuracy",
+    "loss",
+    *(
+        f"{kind}_{average}"
+        for kind in ("precision", "recall", "f1")
+        for average in ("micro", "macro", "weighted")
+    ),
+    "roc_auc",
+    "ece",
+    "mce",
+)
+_LOWER_IS_BETTER = ("loss", "error", "ece", "mce")
+
+
 def metric_direction(report: ReportConfig) -> Literal["max", "min"]:
-    """Losses are minimised, everything else maximised, unless the sweep says otherwise."""
+    """Losses and calibration errors are minimised, everything else maximised, unless the
+    sweep says otherwise."""
     if report.direction:
         return report.direction
-    return "min" if "loss" in report.metric or "error" in report.metric else "max"
+    return "min" if report.metric.rpartition(".")[2] in _LOWER_IS_BETTER else "max"

@@ -18,7 +18,6 @@ import jax
 import numpy as np
 import polars as pl
 
-from sweepbook.config import DataConfig
 from sweepbook.data import Split, load_split
 from sweepbook.metrics import classification_metrics
 from sweepbook.plan import PlannedRun, canonical_json
@@ -30,6 +29,7 @@ from sweepbook.train import (
     StaticSpec,
     data_arrays,
     hyper_from_config,
+    program_id,
     static_spec,
     train_run,
 )
@@ -54,29 +54,35 @@ class EngineSummary:
 
 @dataclass(frozen=True)
 class Group:
-    """Runs that share one compiled program: same static spec on the same data split."""
+    """Runs that share one compiled program: same static spec, same data shapes."""
 
-    data: DataConfig
+    id: str
     static: StaticSpec
+    num_classes: int
     runs: tuple[PlannedRun, ...]
 
 
-def group_runs(runs: list[PlannedRun]) -> list[Group]:
-    grouped: dict[tuple[str, StaticSpec], list[PlannedRun]] = {}
+def split_key(run: PlannedRun) -> str:
+    return run.config.data.model_dump_json()
+
+
+def group_runs(runs: list[PlannedRun], splits: dict[str, Split]) -> list[Group]:
+    grouped: dict[str, list[PlannedRun]] = {}
+    specs: dict[str, tuple[StaticSpec, int]] = {}
     for run in runs:
-        key = (run.config.data.model_dump_json(), static_spec(run.config))
-        grouped.setdefault(key, []).append(run)
-    return [
-        Group(members[0].config.data, static, tuple(members))
-        for (_, static), members in grouped.items()
-    ]
+        split = splits[split_key(run)]
+        static = static_spec(run.config)
+        group_id = program_id(static, split.num_classes, split)
+        specs[group_id] = (static, split.num_classes)
+        grouped.setdefault(group_id, []).append(run)
+    return [Group(gid, *specs[gid], tuple(members)) for gid, members in grouped.items()]
 
 
 def load_splits(runs: list[PlannedRun]) -> dict[str, Split]:
     """Load every data split the runs need, keyed by their data config (canonical JSON)."""
     splits: dict[str, Split] = {}
     for run in runs:
-        key = run.config.data.model_dump_json()
+        key = split_key(run)
         if key not in splits:
             splits[key] = load_split(run.config.data)
     return splits
@@ -186,13 +192,21 @@ def train_runs(
     """Train ``runs`` group by group, appending each finished run to ``store``."""
     origin = origin or {}
     summary = EngineSummary()
-    for group in group_runs(runs):
-        split = splits[group.data.model_dump_json()]
-        data = data_arrays(split)
-        group_id = group.runs[0].compile_group
+    on_device: dict[str, DataArrays] = {}  # each split moved to the device once
+
+    def device_data(run: PlannedRun) -> DataArrays:
+        key = split_key(run)
+        if key not in on_device:
+            on_device[key] = data_arrays(splits[key])
+        return on_device[key]
+
+    for group in group_runs(runs, splits):
+        group_id = group.id
         started = time.perf_counter()
         try:
-            compiled = compile_program(group.static, split.num_classes, data, group.runs[0])
+            compiled = compile_program(
+                group.static, group.num_classes, device_data(group.runs[0]), group.runs[0]
+            )
         except Exception as error:
             for run in group.runs:
                 _store_failure(store, summary, run, error, group_id, origin)
@@ -202,8 +216,11 @@ def train_runs(
         summary.compile_seconds += time.perf_counter() - started
         for run in group.runs:
             started = time.perf_counter()
+            split = splits[split_key(run)]
             try:
-                out = jax.block_until_ready(compiled(hyper_from_config(run.config), data))
+                out = jax.block_until_ready(
+                    compiled(hyper_from_config(run.config), device_data(run))
+                )
             except Exception as error:
                 _store_failure(store, summary, run, error, group_id, origin)
                 on_run_done(run, "failed")

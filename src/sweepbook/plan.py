@@ -37,12 +37,6 @@ class PlannedRun:
     def flat(self) -> FlatConfig:
         return run_flat(self.config)
 
-    @property
-    def compile_group(self) -> str:
-        from sweepbook.train import compile_group  # jax is imported only when training
-
-        return compile_group(self.config)
-
 
 def run_flat(config: ExperimentConfig) -> FlatConfig:
     """The config as flat dotted keys, without the free-text description."""
@@ -101,12 +95,11 @@ def _axis_points(sweep: Sweep) -> list[FlatConfig]:
 
 
 def _replicates(sweep: Sweep, flat: FlatConfig) -> list[FlatConfig]:
-    """Seeds x folds: the runs that are aggregated, not compared."""
-    if sweep.folds is None:
-        return [{"seed": seed} for seed in sweep.seeds]
+    """Seeds x folds: the runs that are aggregated, not compared. Folds replicate K-fold runs
+    only, so that one sweep can set K-fold against holdout variants."""
     count = flat.get("data.folds")
-    if count is None:
-        raise ConfigError(sweep.path, "folds", "needs a K-fold split (data.split, data.folds)")
+    if sweep.folds is None or count is None:
+        return [{"seed": seed} for seed in sweep.seeds]
     folds = list(range(count)) if sweep.folds == "all" else list(sweep.folds)
     if max(folds) >= count:
         raise ConfigError(sweep.path, "folds", f"folds must be below data.folds = {count}")
@@ -126,4 +119,6 @@ def expand(sweep: Sweep) -> list[PlannedRun]:
                 config = validate_run(sweep.path, flat)
                 rid = run_id(config)
                 runs.setdefault(rid, PlannedRun(rid, variant_name, config))
+    if sweep.folds is not None and all(run.config.data.folds is None for run in runs.values()):
+        raise ConfigError(sweep.path, "folds", "needs a K-fold split (data.split, data.folds)")
     return list(runs.values())

@@ -37,7 +37,14 @@ SWEEP_COPY = "sweep.toml"
 EXPERIMENT_COPY = "experiment.toml"
 REPORT_FILE = "index.html"
 FIGURES_DIR = "figures"
-TABLE_METRICS = ("test.accuracy", "test.loss", "val.accuracy", "val.loss")
+TABLE_METRICS = (
+    "test.accuracy",
+    "test.f1_macro",
+    "test.ece",
+    "test.loss",
+    "val.accuracy",
+    "val.loss",
+)
 CURVE_METRICS = (("val.accuracy", "validation accuracy"), ("train.loss", "training loss"))
 
 
@@ -58,6 +65,7 @@ def write_sweep_record(
         "compare": sweep.report.compare if sweep.report.compare is not None else sweep.axes,
         "axes": sweep.axes,
         "seeds": sweep.seeds,
+        "replicates": _replicates_text(sweep, plan),
         "run_ids": [run.run_id for run in plan],
         "sweep_file": str(sweep.path),
         "experiment_file": str(sweep.experiment_path),
@@ -68,6 +76,13 @@ def write_sweep_record(
         directory / EXPERIMENT_COPY, sweep.experiment_path.read_text(encoding="utf-8")
     )
     atomic_write_json(directory / SWEEP_RECORD, record)
+
+
+def _replicates_text(sweep: Sweep, plan: Sequence[PlannedRun]) -> str:
+    """What each configuration's runs replicate over: "3 seeds", or "3 seeds × 5 folds"."""
+    folds = {run.config.data.fold for run in plan if run.config.data.folds is not None}
+    seeds = f"{len(sweep.seeds)} seed{'s' if len(sweep.seeds) > 1 else ''}"
+    return f"{seeds} × {len(folds)} folds" if sweep.folds is not None and folds else seeds
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -172,9 +187,13 @@ def config_label(row: dict[str, Any], keys: Sequence[str]) -> str:
 
 
 def build_table(
-    summary: pl.DataFrame, compare: list[str], metric: str, best: int | None, seeds_note: str
+    summary: pl.DataFrame,
+    compare: list[str],
+    metrics: list[str],
+    best: int | None,
+    replicates: str,
 ) -> Table:
-    metrics = [metric, *[m for m in TABLE_METRICS if m != metric]]
+    """One row per configuration; ``metrics[0]`` is the headline."""
     headers = [
         *compare,
         "runs",
@@ -192,8 +211,8 @@ def build_table(
         ]
         rows.append(TableRow(cells=cells, best=index == best))
     caption = (
-        f"Mean ± sample standard deviation over {seeds_note} per configuration. "
-        f"Best mean {metric} marked ★."
+        f"Mean ± sample standard deviation over {replicates} per configuration. "
+        f"Best mean {metrics[0]} marked ★."
     )
     return Table(caption=caption, headers=headers, rows=rows)
 
@@ -235,6 +254,31 @@ def learning_curve_figure(
     return figures.learning_curves(
         panels, columns=len(panel_values) if panel_axis else len(CURVE_METRICS)
     )
+
+
+def _schedules_vary(history: pl.DataFrame) -> bool:
+    """Whether any run's learning rate changed during training (constant rates need no plot)."""
+    if history.is_empty():
+        return False
+    per_run = history.group_by("run_id").agg(pl.col("lr").n_unique().alias("values"))
+    return bool((per_run["values"] > 1).any())
+
+
+def schedule_figure(summary: pl.DataFrame, history: pl.DataFrame, compare: list[str]) -> Figure:
+    """The learning rate over epochs, one curve per configuration."""
+    curves = []
+    for row in summary.iter_rows(named=True):
+        curve = per_epoch(history, row["run_ids"], "lr")
+        curves.append(
+            figures.Curve(
+                label=config_label(row, compare),
+                epochs=curve["epoch"].to_numpy(),
+                mean=curve["mean"].to_numpy(),
+                std=np.zeros(curve.height),
+            )
+        )
+    panel = figures.Panel(title="learning rate", ylabel="learning rate", curves=curves)
+    return figures.learning_curves([panel], columns=1)
 
 
 def metric_figure(
@@ -355,21 +399,23 @@ def build_context(directory: Path) -> tuple[ReportContext, list[PlannedFigure]]:
         "failed": runs.filter(pl.col("status") == "failed").height,
         "missing": len(planned) - runs.height,
     }
-    seeds_text = f"{len(record['seeds'])} seeds ({', '.join(map(str, record['seeds']))})"
+    seeds_text = f"{record['replicates']} (seeds {', '.join(map(str, record['seeds']))})"
     figs: list[PlannedFigure] = []
     if ok.is_empty():
         table = Table(caption="No run finished successfully.", headers=[], rows=[])
         best_summary = "No run finished successfully."
     else:
-        summary = summarize(
-            ok, compare, [*TABLE_METRICS, "train.loss", "best_epoch", "train_seconds"]
-        )
+        # Stores written by older versions may lack newer metrics: show what is there.
+        shown = [m for m in dict.fromkeys([metric, *TABLE_METRICS]) if m in ok.columns]
+        summary = summarize(ok, compare, [*shown, "best_epoch", "train_seconds"])
         best = best_index(summary, metric, direction)
-        seeds_per_config = sorted(set(summary["n"].to_list()))
-        seeds_note = (
-            f"{seeds_per_config[0]} seeds" if len(seeds_per_config) == 1 else "the runs counted"
+        runs_per_config = sorted(set(summary["n"].to_list()))
+        replicates = (
+            f"{runs_per_config[0]} runs ({record['replicates']})"
+            if len(runs_per_config) == 1
+            else f"the runs counted ({record['replicates']})"
         )
-        table = build_table(summary, compare, metric, best, seeds_note)
+        table = build_table(summary, compare, shown, best, replicates)
         best_summary = ""
         if best is not None:
             row = summary.row(best, named=True)
@@ -387,6 +433,16 @@ def build_context(directory: Path) -> tuple[ReportContext, list[PlannedFigure]]:
                 learning_curve_figure(summary, history, compare),
             )
         )
+        if _schedules_vary(history):
+            figs.append(
+                PlannedFigure(
+                    "learning_rate",
+                    "Learning-rate schedules",
+                    "Learning rate at the first step of each epoch, per configuration (mean over "
+                    "its runs: reduce-on-plateau can differ between seeds).",
+                    schedule_figure(summary, history, compare),
+                )
+            )
         if compare:
             figs.append(
                 PlannedFigure(

@@ -181,9 +181,12 @@ def static_spec(config: RunConfig) -> StaticSpec:
     )
 
 
-def compile_group(config: RunConfig) -> str:
-    """Short hash naming the compiled program a run uses: its static spec and its data."""
-    key = repr(dataclasses.astuple(static_spec(config))) + config.data.model_dump_json()
+def program_id(static: StaticSpec, num_classes: int, split: Split) -> str:
+    """Short hash naming a compiled program: static spec, class count and data shapes. Runs on
+    different splits of equal sizes (folds, split seeds) share one program."""
+    arrays = (split.x_train, split.y_train, split.x_val, split.y_val, split.x_test, split.y_test)
+    shapes = tuple((a.shape, str(a.dtype)) for a in arrays)
+    key = repr((dataclasses.astuple(static), num_classes, shapes))
     return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
