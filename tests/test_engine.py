@@ -13,6 +13,12 @@ from sweepbook.plan import expand
 from sweepbook.store import Store
 
 
+@pytest.fixture(autouse=True)
+def fresh_programs():
+    """Each test counts its own compilations."""
+    engine.forget_compiled_programs()
+
+
 @pytest.fixture
 def plan(project: Path):
     sweep_file = project / "sweeps" / "tiny.toml"
@@ -33,6 +39,13 @@ def test_one_compilation_per_static_group(plan, tmp_path: Path):
     runs = Store(tmp_path / "store").read_runs()
     assert runs.height == 8
     assert runs.group_by("compile_group").len()["len"].sort().to_list() == [4, 4]
+
+
+def test_compiled_programs_are_reused_across_calls(plan, tmp_path: Path):
+    splits = engine.load_splits(plan)
+    first = engine.train_runs(plan[:4], Store(tmp_path / "a"), splits=splits)
+    second = engine.train_runs(plan[4:], Store(tmp_path / "b"), splits=splits)
+    assert first.compilations + second.compilations == 2
 
 
 def test_a_failing_group_is_stored_as_failed_and_the_rest_goes_on(

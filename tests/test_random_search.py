@@ -114,11 +114,6 @@ def test_random_keys_are_swept_axes(tmp_path):
 
 LR_KEY = "random.optimizer.learning_rate"
 BATCH = 'samples = 3\n"train.batch_size"'
-UNKNOWN_DISTRIBUTION = pytest.mark.xfail(
-    reason="config.py:588: flatten descends into an unknown distribution table, so the error "
-    "blames key 'random.<key>.normal' with 'the experiment has no such key'",
-    strict=True,
-)
 
 
 @pytest.mark.parametrize(
@@ -140,7 +135,6 @@ UNKNOWN_DISTRIBUTION = pytest.mark.xfail(
             f"samples = 3\n{LR} = {{ normal = [0.0, 1.0] }}\n",
             LR_KEY,
             id="unknown-distribution",
-            marks=UNKNOWN_DISTRIBUTION,
         ),
         pytest.param(f"samples = 3\n{LR} = [0.1, 0.2]\n", LR_KEY, id="bare-list"),
         pytest.param(f"samples = 3\n{LR} = {{ uniform = [0.2, 0.1] }}\n", LR_KEY, id="lo>hi"),
@@ -246,14 +240,7 @@ def test_kfold_experiment_without_val_fraction(tmp_path):
         "seeds = [0]\nfolds = [0, 1]\n",
         f"seeds = [0]\nfolds = [0, 3]\n{KFOLD}",
         f"seeds = [0]\nfolds = [5]\n{KFOLD}",
-        pytest.param(
-            f"seeds = [0]\nfolds = []\n{KFOLD}",
-            marks=pytest.mark.xfail(
-                reason="plan.py:104: max() of an empty folds list raises a bare ValueError "
-                "instead of a ConfigError naming 'folds'",
-                strict=True,
-            ),
-        ),
+        f"seeds = [0]\nfolds = []\n{KFOLD}",
     ],
     ids=["all-without-kfold", "list-without-kfold", "fold-equals-K", "fold-above-K", "empty"],
 )

@@ -7,6 +7,7 @@ including a sweep in which some runs failed.
 from __future__ import annotations
 
 import argparse
+import itertools
 import shlex
 import sys
 import time
@@ -45,9 +46,10 @@ def command_run(args: argparse.Namespace) -> int:
     from sweepbook import provenance
     from sweepbook.config import ConfigError, load_sweep
     from sweepbook.data import DataError
-    from sweepbook.engine import group_runs, load_splits, train_runs
-    from sweepbook.plan import expand
+    from sweepbook.engine import EngineSummary, group_runs, load_splits, train_runs
+    from sweepbook.plan import PlannedRun, expand
     from sweepbook.report import PROVENANCE, render_report, write_sweep_record
+    from sweepbook.search import run_search
     from sweepbook.store import Store, atomic_write_json
 
     sweep_path = Path(args.sweep)
@@ -61,22 +63,17 @@ def command_run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("reports") / sweep.name
 
     store = Store(out)
-    done = store.completed_ids()
-    todo = [run for run in plan if run.run_id not in done]
-    groups = len(group_runs(todo, splits))
-    stderr.print(
-        f"[bold]{sweep.name}[/]: {len(plan)} runs planned, {len(plan) - len(todo)} already stored, "
-        f"{len(todo)} to train"
-        + (f" in {groups} compile group(s)" if todo else " — nothing to train")
-    )
-
-    write_sweep_record(out, sweep, plan, _run_command_line(sweep_path))
+    run_command = _run_command_line(sweep_path)
     info = provenance.collect(sweep.path, sweep.experiment_path, ["sweepbook", *sys.argv[1:]])
-    atomic_write_json(out / PROVENANCE, info)
-
+    origin = {
+        "git_commit": info["git"]["commit"],
+        "host": info["host"],
+        "device": info["device"]["devices"][0],
+    }
+    summary = EngineSummary()
     started = time.perf_counter()
-    summary = None
-    if todo:
+
+    def train(runs: list[PlannedRun], description: str) -> None:
         with Progress(
             TextColumn("[progress.description]{task.description}"),
             BarColumn(),
@@ -86,29 +83,57 @@ def command_run(args: argparse.Namespace) -> int:
             console=stderr,
             transient=False,
         ) as progress:
-            task = progress.add_task("training", total=len(todo))
-            summary = train_runs(
-                todo,
-                store,
-                splits=splits,
-                origin={
-                    "git_commit": info["git"]["commit"],
-                    "host": info["host"],
-                    "device": info["device"]["devices"][0],
-                },
-                on_run_done=lambda run, status: progress.advance(task),
+            task = progress.add_task(description, total=len(runs))
+            summary.add(
+                train_runs(
+                    runs,
+                    store,
+                    splits=load_splits(runs),
+                    origin=origin,
+                    on_run_done=lambda run, status: progress.advance(task),
+                )
             )
+
+    atomic_write_json(out / PROVENANCE, info)
+    if sweep.search is None:
+        done = store.completed_ids()
+        todo = [run for run in plan if run.run_id not in done]
+        groups = len(group_runs(todo, splits))
+        stderr.print(
+            f"[bold]{sweep.name}[/]: {len(plan)} runs planned, {len(plan) - len(todo)} already "
+            f"stored, {len(todo)} to train"
+            + (f" in {groups} compile group(s)" if todo else " — nothing to train")
+        )
+        write_sweep_record(out, sweep, plan, run_command)
+        if todo:
+            train(todo, "training")
+    else:
+        stderr.print(
+            f"[bold]{sweep.name}[/]: TPE search, {sweep.search.trials} trials in batches of "
+            f"{sweep.search.batch}, {len(plan)} run(s) per trial"
+        )
+        rounds = itertools.count(1)
+        planned = run_search(
+            sweep,
+            store,
+            train=lambda runs: train(runs, f"batch {next(rounds)}"),
+            on_batch=lambda planned: write_sweep_record(out, sweep, planned, run_command),
+        )
+        write_sweep_record(out, sweep, planned, run_command)
+    if summary.trained:
         store.merge()
         stderr.print(
             f"trained {summary.trained} runs in {time.perf_counter() - started:.1f} s "
             f"({summary.compilations} compilations, {summary.compile_seconds:.1f} s compiling): "
             f"{summary.ok} ok, {summary.diverged} diverged, {summary.failed} failed"
         )
-        for line in summary.errors:
-            stderr.print(f"[red]failed[/] {line}")
+    elif sweep.search is not None:
+        stderr.print("every trial is already stored — nothing to train")
+    for line in summary.errors:
+        stderr.print(f"[red]failed[/] {line}")
     if not args.no_report:
         stderr.print(f"report: {render_report(out).resolve().as_uri()}")
-    return EXIT_FAILURE if summary and summary.failed else EXIT_OK
+    return EXIT_FAILURE if summary.failed else EXIT_OK
 
 
 def command_report(args: argparse.Namespace) -> int:

@@ -305,8 +305,11 @@ class SweepConfig(BaseModel):
     grid: dict[str, Any] = {}
     zip: dict[str, Any] = {}
     random: dict[str, Any] = {}
+    search: dict[str, Any] = {}
     variant: list[dict[str, Any]] = []
-    folds: list[Annotated[int, Field(ge=0)]] | Literal["all"] | None = None
+    folds: (
+        Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] | Literal["all"] | None
+    ) = None
     report: ReportConfig = ReportConfig()
 
 
@@ -331,6 +334,15 @@ class RandomSearch(BaseModel):
     axes: dict[str, Distribution]
 
 
+class ModelSearch(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    trials: int
+    batch: int
+    seed: int
+    axes: dict[str, Distribution]
+
+
 class Sweep(BaseModel):
     """A validated sweep, resolved against its experiment. Axes are flat dotted keys."""
 
@@ -346,6 +358,7 @@ class Sweep(BaseModel):
     zip: dict[str, list[Any]]
     variants: list[tuple[str, FlatConfig]]
     random: RandomSearch | None
+    search: ModelSearch | None
     folds: list[int] | Literal["all"] | None
     report: ReportConfig
     question: str
@@ -355,7 +368,9 @@ class Sweep(BaseModel):
         """The swept keys, in file order; ``variant`` first when variants are given. Seeds and
         folds are replicates, not axes: results are aggregated over them."""
         random = list(self.random.axes) if self.random else []
-        return (["variant"] if self.variants else []) + list(self.zip) + list(self.grid) + random
+        searched = list(self.search.axes) if self.search else []
+        variants = ["variant"] if self.variants else []
+        return variants + list(self.zip) + list(self.grid) + random + searched
 
 
 # --- dotted keys ---------------------------------------------------------------------------
@@ -416,7 +431,8 @@ def read_toml(path: Path) -> dict[str, Any]:
 
 def _first_error(path: Path, error: ValidationError, prefix: str = "") -> ConfigError:
     detail = error.errors()[0]
-    loc = [str(part) for part in detail["loc"]]
+    # Union members appear in the location as tags like "list[int]": not keys of the file.
+    loc = [str(part) for part in detail["loc"] if not (isinstance(part, str) and "[" in part)]
     cause = detail.get("ctx", {}).get("error")
     if isinstance(cause, FieldError):
         loc.append(cause.field)
@@ -539,8 +555,11 @@ def load_sweep(path: Path) -> Sweep:
         raise ConfigError(path, "variant.name", "variant names must be unique")
 
     random = _random_search(path, parsed.random, known)
+    search = _model_search(path, parsed.search, known)
+    if search and (grid or zipped or random or variants):
+        raise ConfigError(path, "search", "a [search] sweep takes [set], seeds and folds only")
     random_keys = set(random.axes) if random else set()
-    swept = [set(grid), set(zipped), random_keys]
+    swept = [set(grid), set(zipped), random_keys, set(search.axes) if search else set()]
     overlapping = {k for i, a in enumerate(swept) for b in swept[i + 1 :] for k in a & b}
     overlapping |= set(overrides) & set().union(*swept)
     if parsed.folds is not None and "data.fold" in set(overrides).union(*swept):
@@ -561,6 +580,7 @@ def load_sweep(path: Path) -> Sweep:
         zip=zipped,
         variants=variants,
         random=random,
+        search=search,
         folds=parsed.folds,
         report=parsed.report,
         question=parsed.report.question or _leading_comment(path),
@@ -575,26 +595,43 @@ def _random_search(path: Path, table: dict[str, Any], known: set[str]) -> Random
     if not table:
         return None
     body = dict(table)
-    samples, seed = body.pop("samples", None), body.pop("seed", 0)
-    if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
-        raise ConfigError(path, "random.samples", "expected a positive integer number of samples")
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ConfigError(path, "random.seed", "expected a non-negative integer")
+    samples = _count(path, "random.samples", body.pop("samples", None), minimum=1)
+    seed = _count(path, "random.seed", body.pop("seed", 0), minimum=0)
+    return RandomSearch(samples=samples, seed=seed, axes=_space(path, "random", body, known))
+
+
+def _count(path: Path, key: str, value: Any, *, minimum: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(path, key, f"expected an integer of at least {minimum}")
+    return value
+
+
+def _space(
+    path: Path, section: str, body: dict[str, Any], known: set[str]
+) -> dict[str, Distribution]:
+    """One distribution per dotted key: ``"optimizer.learning_rate" = { loguniform = [a, b] }``."""
 
     def is_distribution(value: Any) -> bool:
-        return isinstance(value, dict) and len(value) == 1 and next(iter(value)) in DISTRIBUTIONS
+        # { name = [...] }: a distribution, known or not (a nested table holds tables instead).
+        return (
+            isinstance(value, dict)
+            and len(value) == 1
+            and isinstance(next(iter(value.values())), list)
+        )
 
     try:
         flat = flatten(body, is_leaf=is_distribution)
     except DuplicateKeyError as error:
-        raise ConfigError(path, f"random.{error.key}", "given twice (quoted and nested)") from None
+        raise ConfigError(
+            path, f"{section}.{error.key}", "given twice (quoted and nested)"
+        ) from None
     if not flat:
-        raise ConfigError(path, "random", "name at least one key to sample")
-    _check_keys(path, "random", list(flat), known)
+        raise ConfigError(path, section, "name at least one key to sample")
+    _check_keys(path, section, list(flat), known)
     axes = {}
     for key, spec in flat.items():
-        where = f"random.{key}"
-        if not is_distribution(spec):
+        where = f"{section}.{key}"
+        if not is_distribution(spec) or next(iter(spec)) not in DISTRIBUTIONS:
             raise ConfigError(
                 path, where, f"expected one of {{ {' | '.join(DISTRIBUTIONS)} = [...] }}"
             )
@@ -610,7 +647,28 @@ def _random_search(path: Path, table: dict[str, Any], known: set[str]) -> Random
             if kind == "int" and not all(isinstance(v, int) for v in values):
                 raise ConfigError(path, where, "int needs integer bounds")
         axes[key] = Distribution(kind=kind, values=values)
-    return RandomSearch(samples=samples, seed=seed, axes=axes)
+    return axes
+
+
+def _model_search(path: Path, table: dict[str, Any], known: set[str]) -> ModelSearch | None:
+    """``[search]``: Optuna's TPE sampler proposing ``batch`` trials at a time, ``trials`` in
+    all, from the distributions in ``[search.space]``; ``seed`` seeds the sampler."""
+    if not table:
+        return None
+    body = dict(table)
+    sampler = body.pop("sampler", "tpe")
+    if sampler != "tpe":
+        raise ConfigError(path, "search.sampler", "the model-based sampler is 'tpe'")
+    trials = _count(path, "search.trials", body.pop("trials", None), minimum=1)
+    batch = _count(path, "search.batch", body.pop("batch", 1), minimum=1)
+    seed = _count(path, "search.seed", body.pop("seed", 0), minimum=0)
+    space = body.pop("space", None)
+    if body:
+        raise ConfigError(path, f"search.{next(iter(body))}", "unknown key")
+    if not isinstance(space, dict):
+        raise ConfigError(path, "search.space", "expected a table of distributions")
+    axes = _space(path, "search.space", space, known)
+    return ModelSearch(trials=trials, batch=batch, seed=seed, axes=axes)
 
 
 def _check_report_keys(sweep: Sweep, known: set[str]) -> None:

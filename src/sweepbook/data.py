@@ -230,5 +230,7 @@ def split_dataset(dataset: Dataset, config: DataConfig) -> Split:
     return Split(x_train, y_train, x_val, y_val, x_test, y_test, dataset.num_classes)
 
 
+@functools.lru_cache(maxsize=32)
 def load_split(config: DataConfig) -> Split:
+    """The split of a data config, computed once per process (searches ask for it per batch)."""
     return split_dataset(load_dataset(config.name, config.path), config)

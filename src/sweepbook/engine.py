@@ -40,6 +40,16 @@ BYTES_PER_PARAM = 4  # float32 weights, stored densely
 Origin = Mapping[str, str | None]
 
 
+# Compiled programs of this process, by program id: a search trains batch after batch with the
+# same shapes, and must not pay for compilation again each time.
+_PROGRAMS: dict[str, Callable[..., RunOutput]] = {}
+
+
+def forget_compiled_programs() -> None:
+    """Drop this process's compiled programs (the next run of each group compiles again)."""
+    _PROGRAMS.clear()
+
+
 @dataclass
 class EngineSummary:
     trained: int = 0
@@ -50,6 +60,13 @@ class EngineSummary:
     compile_seconds: float = 0.0
     train_seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
+
+    def add(self, other: EngineSummary) -> None:
+        for name in ("trained", "ok", "diverged", "failed", "compilations"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.compile_seconds += other.compile_seconds
+        self.train_seconds += other.train_seconds
+        self.errors += other.errors
 
 
 @dataclass(frozen=True)
@@ -125,6 +142,7 @@ def _result_row(
         "status": "diverged" if bool(out.diverged) else "ok",
         "error": None,
         "variant": run.variant,
+        "search.trial": run.trial,
         **run.flat,
         **_evaluation_columns("test", out.test, split.y_test),
         **_evaluation_columns("val", out.val, split.y_val),
@@ -151,6 +169,7 @@ def _failed_row(
         "status": "failed",
         "error": f"{type(error).__name__}: {error}",
         "variant": run.variant,
+        "search.trial": run.trial,
         **run.flat,
         "compile_group": group_id,
         **origin,
@@ -203,17 +222,20 @@ def train_runs(
     for group in group_runs(runs, splits):
         group_id = group.id
         started = time.perf_counter()
-        try:
-            compiled = compile_program(
-                group.static, group.num_classes, device_data(group.runs[0]), group.runs[0]
-            )
-        except Exception as error:
-            for run in group.runs:
-                _store_failure(store, summary, run, error, group_id, origin)
-                on_run_done(run, "failed")
-            continue
-        summary.compilations += 1
-        summary.compile_seconds += time.perf_counter() - started
+        compiled = _PROGRAMS.get(group_id)
+        if compiled is None:
+            try:
+                compiled = compile_program(
+                    group.static, group.num_classes, device_data(group.runs[0]), group.runs[0]
+                )
+            except Exception as error:
+                for run in group.runs:
+                    _store_failure(store, summary, run, error, group_id, origin)
+                    on_run_done(run, "failed")
+                continue
+            _PROGRAMS[group_id] = compiled
+            summary.compilations += 1
+            summary.compile_seconds += time.perf_counter() - started
         for run in group.runs:
             started = time.perf_counter()
             split = splits[split_key(run)]

@@ -24,7 +24,11 @@ def focal(
     """Focal loss (Lin et al., 2017): −Σ_c y_c (1 − p_c)^γ log p_c; γ = 0 is cross-entropy."""
     targets = smoothed_targets(labels, logits.shape[-1], smoothing)
     log_p = jax.nn.log_softmax(logits)
-    return -jnp.sum(targets * (1.0 - jnp.exp(log_p)) ** gamma * log_p, axis=-1)
+    # (1 − p)^γ as exp(γ·log(1 − p)) with 1 − p kept above the smallest normal float: at p = 1
+    # the plain power has the gradient γ·0^(γ−1), which is NaN for γ < 1.
+    one_minus_p = jnp.maximum(-jnp.expm1(log_p), jnp.finfo(log_p.dtype).tiny)
+    weight = jnp.exp(gamma * jnp.log(one_minus_p))
+    return -jnp.sum(targets * weight * log_p, axis=-1)
 
 
 def negative_log_likelihood(logits: jax.Array, labels: jax.Array) -> jax.Array:

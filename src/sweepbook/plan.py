@@ -32,6 +32,7 @@ class PlannedRun:
     run_id: str
     variant: str | None
     config: RunConfig
+    trial: int | None = None  # the model-based search trial that proposed this run
 
     @property
     def flat(self) -> FlatConfig:
@@ -107,18 +108,35 @@ def _replicates(sweep: Sweep, flat: FlatConfig) -> list[FlatConfig]:
 
 
 def expand(sweep: Sweep) -> list[PlannedRun]:
-    """Every run of the sweep, validated; duplicates (same config twice) kept once."""
-    base = run_flat(sweep.experiment)
+    """Every run of the sweep, validated; duplicates (same config twice) kept once.
+
+    A model-based ``[search]`` proposes its points while it runs (see search.py); for such a
+    sweep this returns the runs of the base point alone, which validates the files and data."""
     variants: list[tuple[str | None, FlatConfig]] = list(sweep.variants) or [(None, {})]
     runs: dict[str, PlannedRun] = {}
+    points = [{}] if sweep.search else _axis_points(sweep)
     for variant_name, overrides in variants:
-        for point in _axis_points(sweep):
-            partial = {**base, **sweep.set, **overrides, **point}
-            for replicate in _replicates(sweep, partial):
-                flat = {**partial, **replicate}
-                config = validate_run(sweep.path, flat)
-                rid = run_id(config)
-                runs.setdefault(rid, PlannedRun(rid, variant_name, config))
+        for run in plan_points(sweep, points, overrides=overrides, variant=variant_name):
+            runs.setdefault(run.run_id, run)
     if sweep.folds is not None and all(run.config.data.folds is None for run in runs.values()):
         raise ConfigError(sweep.path, "folds", "needs a K-fold split (data.split, data.folds)")
     return list(runs.values())
+
+
+def plan_points(
+    sweep: Sweep,
+    points: list[FlatConfig],
+    *,
+    overrides: FlatConfig | None = None,
+    variant: str | None = None,
+    trial: int | None = None,
+) -> list[PlannedRun]:
+    """The replicated, validated runs of the given axis ``points``."""
+    base = run_flat(sweep.experiment)
+    runs = []
+    for point in points:
+        partial = {**base, **sweep.set, **(overrides or {}), **point}
+        for replicate in _replicates(sweep, partial):
+            config = validate_run(sweep.path, {**partial, **replicate})
+            runs.append(PlannedRun(run_id(config), variant, config, trial))
+    return runs
