@@ -188,3 +188,77 @@ def test_traced_keys_do_not_change_the_static_spec(make_run_config, key):
 )
 def test_static_keys_change_the_static_spec(make_run_config, overrides):
     assert static_spec(make_run_config()) != static_spec(make_run_config(overrides))
+
+
+def test_max_norm_binds_inside_training(make_run_config):
+    """A tight max-norm changes what is learned; a loose one leaves the run bit-identical."""
+    free = _train(make_run_config())
+    loose = _train(make_run_config({"regularization.max_norm": 1e6}))
+    tight = _train(make_run_config({"regularization.max_norm": 0.05}))
+    np.testing.assert_array_equal(np.asarray(loose.test.loss), np.asarray(free.test.loss))
+    assert float(tight.test.loss) != float(free.test.loss)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"optimizer.name": "sgd", "optimizer.momentum": 0.9, "optimizer.nesterov": True},
+        {"optimizer.name": "adagrad", "optimizer.initial_accumulator": 0.1},
+        {"optimizer.name": "rmsprop", "optimizer.decay": 0.9, "optimizer.centered": True},
+        {"optimizer.name": "adamw", "optimizer.weight_decay": 0.01},
+        {
+            "schedule.name": "onecycle",
+            "schedule.pct_start": 0.3,
+            "schedule.div_factor": 25.0,
+            "schedule.final_div_factor": 1e4,
+        },
+        {"schedule.name": "cosine", "schedule.min_lr": 0.0, "schedule.warmup_epochs": 1.0},
+        {"schedule.plateau.factor": 0.5, "schedule.plateau.patience": 0},
+        {"loss.name": "focal", "loss.focal_gamma": 2.0, "loss.label_smoothing": 0.1},
+        {
+            "regularization.l1": 1e-4,
+            "regularization.l2": 1e-3,
+            "regularization.clip_norm": 1.0,
+            "regularization.clip_value": 0.5,
+        },
+        {"model.batch_norm": True, "model.init": "he_normal", "augment.max_shift": 1},
+        {"model.kind": "cnn", "model.widths": []},
+    ],
+    ids=lambda overrides: ",".join(sorted(overrides))[:60],
+)
+def test_every_training_option_trains_and_learns(make_run_config, overrides):
+    config = make_run_config({"train.epochs": 3, "train.early_stopping.patience": 0, **overrides})
+    out = _train(config)
+    assert not bool(out.diverged)
+    losses = np.asarray(out.history.train_loss)
+    assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
+    assert float(out.test.accuracy) > 0.3  # well above chance (0.1) after 3 epochs
+
+
+def test_learning_rate_history_follows_the_schedule(make_run_config):
+    config = make_run_config(
+        {
+            "train.epochs": 4,
+            "train.early_stopping.patience": 0,
+            "schedule.name": "step",
+            "schedule.gamma": 0.5,
+            "schedule.step_epochs": 2,
+        }
+    )
+    lr = np.asarray(_train(config).history.lr)
+    np.testing.assert_allclose(lr, [1e-2, 1e-2, 5e-3, 5e-3], rtol=1e-6)
+
+
+def test_reduce_on_plateau_lowers_the_rate_when_validation_stalls(make_run_config):
+    config = make_run_config(
+        {
+            "train.epochs": 8,
+            "train.early_stopping.patience": 0,
+            "optimizer.learning_rate": 0.3,  # too large: validation loss stalls at once
+            "schedule.plateau.factor": 0.1,
+            "schedule.plateau.patience": 0,
+        }
+    )
+    lr = np.asarray(_train(config).history.lr)
+    assert lr[0] == pytest.approx(0.3)
+    assert lr[-1] < lr[0]
