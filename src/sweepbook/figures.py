@@ -92,11 +92,12 @@ class Panel:
     curves: Sequence[Curve]
 
 
-def learning_curves(panels: Sequence[Panel], columns: int) -> Figure:
-    """Grid of panels; each curve a mean line with a shaded band of one std over seeds."""
+def learning_curves(panels: Sequence[Panel], columns: int, *, wide: bool = False) -> Figure:
+    """Grid of panels; each curve a mean line with a shaded band of one std over seeds.
+    Full text width when there are several columns or ``wide`` is asked for."""
     rows = max(1, int(np.ceil(len(panels) / columns)))
     with plt.rc_context(STYLE):
-        width = FULL_WIDTH_IN if columns > 1 else COLUMN_WIDTH_IN
+        width = FULL_WIDTH_IN if columns > 1 or wide else COLUMN_WIDTH_IN
         fig, axes = plt.subplots(
             rows, columns, figsize=(width, 2.0 * rows), squeeze=False, sharex=True
         )
@@ -186,7 +187,15 @@ def metric_vs_axis(
             )
         if log_x:
             ax.set_xscale("log")
-        ax.set_xticks([position for position, _ in ticks], [label for _, label in ticks])
+        labels = [label for _, label in ticks]
+        # Long or many category names would overlap side by side: slant them.
+        slant = categorical and sum(len(label) for label in labels) > 40
+        ax.set_xticks(
+            [position for position, _ in ticks],
+            labels,
+            rotation=30 if slant else 0,
+            ha="right" if slant else "center",
+        )
         ax.minorticks_off()
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)

@@ -278,7 +278,7 @@ def schedule_figure(summary: pl.DataFrame, history: pl.DataFrame, compare: list[
             )
         )
     panel = figures.Panel(title="learning rate", ylabel="learning rate", curves=curves)
-    return figures.learning_curves([panel], columns=1)
+    return figures.learning_curves([panel], columns=1, wide=True)
 
 
 def metric_figure(
