@@ -156,21 +156,23 @@ def metric_vs_axis(
     xlabel: str,
     ylabel: str,
     log_x: bool,
-    ticks: Sequence[tuple[float, str]],
+    ticks: Sequence[tuple[float, str]] | None,
     categorical: bool,
+    join: bool = True,
 ) -> Figure:
     """Mean ± std error bars per value of the axis, one series per other configuration, seeds
     as dots.
 
     ``ticks`` are (position, label) pairs: the swept values, or positions 0..k-1 of a categorical
-    axis, so the axis names exactly the values that were run. On a categorical axis points are
+    axis, so the axis names exactly the values that were run (None: automatic ticks, for
+    sampled values). ``join=False`` draws points only. On a categorical axis points are
     not joined (there is nothing between two categories) and series are dodged sideways."""
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 2.4))
         for index, item in enumerate(series):
             style = series_style(index)
             shift = (index - (len(series) - 1) / 2) * 0.12 if categorical else 0.0
-            if categorical:
+            if categorical or not join:
                 style["linestyle"] = "none"
             ax.errorbar(
                 item.x + shift,
@@ -187,16 +189,17 @@ def metric_vs_axis(
             )
         if log_x:
             ax.set_xscale("log")
-        labels = [label for _, label in ticks]
-        # Long or many category names would overlap side by side: slant them.
-        slant = categorical and sum(len(label) for label in labels) > 40
-        ax.set_xticks(
-            [position for position, _ in ticks],
-            labels,
-            rotation=30 if slant else 0,
-            ha="right" if slant else "center",
-        )
-        ax.minorticks_off()
+        if ticks is not None:
+            labels = [label for _, label in ticks]
+            # Long or many category names would overlap side by side: slant them.
+            slant = categorical and sum(len(label) for label in labels) > 40
+            ax.set_xticks(
+                [position for position, _ in ticks],
+                labels,
+                rotation=30 if slant else 0,
+                ha="right" if slant else "center",
+            )
+            ax.minorticks_off()
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         if len(series) > 1:

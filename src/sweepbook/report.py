@@ -64,6 +64,7 @@ def write_sweep_record(
         "direction": metric_direction(sweep.report),
         "compare": sweep.report.compare if sweep.report.compare is not None else sweep.axes,
         "axes": sweep.axes,
+        "sampled": sweep.random is not None or sweep.search is not None,
         "seeds": sweep.seeds,
         "replicates": _replicates_text(sweep, plan),
         "run_ids": [run.run_id for run in plan],
@@ -282,10 +283,11 @@ def schedule_figure(summary: pl.DataFrame, history: pl.DataFrame, compare: list[
 
 
 def metric_figure(
-    runs: pl.DataFrame, summary: pl.DataFrame, compare: list[str], metric: str
+    runs: pl.DataFrame, summary: pl.DataFrame, compare: list[str], metric: str, *, sampled: bool
 ) -> Figure:
-    """Headline metric against the first compared axis; one series per value of the others."""
-    axis, others = compare[0], compare[1:]
+    """Headline metric against the first compared axis; one series per value of the others.
+    Sampled sweeps (random or model-based search) show every point as one unjoined series."""
+    axis, others = compare[0], ([] if sampled else compare[1:])
     x_values = summary[axis].unique(maintain_order=True).to_list()
     numeric = _is_numeric(x_values)
     if numeric:
@@ -317,8 +319,11 @@ def metric_figure(
         xlabel=axis,
         ylabel=metric,
         log_x=log_x,
-        ticks=[(positions[format_value(v)], format_value(v)) for v in x_values],
+        ticks=None
+        if sampled and numeric
+        else [(positions[format_value(v)], format_value(v)) for v in x_values],
         categorical=not numeric,
+        join=not sampled,
     )
 
 
@@ -449,7 +454,9 @@ def build_context(directory: Path) -> tuple[ReportContext, list[PlannedFigure]]:
                     f"{metric.replace('.', '_')}_vs_{short_key(compare[0])}",
                     f"{metric} against {compare[0]}",
                     f"Mean ± standard deviation over {seeds_text}; small dots are individual runs.",
-                    metric_figure(ok, summary, compare, metric),
+                    metric_figure(
+                        ok, summary, compare, metric, sampled=record.get("sampled", False)
+                    ),
                 )
             )
 
