@@ -4,7 +4,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from sweepbook.stats import best_index, per_epoch, summarize
+from sweepbook.stats import best_index, pareto_front, per_epoch, summarize
 
 RUNS = pl.DataFrame(
     {
@@ -51,3 +51,11 @@ def test_per_epoch_counts_only_runs_that_reached_the_epoch():
     assert curve["mean"].to_list() == [2.0, 0.5]
     assert curve["n"].to_list() == [2, 1]
     assert curve["std"].to_list()[1] == 0.0
+
+
+def test_pareto_front_keeps_the_non_dominated_points():
+    cost = [1.0, 2.0, 3.0, 2.5, 4.0]
+    value = [0.80, 0.90, 0.95, 0.85, 0.95]
+    assert pareto_front(cost, value, "max") == [True, True, True, False, False]
+    # Minimising the value instead, only the cheapest point is left on the front here.
+    assert pareto_front(cost, value, "min") == [True, False, False, False, False]

@@ -145,6 +145,9 @@ ALL_ON = {
     "regularization.clip_value": 1.0,
     "loss.name": "focal",
     "loss.focal_gamma": 2.0,
+    "compress.prune.method": "oneshot",
+    "compress.quantize.mode": "ptq",
+    "compress.quantize.bits": 8,
 }
 
 
@@ -156,6 +159,7 @@ def test_traced_keys_do_not_change_the_static_spec(make_run_config, key):
         "optimizer.b2": 0.5,
         "optimizer.eps": 1e-3,
         "schedule.plateau.patience": 3,
+        "compress.quantize.bits": 4,
     }.get(key, 0.25)
     changed = make_run_config({**run_flat(base), key: value}, seed=7)
     assert base != changed
@@ -183,6 +187,10 @@ def test_traced_keys_do_not_change_the_static_spec(make_run_config, key):
         {"train.early_stopping.patience": 5},
         {"train.early_stopping.restore_best": False},
         {"train.eval_batch_size": 7},
+        {"compress.prune.method": "oneshot"},
+        {"compress.prune.method": "oneshot", "compress.prune.structure": "neurons"},
+        {"compress.quantize.mode": "qat", "compress.quantize.bits": 4},
+        {"compress.quantize.mode": "ptq", "compress.quantize.format": "fp16"},
     ],
     ids=lambda overrides: ",".join(overrides),
 )
@@ -262,3 +270,35 @@ def test_reduce_on_plateau_lowers_the_rate_when_validation_stalls(make_run_confi
     lr = np.asarray(_train(config).history.lr)
     assert lr[0] == pytest.approx(0.3)
     assert lr[-1] < lr[0]
+
+
+def test_pruned_run_reaches_its_sparsity_and_keeps_it(make_run_config):
+    config = make_run_config(
+        {
+            "train.epochs": 4,
+            "train.early_stopping.patience": 0,
+            "compress.prune.method": "gradual",
+            "compress.prune.start_epoch": 0,
+            "compress.prune.end_epoch": 2,
+            "compress.prune.sparsity": 0.8,
+        }
+    )
+    out = _train(config)
+    kernels = 64 * 32 + 32 * 10
+    pruned = int(out.params) - int(out.nonzero_params)
+    assert pruned >= int(0.8 * kernels)  # floor(0.8·n) per kernel at least, never refilled
+    assert int(out.best_epoch) >= 2  # a denser epoch is never restored
+    dense_bytes = int(out.params) * 4
+    assert float(out.model_bytes) < 0.5 * dense_bytes
+
+
+@pytest.mark.parametrize(("bits", "max_drop"), [(8, 0.02), (2, 1.0)])
+def test_post_training_quantization_costs_accuracy_with_fewer_bits(make_run_config, bits, max_drop):
+    base = {"train.epochs": 4, "train.early_stopping.patience": 0}
+    fp32 = _train(make_run_config(base))
+    quantized = _train(
+        make_run_config({**base, "compress.quantize.mode": "ptq", "compress.quantize.bits": bits})
+    )
+    assert float(fp32.test.accuracy) - float(quantized.test.accuracy) <= max_drop
+    # Every float32 kernel weight now costs `bits` bits (plus one float32 scale per kernel).
+    assert float(quantized.model_bytes) < float(fp32.model_bytes) * (bits / 32 + 0.1)

@@ -233,6 +233,63 @@ class LossConfig(_Strict):
         return self
 
 
+class PruneConfig(_Strict):
+    """Magnitude pruning to ``sparsity`` (the fraction of weights, or of hidden units, removed).
+
+    ``oneshot`` prunes once at the start of epoch ``start_epoch`` (0-based) and fine-tunes for the
+    remaining epochs; ``gradual`` follows Zhu & Gupta's (2017) cubic schedule from ``start_epoch``
+    to ``end_epoch``. ``scope`` ranks weights per layer or over all layers; ``structure`` removes
+    single weights or whole neurons / filters. Pruned weights stay exactly zero."""
+
+    method: Literal["none", "oneshot", "gradual"] = "none"
+    sparsity: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    start_epoch: Annotated[int, Field(ge=0)] = 0
+    end_epoch: Annotated[int, Field(gt=0)] | None = None
+    scope: Literal["layer", "global"] = "layer"
+    structure: Literal["unstructured", "neurons"] = "unstructured"
+
+    @model_validator(mode="after")
+    def _check(self) -> PruneConfig:
+        if self.method == "gradual":
+            if self.end_epoch is None:
+                raise FieldError("end_epoch", "required when compress.prune.method = 'gradual'")
+            if self.end_epoch <= self.start_epoch:
+                raise FieldError("end_epoch", "must be after compress.prune.start_epoch")
+        elif self.end_epoch is not None:
+            raise FieldError("end_epoch", "only used when compress.prune.method = 'gradual'")
+        return self
+
+    @property
+    def done_epoch(self) -> int:
+        """The (exclusive, 0-based) epoch from which the final sparsity holds."""
+        if self.method == "gradual":
+            assert self.end_epoch is not None
+            return self.end_epoch
+        return self.start_epoch + 1 if self.method == "oneshot" else 0
+
+
+class QuantizeConfig(_Strict):
+    """Weight quantization: ``ptq`` quantizes the trained weights (post-training), ``qat``
+    trains through fake quantization with a straight-through estimator. ``format`` "int" is
+    symmetric uniform with ``bits`` bits, per tensor or per output channel; "fp16"/"bf16" cast."""
+
+    mode: Literal["none", "ptq", "qat"] = "none"
+    format: Literal["int", "fp16", "bf16"] = "int"
+    bits: Annotated[int, Field(ge=2, le=16)] | None = None
+    per_channel: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> QuantizeConfig:
+        if self.mode != "none" and self.format == "int" and self.bits is None:
+            raise FieldError("bits", "required for integer quantization")
+        return self
+
+
+class CompressConfig(_Strict):
+    prune: PruneConfig = PruneConfig()
+    quantize: QuantizeConfig = QuantizeConfig()
+
+
 class AugmentConfig(_Strict):
     """Random shifts of training images by up to ``max_shift`` pixels (0: off), seeded."""
 
@@ -270,12 +327,17 @@ class ExperimentConfig(_Strict):
     regularization: RegularizationConfig = RegularizationConfig()
     loss: LossConfig = LossConfig()
     augment: AugmentConfig = AugmentConfig()
+    compress: CompressConfig = CompressConfig()
     train: TrainConfig
 
     @model_validator(mode="after")
     def _check(self) -> ExperimentConfig:
         if self.schedule.warmup_epochs >= self.train.epochs:
             raise FieldError("schedule.warmup_epochs", "must be shorter than train.epochs")
+        prune = self.compress.prune
+        if prune.method != "none" and prune.done_epoch > self.train.epochs:
+            key = "end_epoch" if prune.method == "gradual" else "start_epoch"
+            raise FieldError(f"compress.prune.{key}", "pruning must finish within train.epochs")
         return self
 
 

@@ -34,8 +34,6 @@ from sweepbook.train import (
     train_run,
 )
 
-BYTES_PER_PARAM = 4  # float32 weights, stored densely
-
 # Where and with what code runs were trained, stamped on each row (git_commit, host, device).
 Origin = Mapping[str, str | None]
 
@@ -152,7 +150,7 @@ def _result_row(
         "epochs_run": epochs_run,
         "params": params,
         "nonzero_params": int(out.nonzero_params),
-        "model_bytes": params * BYTES_PER_PARAM,
+        "model_bytes": float(out.model_bytes),
         "train_seconds": seconds,
         "compile_group": group_id,
         **origin,

@@ -206,3 +206,50 @@ def metric_vs_axis(
             ax.legend(frameon=False)
         fig.set_layout_engine("constrained")
     return fig
+
+
+@dataclass(frozen=True)
+class ParetoPoint:
+    label: str
+    cost: float  # e.g. model bytes (the x axis, lower is better)
+    mean: float
+    std: float
+    on_front: bool
+    baseline: bool
+
+
+def pareto(points: Sequence[ParetoPoint], *, xlabel: str, ylabel: str) -> Figure:
+    """Value against cost on a log axis, ± std bars over seeds; the front joined and dark, the
+    dominated points pale, the uncompressed baseline as a star."""
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 2.6))
+        front = sorted((p for p in points if p.on_front), key=lambda p: p.cost)
+        ax.plot(
+            [p.cost for p in front], [p.mean for p in front], color=PALETTE[0], lw=1.0, zorder=1
+        )
+        for point in points:
+            ax.errorbar(
+                point.cost,
+                point.mean,
+                yerr=point.std,
+                marker="*" if point.baseline else "o",
+                ms=8 if point.baseline else 3.5,
+                color=PALETTE[5] if point.baseline else PALETTE[0],
+                alpha=1.0 if point.on_front or point.baseline else 0.35,
+                capsize=2,
+                linestyle="none",
+                zorder=2,
+            )
+        for point in front:
+            ax.annotate(
+                point.label,
+                (point.cost, point.mean),
+                fontsize=5.5,
+                xytext=(3, -8),
+                textcoords="offset points",
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        fig.set_layout_engine("constrained")
+    return fig

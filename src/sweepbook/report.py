@@ -28,7 +28,7 @@ from matplotlib.figure import Figure
 from sweepbook import figures
 from sweepbook.config import Sweep, metric_direction
 from sweepbook.plan import PlannedRun
-from sweepbook.stats import best_index, per_epoch, summarize
+from sweepbook.stats import best_index, pareto_front, per_epoch, summarize
 from sweepbook.store import Store, StoreError, atomic_write, atomic_write_json, atomic_write_text
 
 SWEEP_RECORD = "sweep.json"
@@ -195,10 +195,12 @@ def build_table(
     replicates: str,
 ) -> Table:
     """One row per configuration; ``metrics[0]`` is the headline."""
+    sized = "model_bytes:mean" in summary.columns
     headers = [
         *compare,
         "runs",
         *[f"{m} (mean ± std)" for m in metrics],
+        *(["non-zero weights", "size (kB)", "compression"] if sized else []),
         "best epoch",
         "train s/run",
     ]
@@ -206,6 +208,14 @@ def build_table(
     for index, row in enumerate(summary.iter_rows(named=True)):
         cells = [format_value(row[k]) for k in compare] + [str(row["n"])]
         cells += [format_stat(row[f"{m}:mean"], row[f"{m}:std"]) for m in metrics]
+        if sized:
+            # The ratio to the same model stored densely in float32.
+            ratio = row["params:mean"] * 4 / row["model_bytes:mean"]
+            cells += [
+                f"{row['nonzero_params:mean']:,.0f}",
+                f"{row['model_bytes:mean'] / 1000:,.1f}",
+                f"{ratio:.1f}×",
+            ]
         cells += [
             format_stat(row["best_epoch:mean"], None, 1),
             format_stat(row["train_seconds:mean"], None, 2),
@@ -263,6 +273,44 @@ def _schedules_vary(history: pl.DataFrame) -> bool:
         return False
     per_run = history.group_by("run_id").agg(pl.col("lr").n_unique().alias("values"))
     return bool((per_run["values"] > 1).any())
+
+
+def _compressed(runs: pl.DataFrame) -> bool:
+    """Whether any run was pruned or quantized (then size matters in the report)."""
+    columns = {"compress.prune.method", "compress.quantize.mode"}
+    if not columns <= set(runs.columns):
+        return False
+    return bool(
+        (
+            (runs["compress.prune.method"] != "none") | (runs["compress.quantize.mode"] != "none")
+        ).any()
+    )
+
+
+def pareto_figure(
+    summary: pl.DataFrame,
+    compare: list[str],
+    metric: str,
+    direction: Literal["max", "min"],
+    cost: str,
+    label: str,
+) -> Figure:
+    costs = summary[f"{cost}:mean"].to_list()
+    means = summary[f"{metric}:mean"].to_list()
+    front = pareto_front(costs, means, direction)
+    points = [
+        figures.ParetoPoint(
+            label=config_label(row, compare),
+            cost=row[f"{cost}:mean"],
+            mean=row[f"{metric}:mean"],
+            std=row[f"{metric}:std"] or 0.0,
+            on_front=on_front,
+            # Uncompressed: every parameter stored as a float32.
+            baseline=row["model_bytes:mean"] >= row["params:mean"] * 4,
+        )
+        for row, on_front in zip(summary.iter_rows(named=True), front, strict=True)
+    ]
+    return figures.pareto(points, xlabel=label, ylabel=metric)
 
 
 def schedule_figure(summary: pl.DataFrame, history: pl.DataFrame, compare: list[str]) -> Figure:
@@ -412,7 +460,8 @@ def build_context(directory: Path) -> tuple[ReportContext, list[PlannedFigure]]:
     else:
         # Stores written by older versions may lack newer metrics: show what is there.
         shown = [m for m in dict.fromkeys([metric, *TABLE_METRICS]) if m in ok.columns]
-        summary = summarize(ok, compare, [*shown, "best_epoch", "train_seconds"])
+        sizes = ["model_bytes", "nonzero_params", "params"] if _compressed(ok) else []
+        summary = summarize(ok, compare, [*shown, *sizes, "best_epoch", "train_seconds"])
         best = best_index(summary, metric, direction)
         runs_per_config = sorted(set(summary["n"].to_list()))
         replicates = (
@@ -448,6 +497,21 @@ def build_context(directory: Path) -> tuple[ReportContext, list[PlannedFigure]]:
                     schedule_figure(summary, history, compare),
                 )
             )
+        if _compressed(ok):
+            for cost, label in (
+                ("model_bytes", "model size (bytes)"),
+                ("nonzero_params", "non-zero weights"),
+            ):
+                figs.append(
+                    PlannedFigure(
+                        f"pareto_{cost}",
+                        f"{metric} against {label}",
+                        f"Mean ± standard deviation over {seeds_text}; the Pareto front (no "
+                        f"configuration is both smaller and better) is joined, dominated "
+                        "configurations are pale, the uncompressed baseline is the star.",
+                        pareto_figure(summary, compare, metric, direction, cost, label),
+                    )
+                )
         if compare:
             figs.append(
                 PlannedFigure(

@@ -50,3 +50,20 @@ def per_epoch(history: pl.DataFrame, run_ids: list[str], metric: str) -> pl.Data
         )
         .sort("epoch")
     )
+
+
+def pareto_front(
+    cost: list[float], value: list[float], direction: Literal["max", "min"]
+) -> list[bool]:
+    """Which points no other point dominates: one with cost ≤ and value at least as good, one of
+    them strictly (lower cost is better; ``direction`` says which value is better)."""
+    sign = 1.0 if direction == "max" else -1.0
+    points = [(c, sign * v) for c, v in zip(cost, value, strict=True)]
+    return [
+        not any(
+            (oc <= c and ov >= v) and (oc < c or ov > v)
+            for j, (oc, ov) in enumerate(points)
+            if j != i
+        )
+        for i, (c, v) in enumerate(points)
+    ]

@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sweepbook import losses, regularize, schedules
+from sweepbook import compress, losses, regularize, schedules
 from sweepbook.augment import random_shift
 from sweepbook.config import ModelConfig, RunConfig
 from sweepbook.data import Split
@@ -64,6 +64,8 @@ TRACED_KEYS: frozenset[str] = frozenset(
         *(f"regularization.{name}" for name in ("l1", "l2", "max_norm", "clip_norm", "clip_value")),
         *(f"schedule.{name}" for name in schedules.ScheduleParams._fields),
         *(f"schedule.plateau.{name}" for name in ("factor", "patience", "threshold", "min_scale")),
+        "compress.prune.sparsity",
+        "compress.quantize.bits",
     }
 )
 
@@ -83,6 +85,14 @@ class StaticSpec:
     clip_value: bool
     loss: str
     max_shift: int
+    prune: str  # none | oneshot | gradual
+    prune_scope: str
+    prune_structure: str
+    prune_start: int
+    prune_end: int  # exclusive; the final sparsity holds from this epoch on
+    quantize: str  # none | ptq | qat
+    quantize_format: str
+    quantize_per_channel: bool
     epochs: int
     batch_size: int
     patience: int
@@ -108,6 +118,8 @@ class Hyper(NamedTuple):
     max_norm: jax.Array
     label_smoothing: jax.Array
     focal_gamma: jax.Array
+    sparsity: jax.Array
+    bits: jax.Array
 
 
 class DataArrays(NamedTuple):
@@ -144,6 +156,7 @@ class RunOutput(NamedTuple):
     diverged: jax.Array
     params: jax.Array
     nonzero_params: jax.Array
+    model_bytes: jax.Array  # storage of the deployed (pruned, quantized) model
 
 
 class _Carry(NamedTuple):
@@ -161,6 +174,7 @@ class _Carry(NamedTuple):
 
 def static_spec(config: RunConfig) -> StaticSpec:
     opt, reg, stop = config.optimizer, config.regularization, config.train.early_stopping
+    prune, quantize = config.compress.prune, config.compress.quantize
     return StaticSpec(
         model=config.model.model_dump_json(exclude={"dropout"}),
         optimizer=opt.name,
@@ -173,6 +187,14 @@ def static_spec(config: RunConfig) -> StaticSpec:
         clip_value=reg.clip_value is not None,
         loss=config.loss.name,
         max_shift=config.augment.max_shift,
+        prune=prune.method,
+        prune_scope=prune.scope,
+        prune_structure=prune.structure,
+        prune_start=prune.start_epoch,
+        prune_end=prune.done_epoch,
+        quantize=quantize.mode,
+        quantize_format=quantize.format,
+        quantize_per_channel=quantize.per_channel,
         epochs=config.train.epochs,
         batch_size=config.train.batch_size,
         patience=stop.patience,
@@ -222,6 +244,8 @@ def hyper_from_config(config: RunConfig) -> Hyper:
         max_norm=f32(reg.max_norm),
         label_smoothing=f32(config.loss.label_smoothing),
         focal_gamma=f32(config.loss.focal_gamma),
+        sparsity=f32(config.compress.prune.sparsity),
+        bits=f32(config.compress.quantize.bits),
     )
 
 
@@ -307,6 +331,11 @@ def train_run(static: StaticSpec, num_classes: int, hyper: Hyper, data: DataArra
         )
     )
     mutable = [name for name in variables if name != "params"]  # batch_stats, when present
+    quantization: dict[str, Any] = {
+        "fmt": static.quantize_format,
+        "bits": hyper.bits,
+        "per_channel": static.quantize_per_channel,
+    }
     direction = build_direction(
         static.optimizer,
         hyper.optimizer,
@@ -323,6 +352,8 @@ def train_run(static: StaticSpec, num_classes: int, hyper: Hyper, data: DataArra
     def training_loss(
         params: Any, state: Any, xs: jax.Array, ys: jax.Array, ms: jax.Array, key: jax.Array
     ) -> Any:
+        if static.quantize == "qat":  # the forward pass sees the weights it will be deployed with
+            params = compress.fake_quantize(params, **quantization)
         logits, new_state = model.apply(
             {"params": params, **state},
             xs,
@@ -358,7 +389,7 @@ def train_run(static: StaticSpec, num_classes: int, hyper: Hyper, data: DataArra
         return scheduled * scale
 
     def train_one_epoch(
-        variables: Any, opt_state: Any, epoch: jax.Array, scale: jax.Array
+        variables: Any, opt_state: Any, epoch: jax.Array, scale: jax.Array, masks: Any
     ) -> tuple[Any, ...]:
         order = jax.random.permutation(jax.random.fold_in(order_root, epoch), n_train)
         order = jnp.pad(order, (0, pad)).reshape(steps, static.batch_size)
@@ -381,7 +412,9 @@ def train_run(static: StaticSpec, num_classes: int, hyper: Hyper, data: DataArra
                 jax.random.fold_in(dropout_root, global_step),
             )
             direction_updates, opt_state = direction.update(grads, opt_state, params)
-            params = optimizer_step(params, direction_updates, learning_rate(global_step, scale))
+            params = optimizer_step(
+                params, direction_updates, learning_rate(global_step, scale), masks
+            )
             variables = {"params": params, **new_state}
             return (variables, opt_state, loss_sum + total, correct_sum + correct), None
 
@@ -391,20 +424,52 @@ def train_run(static: StaticSpec, num_classes: int, hyper: Hyper, data: DataArra
         )
         return variables, opt_state, loss_sum / n_train, correct_sum / n_train
 
-    def optimizer_step(params: Any, direction_updates: Any, lr: jax.Array) -> Any:
+    def optimizer_step(params: Any, direction_updates: Any, lr: jax.Array, masks: Any) -> Any:
         params = jax.tree.map(jnp.add, params, scale_updates(direction_updates, lr))
-        return regularize.max_norm(params, hyper.max_norm) if static.max_norm else params
+        if static.max_norm:
+            params = regularize.max_norm(params, hyper.max_norm)
+        # Pruned weights are zeroed after every update, so they stay exactly zero.
+        return params if masks is None else compress.apply_masks(params, masks)
+
+    def epoch_masks(params: Any, epoch: jax.Array) -> Any:
+        """This epoch's pruning masks, from the current magnitudes (None: no pruning)."""
+        if static.prune == "none":
+            return None
+        sparsity = compress.zhu_gupta_sparsity(
+            epoch, final=hyper.sparsity, start=static.prune_start, end=static.prune_end
+        )
+        return compress.magnitude_masks(
+            params, sparsity, scope=static.prune_scope, structure=static.prune_structure
+        )
+
+    def deployed(variables: Any) -> Any:
+        """The variables as deployed: weights quantized when quantization is on."""
+        if static.quantize == "none":
+            return variables
+        return {
+            **variables,
+            "params": compress.quantize_params(variables["params"], **quantization),
+        }
 
     def run_epoch(carry: _Carry, epoch: jax.Array) -> tuple[_Carry, EpochRecord]:
         first_lr = learning_rate(epoch * steps, carry.plateau.scale)
+        masks = epoch_masks(carry.variables["params"], epoch)
+        variables = carry.variables
+        if masks is not None:
+            variables = {**variables, "params": compress.apply_masks(variables["params"], masks)}
         variables, opt_state, train_loss, train_acc = train_one_epoch(
-            carry.variables, carry.opt_state, epoch, carry.plateau.scale
+            variables, carry.opt_state, epoch, carry.plateau.scale, masks
         )
+        # QAT validates the quantized model it trains; PTQ quantizes only the final weights.
+        validated = deployed(variables) if static.quantize == "qat" else variables
         val = evaluate(
-            apply_eval, variables, data.x_val, data.y_val, static.eval_batch_size, num_classes
+            apply_eval, validated, data.x_val, data.y_val, static.eval_batch_size, num_classes
         )
-        improved = val.loss < carry.best_val_loss - hyper.min_delta
-        wait = jnp.where(improved, 0, carry.wait + 1)
+        # Before pruning reaches its final sparsity an epoch can be neither best nor a reason
+        # to stop: restore-best must never bring back a denser model.
+        eligible = epoch + 1 >= (static.prune_end if static.prune != "none" else 0)
+        improved = eligible & (val.loss < carry.best_val_loss - hyper.min_delta)
+        wait = jnp.where(improved | ~eligible, 0, carry.wait + 1)
         diverged = ~(jnp.isfinite(train_loss) & jnp.isfinite(val.loss))
         patience_left = (static.patience == 0) | (wait < static.patience)
         new = _Carry(
@@ -453,7 +518,7 @@ def train_run(static: StaticSpec, num_classes: int, hyper: Hyper, data: DataArra
     )
     carry, history = jax.lax.scan(epoch_body, carry, jnp.arange(static.epochs))
 
-    final = carry.best_variables if static.restore_best else carry.variables
+    final = deployed(carry.best_variables if static.restore_best else carry.variables)
     leaves = jax.tree.leaves(final["params"])
     return RunOutput(
         history=history,
@@ -468,4 +533,11 @@ def train_run(static: StaticSpec, num_classes: int, hyper: Hyper, data: DataArra
         diverged=carry.diverged,
         params=jnp.int32(sum(int(np.prod(leaf.shape)) for leaf in leaves)),
         nonzero_params=jnp.sum(jnp.stack([jnp.count_nonzero(leaf) for leaf in leaves])),
+        model_bytes=compress.model_bytes(
+            final["params"],
+            fmt="none" if static.quantize == "none" else static.quantize_format,
+            bits=hyper.bits,
+            per_channel=static.quantize_per_channel,
+            masks_applied=static.prune != "none",
+        ),
     )
