@@ -28,7 +28,8 @@ from sweepbook import __version__
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 
-stderr = Console(stderr=True, highlight=False)
+# soft_wrap: messages are single lines that logs and greps can rely on, whatever the width.
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _run_command_line(sweep_path: Path) -> str:
