@@ -76,3 +76,10 @@ def make_run_config() -> Callable[..., RunConfig]:
         return RunConfig.model_validate(unflatten(flat))
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def private_compile_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> None:
+    """Tests never write to the user's persistent compilation cache."""
+    cache = tmp_path_factory.getbasetemp() / "xla-cache"
+    monkeypatch.setenv("SWEEPBOOK_COMPILE_CACHE", str(cache))

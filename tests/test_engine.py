@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import polars as pl
@@ -53,10 +56,10 @@ def test_a_failing_group_is_stored_as_failed_and_the_rest_goes_on(
 ):
     real_compile = engine.compile_program
 
-    def compile_or_fail(static, num_classes, data, example):
+    def compile_or_fail(static, num_classes, data, example, **options):
         if static.batch_size == 64:
             raise RuntimeError("injected compile failure")
-        return real_compile(static, num_classes, data, example)
+        return real_compile(static, num_classes, data, example, **options)
 
     monkeypatch.setattr(engine, "compile_program", compile_or_fail)
     store = Store(tmp_path / "store")
@@ -78,3 +81,66 @@ def test_a_failing_group_is_stored_as_failed_and_the_rest_goes_on(
     assert (
         store.read_history().filter(pl.col("run_id").is_in(failed["run_id"].to_list())).is_empty()
     )
+
+
+@pytest.mark.parametrize(
+    ("group", "limit", "devices", "expected"),
+    [(3, 32, 1, 3), (40, 32, 1, 32), (3, 32, 4, 4), (5, 2, 4, 4), (9, 32, 4, 12)],
+)
+def test_chunk_size(group, limit, devices, expected):
+    assert engine.chunk_size(group, limit=limit, devices=devices) == expected
+
+
+def _rows(store: Store) -> pl.DataFrame:
+    columns = ["run_id", "test.loss", "val.loss", "best_epoch", "chunk_size"]
+    return store.read_runs().select(columns).sort("run_id")
+
+
+def test_results_do_not_depend_on_chunk_mates(plan, tmp_path: Path):
+    """The same run, trained beside different runs in chunks of one size, gives the same bits."""
+    splits = engine.load_splits(plan)
+    same_group = [run for run in plan if run.config.train.batch_size == 64]
+    first, second, third = same_group[0], same_group[1], same_group[3]
+    engine.train_runs([first, second], Store(tmp_path / "a"), splits=splits)
+    engine.train_runs([first, third], Store(tmp_path / "b"), splits=splits)
+    a, b = _rows(Store(tmp_path / "a")), _rows(Store(tmp_path / "b"))
+    assert a.filter(pl.col("run_id") == first.run_id).equals(
+        b.filter(pl.col("run_id") == first.run_id)
+    )
+
+
+def test_a_resumed_sweep_trains_exactly_what_an_uninterrupted_one_does(plan, tmp_path: Path):
+    splits = engine.load_splits(plan)
+    whole = Store(tmp_path / "whole")
+    engine.train_runs(plan, whole, splits=splits)
+    resumed = Store(tmp_path / "resumed")
+    engine.train_runs(plan[:3], resumed, splits=splits, planned=plan)  # then "killed"
+    engine.train_runs(plan[3:], resumed, splits=splits, planned=plan)
+    assert _rows(resumed).equals(_rows(whole))
+    assert set(_rows(whole)["chunk_size"]) == {4}  # 4 runs per batch-size group
+
+
+def test_runs_are_sharded_over_several_devices(project: Path, tmp_path: Path):
+    """Four CPU devices stand in for four GPUs: chunks are split over them."""
+    script = (
+        "import sys; from sweepbook.cli import main; "
+        "sys.exit(main(['run', 'sweeps/tiny.toml', '--no-report', '--out', sys.argv[1]]))"
+    )
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+        "JAX_PLATFORMS": "cpu",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "store")],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    runs = Store(tmp_path / "store").read_runs()
+    assert runs.height == 4 and set(runs["status"]) == {"ok"}
+    assert set(runs["chunk_size"]) == {4}  # 4 runs, a multiple of the 4 devices
+    assert runs["test.accuracy"].min() > 0.5

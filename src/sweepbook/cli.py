@@ -47,7 +47,14 @@ def command_run(args: argparse.Namespace) -> int:
     from sweepbook import provenance
     from sweepbook.config import ConfigError, load_sweep
     from sweepbook.data import DataError
-    from sweepbook.engine import EngineSummary, group_runs, load_splits, train_runs
+    from sweepbook.engine import (
+        EngineSummary,
+        default_compile_cache,
+        enable_compile_cache,
+        group_runs,
+        load_splits,
+        train_runs,
+    )
     from sweepbook.plan import PlannedRun, expand
     from sweepbook.report import PROVENANCE, render_report, write_sweep_record
     from sweepbook.search import run_search
@@ -74,7 +81,13 @@ def command_run(args: argparse.Namespace) -> int:
     summary = EngineSummary()
     started = time.perf_counter()
 
-    def train(runs: list[PlannedRun], description: str) -> None:
+    enable_compile_cache(
+        Path(args.compile_cache) if args.compile_cache else default_compile_cache()
+    )
+
+    def train(
+        runs: list[PlannedRun], description: str, planned: list[PlannedRun] | None = None
+    ) -> None:
         with Progress(
             TextColumn("[progress.description]{task.description}"),
             BarColumn(),
@@ -92,6 +105,8 @@ def command_run(args: argparse.Namespace) -> int:
                     splits=load_splits(runs),
                     origin=origin,
                     on_run_done=lambda run, status: progress.advance(task),
+                    planned=planned,
+                    runs_per_chunk=args.runs_per_chunk,
                 )
             )
 
@@ -107,7 +122,7 @@ def command_run(args: argparse.Namespace) -> int:
         )
         write_sweep_record(out, sweep, plan, run_command)
         if todo:
-            train(todo, "training")
+            train(todo, "training", planned=plan)
     else:
         stderr.print(
             f"[bold]{sweep.name}[/]: TPE search, {sweep.search.trials} trials in batches of "
@@ -145,6 +160,13 @@ def command_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sweepbook", description="Declarative JAX sweeps, stored as Parquet, reported as HTML."
@@ -158,6 +180,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("sweep", help="sweep file, e.g. sweeps/quickstart.toml")
     run.add_argument("--out", help="store and report directory (default: reports/<sweep name>)")
     run.add_argument("--no-report", action="store_true", help="train and store only")
+    run.add_argument(
+        "--runs-per-chunk",
+        type=_positive_int,
+        default=32,
+        help="runs trained together by one vmapped program call, at most (default 32)",
+    )
+    run.add_argument(
+        "--compile-cache",
+        help="persistent XLA compilation cache directory (default $SWEEPBOOK_COMPILE_CACHE "
+        "or ~/.cache/sweepbook/xla; on a cluster, point it at shared storage)",
+    )
     run.set_defaults(handler=command_run)
 
     report = commands.add_parser("report", help="re-render reports from their stores alone")
