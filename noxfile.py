@@ -44,6 +44,14 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmark the engine against eager PyTorch and sequential JAX; prints ratios, writes
+    reports/bench/bench.json. PyTorch (CPU build) is installed here only, never by sweepbook."""
+    session.install(".", "torch==2.13.0")
+    session.run("sweepbook", "bench", *session.posargs)
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """Static checks: ruff (lint and format) and mypy."""
     session.install(".[lint]")

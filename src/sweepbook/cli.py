@@ -167,6 +167,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def command_bench(args: argparse.Namespace) -> int:
+    from sweepbook.bench import format_table, run_benchmark, write_result
+
+    result = run_benchmark(quick=args.quick, log=lambda line: stderr.print(line))
+    print(format_table(result))
+    stderr.print(f"written: {write_result(result, Path(args.out))}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sweepbook", description="Declarative JAX sweeps, stored as Parquet, reported as HTML."
@@ -196,6 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="re-render reports from their stores alone")
     report.add_argument("directories", nargs="+", help="store directories, e.g. reports/quickstart")
     report.set_defaults(handler=command_report)
+
+    bench = commands.add_parser("bench", help="measure the engine against the alternatives")
+    bench.add_argument("--out", default="reports/bench", help="where bench.json goes")
+    bench.add_argument("--quick", action="store_true", help="a smaller sweep, for smoke tests")
+    bench.set_defaults(handler=command_bench)
     return parser
 
 

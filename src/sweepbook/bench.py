@@ -1,0 +1,274 @@
+"""The performance benchmark (`sweepbook bench`, `nox -s bench`): ratios measured side by side
+in one process, on the same sweep, written as a table and as JSON.
+
+1. A digits-MLP sweep of 64 configurations (16 learning rates x 4 seeds), trained by
+   (a) an eager PyTorch loop, one run after another (PyTorch only in the bench environment),
+   (b) sequential JAX: the same pure ``train_run``, compiled once, one run per call,
+   (c) the sweepbook engine: vmapped chunks, as ``sweepbook run`` trains them.
+   Compile time is reported apart; ratios compare training time.
+2. An MNIST-sized MLP 784-784-10 at batch 256 trained by the engine: achieved FLOP/s against
+   the machine's float32 matmul peak, measured here with a large ``jnp.dot``.
+3. Compilations: the engine compiles once per static group.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import os
+import platform
+import tempfile
+import time
+import tomllib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sweepbook.config import RunConfig, flatten, unflatten
+from sweepbook.data import Split, load_split
+from sweepbook.engine import forget_compiled_programs, group_runs, load_splits, train_runs
+from sweepbook.plan import PlannedRun, run_id
+from sweepbook.store import Store, atomic_write_json
+from sweepbook.train import data_arrays, hyper_from_config, static_spec, train_run
+
+# The benchmark's own workloads: fixed so that numbers compare across machines and commits.
+DIGITS_EXPERIMENT = """
+[data]
+name = "digits"
+val_fraction = 0.15
+test_fraction = 0.15
+split_seed = 0
+[model]
+kind = "mlp"
+widths = [128, 64]
+activation = "relu"
+[optimizer]
+name = "adam"
+learning_rate = 1e-3
+b1 = 0.9
+b2 = 0.999
+eps = 1e-8
+[train]
+epochs = 10
+batch_size = 32
+"""
+MNIST_EXPERIMENT = (
+    DIGITS_EXPERIMENT.replace('name = "digits"', 'name = "mnist5k"')
+    .replace("widths = [128, 64]", "widths = [784]")
+    .replace("batch_size = 32", "batch_size = 256")
+)
+
+
+@dataclass
+class Timing:
+    name: str
+    runs: int
+    seconds: float
+    compile_seconds: float = 0.0
+    compilations: int = 0
+
+
+def _configs(experiment: str, learning_rates: list[float], seeds: list[int]) -> list[RunConfig]:
+    base = flatten(tomllib.loads(experiment))
+    return [
+        RunConfig.model_validate(unflatten({**base, "optimizer.learning_rate": lr, "seed": seed}))
+        for seed in seeds
+        for lr in learning_rates
+    ]
+
+
+def _planned(configs: list[RunConfig]) -> list[PlannedRun]:
+    return [PlannedRun(run_id(config), None, config) for config in configs]
+
+
+def time_engine(
+    configs: list[RunConfig], name: str = "sweepbook engine", runs_per_chunk: int = 32
+) -> Timing:
+    forget_compiled_programs()
+    runs = _planned(configs)
+    splits = load_splits(runs)
+    with tempfile.TemporaryDirectory() as directory:
+        started = time.perf_counter()
+        summary = train_runs(
+            runs, Store(Path(directory)), splits=splits, runs_per_chunk=runs_per_chunk
+        )
+        total = time.perf_counter() - started
+    training = total - summary.compile_seconds
+    return Timing(name, len(runs), training, summary.compile_seconds, summary.compilations)
+
+
+def time_sequential_jax(configs: list[RunConfig]) -> Timing:
+    split = load_split(configs[0].data)
+    data = data_arrays(split)
+    trainer = jax.jit(functools.partial(train_run, static_spec(configs[0]), split.num_classes))
+    started = time.perf_counter()
+    compiled = trainer.lower(hyper_from_config(configs[0]), data).compile()
+    compile_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    for config in configs:
+        jax.block_until_ready(compiled(hyper_from_config(config), data))
+    seconds = time.perf_counter() - started
+    return Timing("sequential JAX (jit once)", len(configs), seconds, compile_seconds, 1)
+
+
+def time_torch_eager(configs: list[RunConfig]) -> Timing | None:
+    """The same MLP, Adam and data order semantics (shuffle each epoch, partial last batch,
+    validation every epoch, test at the end) in eager PyTorch, one run at a time."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(os.cpu_count() or 1)
+    split = load_split(configs[0].data)
+    tensors = {
+        name: torch.from_numpy(np.ascontiguousarray(getattr(split, name)))
+        for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+    }
+    x_train = tensors["x_train"].reshape(len(tensors["x_train"]), -1)
+    x_val = tensors["x_val"].reshape(len(tensors["x_val"]), -1)
+    x_test = tensors["x_test"].reshape(len(tensors["x_test"]), -1)
+    y_train, y_val, y_test = (tensors[k].long() for k in ("y_train", "y_val", "y_test"))
+    started = time.perf_counter()
+    for config in configs:
+        torch.manual_seed(config.seed)
+        widths = [x_train.shape[1], *config.model.widths]
+        layers: list[Any] = []
+        for fan_in, fan_out in itertools.pairwise(widths):
+            layers += [torch.nn.Linear(fan_in, fan_out), torch.nn.ReLU()]
+        model = torch.nn.Sequential(*layers, torch.nn.Linear(widths[-1], split.num_classes))
+        opt = config.optimizer
+        assert opt.b1 is not None and opt.b2 is not None and opt.eps is not None  # Adam config
+        optimizer = torch.optim.Adam(
+            model.parameters(), lr=opt.learning_rate, betas=(opt.b1, opt.b2), eps=opt.eps
+        )
+        loss_fn = torch.nn.CrossEntropyLoss()
+        batch = config.train.batch_size
+        for _ in range(config.train.epochs):
+            model.train()
+            for index in torch.randperm(len(x_train)).split(batch):
+                optimizer.zero_grad()
+                loss_fn(model(x_train[index]), y_train[index]).backward()
+                optimizer.step()
+            model.eval()
+            with torch.no_grad():
+                loss_fn(model(x_val), y_val)
+        with torch.no_grad():
+            loss_fn(model(x_test), y_test)
+    return Timing("PyTorch eager loop", len(configs), time.perf_counter() - started)
+
+
+def matmul_peak_flops(size: int = 2048, repeats: int = 10) -> float:
+    """float32 FLOP/s of a large square matmul: the machine's practical peak for dense math."""
+    a = jnp.ones((size, size), jnp.float32)
+    dot = jax.jit(jnp.dot)
+    jax.block_until_ready(dot(a, a))
+    started = time.perf_counter()
+    for _ in range(repeats):
+        jax.block_until_ready(dot(a, a))
+    return 2 * size**3 * repeats / (time.perf_counter() - started)
+
+
+def training_flops(config: RunConfig, split: Split) -> float:
+    """Dense-layer FLOPs of one MLP run: 6·B·W per training example-step (forward 2, backward
+    4, W = weights), 2·W per evaluated example (validation each epoch, test once)."""
+    widths = [int(np.prod(split.x_train.shape[1:])), *config.model.widths, split.num_classes]
+    weights = sum(a * b for a, b in itertools.pairwise(widths))
+    epochs = config.train.epochs
+    trained = len(split.y_train) * epochs
+    evaluated = len(split.y_val) * (epochs + 1) + len(split.y_test)
+    return 6 * weights * trained + 2 * weights * evaluated
+
+
+def run_benchmark(*, quick: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
+    learning_rates = [float(lr) for lr in np.geomspace(1e-4, 1e-1, 16)]
+    seeds = [0, 1, 2, 3]
+    digits = _configs(DIGITS_EXPERIMENT, learning_rates[: 4 if quick else 16], seeds)
+    log(f"digits MLP sweep: {len(digits)} configurations")
+    timings = [time_engine(digits), time_sequential_jax(digits)]
+    torch_timing = time_torch_eager(digits)
+    if torch_timing is None:
+        log("PyTorch is not installed here: run `nox -s bench` for the eager baseline")
+    else:
+        timings.append(torch_timing)
+    engine = timings[0]
+    ratios = {t.name: t.seconds / engine.seconds for t in timings[1:]}
+    digits_split = load_split(digits[0].data)
+    digits_flops = training_flops(digits[0], digits_split) * len(digits)
+
+    log("MNIST-sized MLP 784-784-10, batch 256: FLOP/s against matmul peak")
+    mnist = _configs(MNIST_EXPERIMENT, learning_rates[::2][: 2 if quick else 8], [0])
+    # No early stopping in these runs: every epoch runs, so the FLOP count is exact.
+    split = load_split(mnist[0].data)
+    peak = matmul_peak_flops()
+    for timing in timings:
+        log(f"  {timing.name}: {digits_flops / timing.seconds / peak:.1%} of matmul peak")
+    mnist_engine = time_engine(mnist, "engine, MLP 784-784-10")
+    mnist_sequential = time_sequential_jax(mnist)
+    flops = training_flops(mnist[0], split) * len(mnist)
+    groups = len(group_runs(_planned(digits), load_splits(_planned(digits))))
+    result = {
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "jax": jax.__version__,
+            "devices": [str(d) for d in jax.devices()],
+        },
+        "digits_sweep": {
+            "configurations": len(digits),
+            "timings": [{**asdict(t), "gflops": digits_flops / t.seconds / 1e9} for t in timings],
+            "engine_speedup": ratios,
+            "dense_gflop": digits_flops / 1e9,
+        },
+        "mnist_mlp_784_784_10": {
+            "runs": len(mnist),
+            "matmul_peak_gflops": peak / 1e9,
+            "engine_gflops": flops / mnist_engine.seconds / 1e9,
+            "engine_fraction_of_peak": flops / mnist_engine.seconds / peak,
+            "sequential_gflops": flops / mnist_sequential.seconds / 1e9,
+            "sequential_fraction_of_peak": flops / mnist_sequential.seconds / peak,
+            "timings": [asdict(mnist_engine), asdict(mnist_sequential)],
+        },
+        "compilations": {"engine": engine.compilations, "static_groups": groups},
+    }
+    return result
+
+
+def format_table(result: dict[str, Any]) -> str:
+    digits = result["digits_sweep"]
+    lines = [
+        f"{'digits MLP, ' + str(digits['configurations']) + ' configs':<34}"
+        f"{'train s':>9}{'compile s':>11}{'GFLOP/s':>9}{'engine is':>14}",
+    ]
+    engine = digits["timings"][0]
+    for timing in digits["timings"]:
+        ratio = timing["seconds"] / engine["seconds"]
+        speed = "—" if timing is engine else f"{ratio:.1f}x faster"
+        lines.append(
+            f"{timing['name']:<34}{timing['seconds']:>9.2f}{timing['compile_seconds']:>11.2f}"
+            f"{timing['gflops']:>9.1f}{speed:>14}"
+        )
+    mnist = result["mnist_mlp_784_784_10"]
+    lines += [
+        "",
+        f"MLP 784-784-10, batch 256 ({mnist['runs']} runs): matmul peak "
+        f"{mnist['matmul_peak_gflops']:.1f} GFLOP/s",
+        f"  engine     {mnist['engine_gflops']:.1f} GFLOP/s = "
+        f"{100 * mnist['engine_fraction_of_peak']:.0f}% of peak",
+        f"  sequential {mnist['sequential_gflops']:.1f} GFLOP/s = "
+        f"{100 * mnist['sequential_fraction_of_peak']:.0f}% of peak",
+        "",
+        f"compilations: {result['compilations']['engine']} "
+        f"(static groups: {result['compilations']['static_groups']})",
+    ]
+    return "\n".join(lines)
+
+
+def write_result(result: dict[str, Any], directory: Path) -> Path:
+    path = directory / "bench.json"
+    atomic_write_json(path, result)
+    return path

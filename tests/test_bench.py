@@ -1,0 +1,71 @@
+"""The benchmark's own arithmetic, and a quick run end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from sweepbook import bench
+from sweepbook.data import Split
+
+
+def test_training_flops_counts_dense_layers():
+    configs = bench._configs(bench.MNIST_EXPERIMENT, [1e-3], [0])
+    split = Split(
+        np.zeros((100, 28, 28, 1)),
+        np.zeros(100),
+        np.zeros((20, 28, 28, 1)),
+        np.zeros(20),
+        np.zeros((30, 28, 28, 1)),
+        np.zeros(30),
+        10,
+    )
+    weights = 784 * 784 + 784 * 10
+    epochs = configs[0].train.epochs
+    expected = 6 * weights * 100 * epochs + 2 * weights * (20 * (epochs + 1) + 30)
+    assert bench.training_flops(configs[0], split) == expected
+
+
+def test_matmul_peak_is_a_plausible_rate():
+    peak = bench.matmul_peak_flops(size=256, repeats=3)
+    assert 1e8 < peak < 1e14
+
+
+def test_quick_benchmark_runs_and_writes_json(tmp_path):
+    result = bench.run_benchmark(quick=True, log=lambda line: None)
+    names = [t["name"] for t in result["digits_sweep"]["timings"]]
+    assert names[:2] == ["sweepbook engine", "sequential JAX (jit once)"]
+    assert result["compilations"]["engine"] == result["compilations"]["static_groups"] == 1
+    assert 0 < result["mnist_mlp_784_784_10"]["engine_fraction_of_peak"] < 1.5
+    table = bench.format_table(result)
+    assert "faster" in table and "% of peak" in table
+    path = bench.write_result(result, tmp_path)
+    assert json.loads(path.read_text())["digits_sweep"]["configurations"] == 16
+
+
+@pytest.mark.parametrize("engine_seconds", [1.0, 2.0])
+def test_format_table_reports_ratios(engine_seconds):
+    timing = {"compile_seconds": 0.0, "gflops": 1.0, "runs": 4, "compilations": 1}
+    result = {
+        "digits_sweep": {
+            "configurations": 4,
+            "timings": [
+                {**timing, "name": "sweepbook engine", "seconds": engine_seconds},
+                {**timing, "name": "PyTorch eager loop", "seconds": 8.0},
+            ],
+        },
+        "mnist_mlp_784_784_10": {
+            "runs": 1,
+            "matmul_peak_gflops": 100.0,
+            "engine_gflops": 70.0,
+            "engine_fraction_of_peak": 0.7,
+            "sequential_gflops": 50.0,
+            "sequential_fraction_of_peak": 0.5,
+        },
+        "compilations": {"engine": 1, "static_groups": 1},
+    }
+    table = bench.format_table(result)
+    assert f"{8.0 / engine_seconds:.1f}x faster" in table
+    assert "70% of peak" in table
