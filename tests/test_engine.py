@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -144,3 +145,19 @@ def test_runs_are_sharded_over_several_devices(project: Path, tmp_path: Path):
     assert runs.height == 4 and set(runs["status"]) == {"ok"}
     assert set(runs["chunk_size"]) == {4}  # 4 runs, a multiple of the 4 devices
     assert runs["test.accuracy"].min() > 0.5
+
+
+def test_a_small_memory_budget_makes_small_chunks(plan, tmp_path: Path):
+    splits = engine.load_splits(plan)
+    store = Store(tmp_path / "tight")
+    engine.train_runs(plan[:2], store, splits=splits, memory_budget=1_000)  # 1 kB: one run
+    assert set(store.read_runs()["chunk_size"]) == {1}
+
+
+def test_run_memory_grows_with_the_model(plan):
+    splits = engine.load_splits(plan)
+    (group, *_) = engine.group_runs(plan, splits)
+    split = splits[engine.split_key(group.runs[0])]
+    small = engine.run_memory_bytes(group.static, group.num_classes, split)
+    wide = dataclasses.replace(group.static, model=group.static.model.replace("[32]", "[4096]"))
+    assert engine.run_memory_bytes(wide, group.num_classes, split) > 10 * small > 0

@@ -107,6 +107,7 @@ def command_run(args: argparse.Namespace) -> int:
                     on_run_done=lambda run, status: progress.advance(task),
                     planned=planned,
                     runs_per_chunk=args.runs_per_chunk,
+                    memory_budget=args.memory_budget,
                 )
             )
 
@@ -194,6 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=32,
         help="runs trained together by one vmapped program call, at most (default 32)",
+    )
+    run.add_argument(
+        "--memory-budget",
+        type=float,
+        default=0.25,
+        help="memory a chunk of runs may use per device: a fraction of it (<= 1, default 0.25) "
+        "or bytes (> 1)",
     )
     run.add_argument(
         "--compile-cache",

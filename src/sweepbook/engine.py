@@ -22,8 +22,10 @@ import numpy as np
 import polars as pl
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from sweepbook.config import ModelConfig
 from sweepbook.data import Split, load_split
 from sweepbook.metrics import classification_metrics
+from sweepbook.models import build_model
 from sweepbook.plan import PlannedRun, canonical_json
 from sweepbook.store import Store
 from sweepbook.train import (
@@ -51,6 +53,8 @@ _PROGRAMS: dict[tuple[str, int], Callable[..., RunOutput]] = {}
 # chunk of 16 digits-MLP runs trains ~1.7x faster than 16 calls of one run; see `bench`);
 # memory grows linearly with the chunk.
 DEFAULT_RUNS_PER_CHUNK = 32
+# Share of each device's memory a chunk may use (the rest is XLA's workspace and the data).
+DEFAULT_MEMORY_FRACTION = 0.25
 
 
 def enable_compile_cache(directory: Path) -> None:
@@ -247,6 +251,42 @@ def chunk_size(group_size: int, *, limit: int, devices: int) -> int:
     return -(-size // devices) * devices
 
 
+def device_memory_bytes(device: jax.Device) -> int:
+    """Memory of one device: an accelerator's own, or the host's RAM for a CPU device."""
+    stats = device.memory_stats() if device.platform != "cpu" else None
+    if stats and "bytes_limit" in stats:
+        return int(stats["bytes_limit"])
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def run_memory_bytes(static: StaticSpec, num_classes: int, split: Split) -> int:
+    """A generous estimate of one run's device memory inside a chunk (float32 everywhere):
+    parameters x 8 (weights, best weights, two optimizer moments, gradients, masks, quantized
+    copy, update), activations of a training batch and of an evaluation batch x 4 (forward,
+    backward, dropout masks, batch norm), and the class probabilities it returns."""
+    model = build_model(ModelConfig.model_validate_json(static.model), num_classes)
+    example = jnp.zeros((1, *split.x_train.shape[1:]), jnp.float32)
+    shapes = jax.eval_shape(
+        lambda x: model.init(
+            jax.random.key(0), x, train=False, dropout_rate=jnp.float32(0.0), dropout_key=None
+        ),
+        example,
+    )
+    params = sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(shapes))
+    features = int(np.prod(split.x_train.shape[1:]))
+    widest = max(features, params // max(features, 1))  # a bound on one example's activations
+    batch = static.batch_size + min(static.eval_batch_size, len(split.y_val))
+    returned = (len(split.y_val) + len(split.y_test)) * num_classes
+    return 4 * (8 * params + 4 * batch * widest + returned)
+
+
+def memory_limit(
+    static: StaticSpec, num_classes: int, split: Split, budget: int, devices: int
+) -> int:
+    """How many runs fit the memory ``budget`` (bytes per device) at once, over all devices."""
+    return max(1, budget // run_memory_bytes(static, num_classes, split)) * devices
+
+
 def _stack(hypers: list[Hyper]) -> Hyper:
     return jax.tree.map(lambda *leaves: jnp.stack(leaves), *hypers)
 
@@ -264,6 +304,7 @@ def train_runs(
     on_run_done: Callable[[PlannedRun, str], None] = lambda run, status: None,
     planned: list[PlannedRun] | None = None,
     runs_per_chunk: int = DEFAULT_RUNS_PER_CHUNK,
+    memory_budget: float = DEFAULT_MEMORY_FRACTION,
 ) -> EngineSummary:
     """Train ``runs`` group by group, chunk by chunk, appending each chunk's runs to ``store``.
 
@@ -272,7 +313,9 @@ def train_runs(
     results are dropped). ``chunk`` comes from the size of the group in ``planned`` (the whole
     sweep, default ``runs``), not from what is left to train, so a resumed sweep uses the same
     programs as an uninterrupted one; and since no lane reads another, a run's results do not
-    depend on its chunk-mates. ``chunk_size`` is stored with each run for ``verify``.
+    depend on its chunk-mates. ``chunk_size`` is stored with each run for ``verify``. A chunk
+    is also kept within ``memory_budget``: a fraction (≤ 1) of each device's memory, or a number
+    of bytes (> 1).
     """
     origin = origin or {}
     summary = EngineSummary()
@@ -291,10 +334,18 @@ def train_runs(
             _store_failure(store, summary, run, error, group_id, origin)
             on_run_done(run, "failed")
 
+    budget = int(
+        memory_budget * device_memory_bytes(devices[0]) if memory_budget <= 1 else memory_budget
+    )
     for group in group_runs(runs, splits):
         group_id = group.id
+        fits = memory_limit(
+            group.static, group.num_classes, splits[split_key(group.runs[0])], budget, len(devices)
+        )
         chunk = chunk_size(
-            sizes.get(group_id, len(group.runs)), limit=runs_per_chunk, devices=len(devices)
+            sizes.get(group_id, len(group.runs)),
+            limit=min(runs_per_chunk, fits),
+            devices=len(devices),
         )
         started = time.perf_counter()
         compiled = _PROGRAMS.get((group_id, chunk))
