@@ -160,3 +160,25 @@ def test_console_script_exit_code(project: Path) -> None:
     )
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: {Path('sweeps/bad.toml')}: key 'unknown': unknown key"
+
+
+def test_report_writes_a_booktabs_table_and_an_index(swept: Path) -> None:
+    tex = (swept / "tables" / "results.tex").read_text()
+    assert "\\toprule" in tex and "\\bottomrule" in tex and "$\\pm$" in tex
+    assert tex.count("\\textbf{") >= 1  # the best configuration
+    assert "<script>" not in tex
+    index = (swept.parent / "index.html").read_text()
+    assert 'href="tiny/index.html"' in index
+    assert "&lt;script&gt;" in index  # titles are escaped there too
+
+
+def test_report_check_detects_results_changed_after_rendering(
+    swept: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["report", "--check", str(swept)]) == EXIT_OK
+    runs = pl.read_parquet(swept / "runs.parquet")
+    runs.with_columns(pl.col("test.accuracy") * 0.5).write_parquet(swept / "runs.parquet")
+    assert main(["report", "--check", str(swept)]) == 1
+    assert "stale" in capsys.readouterr().err
+    assert main(["report", str(swept)]) == EXIT_OK
+    assert main(["report", "--check", str(swept)]) == EXIT_OK

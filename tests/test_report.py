@@ -3,7 +3,14 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from sweepbook.report import config_label, data_fingerprint, format_stat, format_value, read_json
+from sweepbook.report import (
+    config_label,
+    data_fingerprint,
+    format_stat,
+    format_value,
+    latex_escape,
+    read_json,
+)
 from sweepbook.store import StoreError
 
 
@@ -46,3 +53,18 @@ def test_data_fingerprint_ignores_row_order_but_not_values():
 def test_missing_store_record_names_the_file(tmp_path):
     with pytest.raises(StoreError, match=r"sweep\.json: missing"):
         read_json(tmp_path / "sweep.json")
+
+
+@pytest.mark.parametrize(
+    ("text", "escaped"),
+    [
+        ("a_b", r"a\_b"),
+        ("50% & more", r"50\% \& more"),
+        ("0.9 ± 0.1", r"0.9 $\pm$ 0.1"),
+        ("{x}", r"\{x\}"),
+        ("~^", r"\textasciitilde{}\textasciicircum{}"),
+        ("back\\slash", r"back\textbackslash{}slash"),
+    ],
+)
+def test_latex_escape(text, escaped):
+    assert latex_escape(text) == escaped

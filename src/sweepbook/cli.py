@@ -154,8 +154,15 @@ def command_run(args: argparse.Namespace) -> int:
 
 
 def command_report(args: argparse.Namespace) -> int:
-    from sweepbook.report import render_report
+    from sweepbook.report import check_report, render_report
 
+    if args.check:
+        stale = [d for d in args.directories if not check_report(Path(d))]
+        for directory in stale:
+            stderr.print(f"stale: {directory}: the stored results changed after its report")
+        if not stale:
+            stderr.print("up to date: every report matches its stored results")
+        return EXIT_FAILURE if stale else EXIT_OK
     for directory in args.directories:
         stderr.print(f"report: {render_report(Path(directory)).resolve().as_uri()}")
     return EXIT_OK
@@ -212,6 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="re-render reports from their stores alone")
     report.add_argument("directories", nargs="+", help="store directories, e.g. reports/quickstart")
+    report.add_argument(
+        "--check",
+        action="store_true",
+        help="render nothing; exit 1 when a report is older than its stored results",
+    )
     report.set_defaults(handler=command_report)
 
     bench = commands.add_parser("bench", help="measure the engine against the alternatives")

@@ -28,7 +28,7 @@ from matplotlib.figure import Figure
 from sweepbook import figures
 from sweepbook.config import Sweep, metric_direction
 from sweepbook.plan import PlannedRun
-from sweepbook.stats import best_index, pareto_front, per_epoch, summarize
+from sweepbook.stats import best_index, compare_to_best, pareto_front, per_epoch, summarize
 from sweepbook.store import Store, StoreError, atomic_write, atomic_write_json, atomic_write_text
 
 SWEEP_RECORD = "sweep.json"
@@ -37,6 +37,8 @@ SWEEP_COPY = "sweep.toml"
 EXPERIMENT_COPY = "experiment.toml"
 REPORT_FILE = "index.html"
 FIGURES_DIR = "figures"
+TABLES_DIR = "tables"
+REPORT_RECORD = "report.json"
 TABLE_METRICS = (
     "test.accuracy",
     "test.f1_macro",
@@ -107,6 +109,7 @@ def read_json(path: Path) -> dict[str, Any]:
 class TableRow:
     cells: list[str]
     best: bool
+    tie: bool = False  # not distinguishable from the best by seed noise
 
 
 @dataclass(frozen=True)
@@ -159,6 +162,7 @@ class ReportContext:
     experiment_name: str
     provenance: list[tuple[str, str]]
     generated_at: str
+    data_sha256: str
 
 
 def format_value(value: Any) -> str:
@@ -196,10 +200,13 @@ def build_table(
 ) -> Table:
     """One row per configuration; ``metrics[0]`` is the headline."""
     sized = "model_bytes:mean" in summary.columns
+    tested = f"{metrics[0]}:p_vs_best" in summary.columns
     headers = [
         *compare,
         "runs",
-        *[f"{m} (mean ± std)" for m in metrics],
+        f"{metrics[0]} (mean ± std)",
+        *([f"{metrics[0]} 95% CI", "p vs best"] if tested else []),
+        *[f"{m} (mean ± std)" for m in metrics[1:]],
         *(["non-zero weights", "size (kB)", "compression"] if sized else []),
         "best epoch",
         "train s/run",
@@ -207,7 +214,14 @@ def build_table(
     rows = []
     for index, row in enumerate(summary.iter_rows(named=True)):
         cells = [format_value(row[k]) for k in compare] + [str(row["n"])]
-        cells += [format_stat(row[f"{m}:mean"], row[f"{m}:std"]) for m in metrics]
+        cells += [format_stat(row[f"{metrics[0]}:mean"], row[f"{metrics[0]}:std"])]
+        if tested:
+            low, high, p = (row[f"{metrics[0]}:{k}"] for k in ("ci_low", "ci_high", "p_vs_best"))
+            cells += [
+                f"[{low:.4f}, {high:.4f}]" if low is not None and np.isfinite(low) else "—",
+                "—" if p is None or not np.isfinite(p) else f"{p:.3f}",
+            ]
+        cells += [format_stat(row[f"{m}:mean"], row[f"{m}:std"]) for m in metrics[1:]]
         if sized:
             # The ratio to the same model stored densely in float32.
             ratio = row["params:mean"] * 4 / row["model_bytes:mean"]
@@ -220,10 +234,18 @@ def build_table(
             format_stat(row["best_epoch:mean"], None, 1),
             format_stat(row["train_seconds:mean"], None, 2),
         ]
-        rows.append(TableRow(cells=cells, best=index == best))
+        tie = bool(row.get(f"{metrics[0]}:tie")) and index != best
+        rows.append(TableRow(cells=cells, best=index == best, tie=tie))
     caption = (
         f"Mean ± sample standard deviation over {replicates} per configuration. "
-        f"Best mean {metrics[0]} marked ★."
+        f"Best mean {metrics[0]} marked ★"
+        + (
+            f"; ≈ marks configurations whose {metrics[0]} does not differ from the best's by "
+            "more than seed noise (Welch's t-test, p ≥ 0.05). 95% CI: percentile bootstrap "
+            "of the mean over the runs."
+            if tested
+            else "."
+        )
     )
     return Table(caption=caption, headers=headers, rows=rows)
 
@@ -440,6 +462,7 @@ def build_context(directory: Path) -> tuple[ReportContext, list[PlannedFigure]]:
     planned = set(record["run_ids"])
     runs = store.read_runs().filter(pl.col("run_id").is_in(planned))
     history = store.read_history().filter(pl.col("run_id").is_in(planned))
+    data_hash = data_fingerprint(runs, history)
     metric: str = record["metric"]
     direction: Literal["max", "min"] = record["direction"]
     compare: list[str] = list(record["compare"])
@@ -452,7 +475,9 @@ def build_context(directory: Path) -> tuple[ReportContext, list[PlannedFigure]]:
         "failed": runs.filter(pl.col("status") == "failed").height,
         "missing": len(planned) - runs.height,
     }
-    seeds_text = f"{record['replicates']} (seeds {', '.join(map(str, record['seeds']))})"
+    # Stores from before folds existed record seeds only.
+    replicates_text = record.get("replicates", f"{len(record['seeds'])} seeds")
+    seeds_text = f"{replicates_text} (seeds {', '.join(map(str, record['seeds']))})"
     figs: list[PlannedFigure] = []
     if ok.is_empty():
         table = Table(caption="No run finished successfully.", headers=[], rows=[])
@@ -463,11 +488,13 @@ def build_context(directory: Path) -> tuple[ReportContext, list[PlannedFigure]]:
         sizes = ["model_bytes", "nonzero_params", "params"] if _compressed(ok) else []
         summary = summarize(ok, compare, [*shown, *sizes, "best_epoch", "train_seconds"])
         best = best_index(summary, metric, direction)
+        if best is not None:
+            summary = compare_to_best(summary, ok, metric, best)
         runs_per_config = sorted(set(summary["n"].to_list()))
         replicates = (
-            f"{runs_per_config[0]} runs ({record['replicates']})"
+            f"{runs_per_config[0]} runs ({replicates_text})"
             if len(runs_per_config) == 1
-            else f"the runs counted ({record['replicates']})"
+            else f"the runs counted ({replicates_text})"
         )
         table = build_table(summary, compare, shown, best, replicates)
         best_summary = ""
@@ -547,7 +574,8 @@ def build_context(directory: Path) -> tuple[ReportContext, list[PlannedFigure]]:
         sweep_toml=(directory / SWEEP_COPY).read_text(encoding="utf-8"),
         experiment_toml=(directory / EXPERIMENT_COPY).read_text(encoding="utf-8"),
         experiment_name=Path(record["experiment_file"]).name,
-        provenance=provenance_rows(provenance, runs, data_fingerprint(runs, history)),
+        provenance=provenance_rows(provenance, runs, data_hash),
+        data_sha256=data_hash,
         generated_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )
     return context, figs
@@ -559,18 +587,104 @@ def templates_dir() -> Path:
     return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "templates"
 
 
-def environment() -> jinja2.Environment:
+def environment(*, autoescape: bool = True) -> jinja2.Environment:
+    """Jinja over templates/: HTML autoescaped; LaTeX (autoescape off) gets escaped cells."""
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(templates_dir()),
-        autoescape=True,
+        autoescape=autoescape,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
     )
 
 
+_LATEX_SPECIALS = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+
+
+def latex_escape(text: str) -> str:
+    escaped = "".join(_LATEX_SPECIALS.get(char, char) for char in text)
+    for symbol, command in (("±", "pm"), ("×", "times"), ("≥", "geq"), ("≈", "approx")):
+        escaped = escaped.replace(symbol, f"$\\{command}$")
+    return escaped.replace("—", "--")
+
+
+def latex_table(table: Table, *, source: str, directory: Path) -> str:
+    """The comparison table as a booktabs ``table`` environment: best row in bold."""
+    rows = [
+        [
+            f"\\textbf{{{latex_escape(cell)}}}" if row.best else latex_escape(cell)
+            for cell in row.cells
+        ]
+        if not row.tie
+        else [f"{latex_escape(row.cells[0])}$^\\dagger$", *map(latex_escape, row.cells[1:])]
+        for row in table.rows
+    ]
+    return (
+        environment(autoescape=False)
+        .get_template("table.tex.j2")
+        .render(
+            # Escape first: the dagger is LaTeX the escaping must not touch.
+            caption=latex_escape(table.caption.replace("marked ★", "in bold")).replace(
+                "≈ marks", "$\\dagger$ marks"
+            ),
+            headers=[latex_escape(header) for header in table.headers],
+            rows=rows,
+            alignment="l" * len(table.headers),
+            source=source,
+            directory=directory,
+        )
+    )
+
+
+def check_report(directory: Path) -> bool:
+    """Whether the rendered report was built from the results stored now."""
+    directory = Path(directory)
+    rendered = read_json(directory / REPORT_RECORD)
+    return bool(rendered.get("data_sha256") == _store_fingerprint(directory))
+
+
+def _store_fingerprint(directory: Path) -> str:
+    record = read_json(directory / SWEEP_RECORD)
+    planned = set(record["run_ids"])
+    store = Store(directory)
+    runs = store.read_runs().filter(pl.col("run_id").is_in(planned))
+    history = store.read_history().filter(pl.col("run_id").is_in(planned))
+    return data_fingerprint(runs, history)
+
+
+def render_index(root: Path) -> Path:
+    """``index.html`` in ``root`` listing every sweep report below it."""
+    entries = []
+    for record_path in sorted(root.glob(f"*/{SWEEP_RECORD}")):
+        record = read_json(record_path)
+        entries.append(
+            {
+                "title": record["title"],
+                "question": record["question"],
+                "href": f"{record_path.parent.name}/{REPORT_FILE}",
+                "runs": len(record["run_ids"]),
+            }
+        )
+    html = environment().get_template("index.html.j2").render(entries=entries)
+    target = root / REPORT_FILE
+    atomic_write_text(target, html)
+    return target
+
+
 def render_report(directory: Path) -> Path:
-    """Render ``index.html`` and its figure files from the store in ``directory``."""
+    """Render ``index.html``, its figure and table files from the store in ``directory``, and
+    refresh the list of reports in the directory above it."""
     directory = Path(directory)
     context, figs = build_context(directory)
     if (directory / FIGURES_DIR).is_dir():
@@ -582,7 +696,21 @@ def render_report(directory: Path) -> Path:
         views.append(
             FigureView(planned.name, planned.title, planned.caption, data_uri, files, wide)
         )
-    html = environment().get_template("report.html.j2").render(report=context, figures=views)
+    tables = []
+    if context.table.rows:
+        tex = latex_table(context.table, source=SWEEP_COPY, directory=directory)
+        atomic_write_text(directory / TABLES_DIR / "results.tex", tex)
+        tables.append(("LaTeX (booktabs)", f"{TABLES_DIR}/results.tex"))
+    html = (
+        environment()
+        .get_template("report.html.j2")
+        .render(report=context, figures=views, tables=tables)
+    )
     target = directory / REPORT_FILE
     atomic_write_text(target, html)
+    atomic_write_json(
+        directory / REPORT_RECORD,
+        {"data_sha256": context.data_sha256, "rendered_at": context.generated_at},
+    )
+    render_index(directory.parent)
     return target

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
+import numpy as np
 import polars as pl
 
 
@@ -67,3 +69,136 @@ def pareto_front(
         )
         for i, (c, v) in enumerate(points)
     ]
+
+
+def bootstrap_ci(
+    values: Sequence[float], *, confidence: float = 0.95, resamples: int = 10_000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the mean of ``values``.
+
+    Method: draw ``resamples`` samples of size n with replacement, take each one's mean, and
+    return the ``(1 - confidence) / 2`` and ``(1 + confidence) / 2`` quantiles of those means
+    (Efron's percentile interval). NaNs are ignored; one value gives ``(x, x)``, none
+    ``(nan, nan)``.
+
+    Assumptions: the values are independent draws from one distribution (one per seed) and the
+    sample represents it. With the few seeds of a typical sweep (3-10) the interval is too
+    narrow (it cannot see tails the sample missed), so read it as a description of seed noise,
+    not a guaranteed coverage.
+    """
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    if resamples < 1:
+        raise ValueError(f"resamples must be at least 1, got {resamples}")
+    sample = np.asarray(values, dtype=float)
+    sample = sample[~np.isnan(sample)]
+    if sample.size == 0:
+        return float("nan"), float("nan")
+    if sample.size == 1:  # every resample is the one value; skip drawing 10k copies of it
+        return float(sample[0]), float(sample[0])
+    rng = np.random.default_rng(seed)
+    # One [resamples, n] index matrix: seed counts are small, so this fits easily and beats a loop.
+    means = sample[rng.integers(0, sample.size, size=(resamples, sample.size))].mean(axis=1)
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(means, [tail, 1.0 - tail])
+    return float(low), float(high)
+
+
+def welch_t_test(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided p-value of Welch's t-test for a difference between the means of ``a`` and ``b``.
+
+    Method: ``t = (mean_a - mean_b) / sqrt(s_a²/n_a + s_b²/n_b)`` with sample variances
+    (ddof=1), and Welch-Satterthwaite degrees of freedom
+    ``df = (s_a²/n_a + s_b²/n_b)² / ((s_a²/n_a)²/(n_a-1) + (s_b²/n_b)²/(n_b-1))``;
+    ``p = 2 · T_df(-|t|)``. Same as ``scipy.stats.ttest_ind(a, b, equal_var=False)``.
+
+    Assumptions: the two samples are independent (different seeds, not paired), each roughly
+    normal or large enough for its mean to be; the variances may differ. Fewer than two values
+    in either sample gives nan; two constant samples give 1.0 when their means are equal and
+    0.0 otherwise (the statistic is 0/0 or ±inf there).
+    """
+    # Lazy import: scipy is only needed here, and importing it costs a noticeable fraction of
+    # a second for every command that touches this module.
+    from scipy.special import stdtr
+
+    x = np.asarray(a, dtype=float)
+    y = np.asarray(b, dtype=float)
+    if x.size < 2 or y.size < 2:
+        return float("nan")
+    error_x = x.var(ddof=1) / x.size
+    error_y = y.var(ddof=1) / y.size
+    difference = x.mean() - y.mean()
+    standard_error_squared = error_x + error_y
+    if standard_error_squared == 0.0:
+        return 1.0 if difference == 0.0 else 0.0
+    t = difference / np.sqrt(standard_error_squared)
+    df = standard_error_squared**2 / (error_x**2 / (x.size - 1) + error_y**2 / (y.size - 1))
+    return float(2.0 * stdtr(df, -abs(t)))
+
+
+def iqm(values: Sequence[float]) -> float:
+    """Interquartile mean: the mean of the middle half of the sorted values.
+
+    Method (Agarwal et al., 2021, "Deep RL at the Edge of the Statistical Precipice"): sort,
+    drop ``floor(n / 4)`` values from each end, average the rest; this is
+    ``scipy.stats.trim_mean(values, 0.25)``. Robust to a few diverged seeds, unlike the mean,
+    and less noisy than the median. Empty gives nan.
+    """
+    sample = np.sort(np.asarray(values, dtype=float))
+    if sample.size == 0:
+        return float("nan")
+    cut = sample.size // 4  # trim_mean's int(0.25 * n): whole values only, never interpolated
+    return float(sample[cut : sample.size - cut].mean())
+
+
+def compare_to_best(
+    summary: pl.DataFrame, runs: pl.DataFrame, metric: str, best: int, *, alpha: float = 0.05
+) -> pl.DataFrame:
+    """``summary`` (from :func:`summarize`) with seed-noise statistics of ``metric`` per row.
+
+    Added columns, computed over the runs listed in each row's ``run_ids`` (nulls and NaNs,
+    i.e. runs that did not report ``metric``, left out):
+
+    - ``{metric}:ci_low`` / ``{metric}:ci_high``: 95% percentile bootstrap interval of the mean
+      (:func:`bootstrap_ci`, fixed seed, so the table is reproducible);
+    - ``{metric}:median`` and ``{metric}:iqm`` (:func:`iqm`);
+    - ``{metric}:p_vs_best``: :func:`welch_t_test` p-value of the row's values against those
+      of row ``best``; null for the best row itself;
+    - ``{metric}:tie``: True for the best row and for rows with ``p >= alpha`` (no evidence
+      they differ from the best beyond seed noise); False when p is nan (too few seeds).
+
+    Assumptions are those of the two tests: independent seeds per configuration. No correction
+    for comparing many rows to one best is applied, so with many rows some "not tied" verdicts
+    are chance; the p-values are given so a reader can apply their own.
+    """
+    if not 0 <= best < summary.height:
+        raise IndexError(f"best row {best} is outside the summary's {summary.height} rows")
+    if metric not in runs.columns:
+        raise KeyError(f"runs have no column {metric!r}; available: {runs.columns}")
+    samples = [
+        runs.filter(pl.col("run_id").is_in(run_ids))[metric]
+        .drop_nulls()
+        .cast(pl.Float64)
+        .drop_nans()
+        .to_list()
+        for run_ids in summary["run_ids"].to_list()
+    ]
+    intervals = [bootstrap_ci(sample) for sample in samples]
+    p_values = [
+        None if row == best else welch_t_test(sample, samples[best])
+        for row, sample in enumerate(samples)
+    ]
+    # `p >= alpha` is False for nan, which is the intended verdict when p cannot be computed.
+    ties = [p is None or bool(p >= alpha) for p in p_values]
+    return summary.with_columns(
+        pl.Series(f"{metric}:ci_low", [low for low, _ in intervals], dtype=pl.Float64),
+        pl.Series(f"{metric}:ci_high", [high for _, high in intervals], dtype=pl.Float64),
+        pl.Series(
+            f"{metric}:median",
+            [float(np.median(s)) if s else float("nan") for s in samples],
+            dtype=pl.Float64,
+        ),
+        pl.Series(f"{metric}:iqm", [iqm(sample) for sample in samples], dtype=pl.Float64),
+        pl.Series(f"{metric}:p_vs_best", p_values, dtype=pl.Float64),
+        pl.Series(f"{metric}:tie", ties, dtype=pl.Boolean),
+    )
