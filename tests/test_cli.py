@@ -62,10 +62,11 @@ def test_report_is_self_contained_and_shows_the_comparison(swept: Path) -> None:
     assert len(re.findall(r"<td>\d\.\d{4} ± \d\.\d{4}</td>", html)) >= 2
     assert html.count('class="best"') >= 1 and "★" in html
     # Self-contained: figures are data URIs, and nothing is fetched from anywhere.
-    assert html.count('src="data:image/svg+xml;base64,') == 2
+    names = ("learning_curves", "test_accuracy_vs_learning_rate", "confusion_matrix")
+    assert html.count('src="data:image/svg+xml;base64,') == len(names)
     assert not re.search(r'(src|href)="(https?:)?//', html)
-    for name in ("learning_curves", "test_accuracy_vs_learning_rate"):
-        for extension in ("svg", "pdf"):
+    for name in names:
+        for extension in ("svg", "pdf", "png"):
             assert (swept / "figures" / f"{name}.{extension}").stat().st_size > 1000
     # Provenance: versions, device and input hashes.
     for needle in ("jax", "flax", "optax", "device", "sha256", "code version"):

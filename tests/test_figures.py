@@ -56,3 +56,28 @@ def test_a_configuration_keeps_its_colour_across_panels():
     left, right = fig.axes[0], fig.axes[1]
     assert right.lines[0].get_color() == left.lines[1].get_color()
     assert left.lines[0].get_color() != left.lines[1].get_color()
+
+
+def test_heatmap_writes_every_value_and_boxes_the_best():
+    values = np.array([[0.9, 0.95], [np.nan, 0.8]])
+    fig = figures.heatmap(
+        values,
+        row_labels=["a", "b"],
+        column_labels=["x", "y"],
+        xlabel="x",
+        ylabel="y",
+        value_label="acc",
+        best=(0, 1),
+    )
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert sorted(texts) == ["0.800", "0.900", "0.950"]  # the missing cell stays blank
+    assert len(fig.axes[0].patches) == 1
+    for file_format in ("svg", "pdf", "png"):
+        assert len(figures.render(fig, file_format)) > 1000
+
+
+def test_confusion_matrix_normalizes_rows():
+    counts = np.array([[8, 2], [0, 0]])
+    fig = figures.confusion_matrix(counts, title="t")
+    image = fig.axes[0].images[0].get_array()
+    np.testing.assert_allclose(np.asarray(image), [[0.8, 0.2], [0.0, 0.0]])

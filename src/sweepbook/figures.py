@@ -52,14 +52,20 @@ STYLE: dict[RcKeyType, Any] = {
 
 
 # Fixed metadata so that the same data gives the same bytes (no creation dates).
-_METADATA = {"svg": {"Date": None}, "pdf": {"CreationDate": None}}
+_METADATA = {"svg": {"Date": None}, "pdf": {"CreationDate": None}, "png": {"Software": None}}
+_PNG_DPI = 200  # the web-view raster; papers take the vector files
 
 
 def render(fig: Figure, file_format: str) -> bytes:
-    """The figure as ``svg`` or ``pdf`` bytes, saved under :data:`STYLE`; closes the figure."""
+    """The figure as ``svg``, ``pdf`` or ``png`` bytes, saved under :data:`STYLE`."""
     buffer = io.BytesIO()
     with plt.rc_context(STYLE):
-        fig.savefig(buffer, format=file_format, metadata=_METADATA.get(file_format))
+        fig.savefig(
+            buffer,
+            format=file_format,
+            metadata=_METADATA.get(file_format),
+            dpi=_PNG_DPI if file_format == "png" else "figure",
+        )
     return buffer.getvalue()
 
 
@@ -251,5 +257,69 @@ def pareto(points: Sequence[ParetoPoint], *, xlabel: str, ylabel: str) -> Figure
         ax.set_xscale("log")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
+        fig.set_layout_engine("constrained")
+    return fig
+
+
+def heatmap(
+    values: np.ndarray,
+    *,
+    row_labels: Sequence[str],
+    column_labels: Sequence[str],
+    xlabel: str,
+    ylabel: str,
+    value_label: str,
+    best: tuple[int, int] | None,
+) -> Figure:
+    """A two-axis grid: one cell per configuration, its value written in it, the best boxed.
+    Missing configurations are NaN and left blank. Viridis is colour-blind safe and prints in
+    grey."""
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(
+            figsize=(COLUMN_WIDTH_IN, 0.45 * len(row_labels) + 1.0), layout="constrained"
+        )
+        image = ax.imshow(values, cmap="viridis", aspect="auto")
+        ax.set_xticks(range(len(column_labels)), column_labels)
+        ax.set_yticks(range(len(row_labels)), row_labels)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(False)
+        finite = values[np.isfinite(values)]
+        middle = (finite.min() + finite.max()) / 2 if finite.size else 0.0
+        for (i, j), value in np.ndenumerate(values):
+            if np.isfinite(value):
+                colour = "black" if value > middle else "white"
+                ax.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=6, color=colour)
+        if best is not None:
+            ax.add_patch(
+                plt.Rectangle(
+                    (best[1] - 0.5, best[0] - 0.5), 1, 1, fill=False, lw=1.5, color=PALETTE[5]
+                )
+            )
+        fig.colorbar(image, ax=ax, label=value_label)
+    return fig
+
+
+def confusion_matrix(counts: np.ndarray, *, title: str) -> Figure:
+    """Row-normalized confusion matrix (rows: true class), the share written in each cell."""
+    totals = counts.sum(axis=1, keepdims=True)
+    shares = np.divide(counts, totals, out=np.zeros(counts.shape, dtype=float), where=totals > 0)
+    classes = counts.shape[0]
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, COLUMN_WIDTH_IN))
+        ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+        ax.set_xticks(range(classes))
+        ax.set_yticks(range(classes))
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+        ax.set_title(title)
+        ax.grid(False)
+        if classes <= 12:  # beyond that the numbers no longer fit their cells
+            for (i, j), share in np.ndenumerate(shares):
+                if share >= 0.005:
+                    colour = "white" if share > 0.5 else "black"
+                    ax.text(
+                        j, i, f"{share:.2f}", ha="center", va="center", fontsize=5, color=colour
+                    )
         fig.set_layout_engine("constrained")
     return fig

@@ -297,6 +297,43 @@ def _schedules_vary(history: pl.DataFrame) -> bool:
     return bool((per_run["values"] > 1).any())
 
 
+def heatmap_figure(
+    summary: pl.DataFrame, compare: list[str], metric: str, best: int | None
+) -> Figure:
+    """Mean metric on the grid of the two compared axes (rows: the second, columns: the first)."""
+    columns_axis, rows_axis = compare
+    column_values = summary[columns_axis].unique(maintain_order=True).to_list()
+    row_values = summary[rows_axis].unique(maintain_order=True).to_list()
+    if _is_numeric(column_values):
+        column_values = sorted(column_values)
+    if _is_numeric(row_values):
+        row_values = sorted(row_values)
+    columns = {format_value(v): j for j, v in enumerate(column_values)}
+    rows = {format_value(v): i for i, v in enumerate(row_values)}
+    values = np.full((len(row_values), len(column_values)), np.nan)
+    best_cell = None
+    for index, row in enumerate(summary.iter_rows(named=True)):
+        cell = rows[format_value(row[rows_axis])], columns[format_value(row[columns_axis])]
+        values[cell] = row[f"{metric}:mean"]
+        if index == best:
+            best_cell = cell
+    return figures.heatmap(
+        values,
+        row_labels=[format_value(v) for v in row_values],
+        column_labels=[format_value(v) for v in column_values],
+        xlabel=columns_axis,
+        ylabel=rows_axis,
+        value_label=metric,
+        best=best_cell,
+    )
+
+
+def confusion_figure(runs: pl.DataFrame, run_ids: list[str]) -> Figure:
+    matrices = runs.filter(pl.col("run_id").is_in(run_ids))["test.confusion"].to_list()
+    counts = np.sum([np.array(matrix, dtype=float) for matrix in matrices], axis=0)
+    return figures.confusion_matrix(counts, title="test set")
+
+
 def _compressed(runs: pl.DataFrame) -> bool:
     """Whether any run was pruned or quantized (then size matters in the report)."""
     columns = {"compress.prune.method", "compress.quantize.mode"}
@@ -399,7 +436,7 @@ def metric_figure(
 
 def save_figure(fig: Figure, directory: Path, name: str) -> tuple[str, list[tuple[str, str]]]:
     """Write SVG and PDF under ``figures/``; return the SVG as a data URI and the file links."""
-    rendered = {extension: figures.render(fig, extension) for extension in ("svg", "pdf")}
+    rendered = {extension: figures.render(fig, extension) for extension in ("svg", "pdf", "png")}
     figures.close(fig)
     files = []
     for extension, content in rendered.items():
@@ -522,6 +559,26 @@ def build_context(directory: Path) -> tuple[ReportContext, list[PlannedFigure]]:
                     "Learning rate at the first step of each epoch, per configuration (mean over "
                     "its runs: reduce-on-plateau can differ between seeds).",
                     schedule_figure(summary, history, compare),
+                )
+            )
+        if len(compare) == 2 and all(summary[axis].n_unique() > 1 for axis in compare):
+            figs.append(
+                PlannedFigure(
+                    f"heatmap_{short_key(compare[0])}_{short_key(compare[1])}",
+                    f"{metric}: {compare[0]} × {compare[1]}",
+                    f"Mean {metric} over {seeds_text} per cell; the best configuration is boxed.",
+                    heatmap_figure(summary, compare, metric, best),
+                )
+            )
+        if best is not None and "test.confusion" in ok.columns:
+            best_row = summary.row(best, named=True)
+            figs.append(
+                PlannedFigure(
+                    "confusion_matrix",
+                    "Confusion matrix of the best configuration",
+                    f"Test-set predictions of {config_label(best_row, compare)}, summed over its "
+                    f"{best_row['n']} runs and normalized per true class.",
+                    confusion_figure(ok, best_row["run_ids"]),
                 )
             )
         if _compressed(ok):
