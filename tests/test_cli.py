@@ -62,7 +62,12 @@ def test_report_is_self_contained_and_shows_the_comparison(swept: Path) -> None:
     assert len(re.findall(r"<td>\d\.\d{4} ± \d\.\d{4}</td>", html)) >= 2
     assert html.count('class="best"') >= 1 and "★" in html
     # Self-contained: figures are data URIs, and nothing is fetched from anywhere.
-    names = ("learning_curves", "test_accuracy_vs_learning_rate", "confusion_matrix")
+    names = (
+        "learning_curves",
+        "test_accuracy_vs_learning_rate",
+        "confusion_matrix",
+        "reliability_diagram",
+    )
     assert html.count('src="data:image/svg+xml;base64,') == len(names)
     assert not re.search(r'(src|href)="(https?:)?//', html)
     for name in names:

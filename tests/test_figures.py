@@ -81,3 +81,13 @@ def test_confusion_matrix_normalizes_rows():
     fig = figures.confusion_matrix(counts, title="t")
     image = fig.axes[0].images[0].get_array()
     np.testing.assert_allclose(np.asarray(image), [[0.8, 0.2], [0.0, 0.0]])
+
+
+def test_reliability_diagram_draws_occupied_bins_only():
+    counts = np.array([0.0, 4.0, 6.0])
+    fig = figures.reliability_diagram(
+        counts, np.array([0.0, 2.0, 5.4]), np.array([0.0, 1.0, 6.0]), title="t"
+    )
+    bars = fig.axes[0].patches
+    assert len(bars) == 2
+    assert [round(bar.get_height(), 6) for bar in bars] == [0.25, 1.0]

@@ -259,3 +259,17 @@ def test_classification_metrics_rejects_bad_input(probabilities, labels, bins, m
 def test_confusion_matrix_rejects_bad_input(labels, predictions, num_classes, match):
     with pytest.raises(ValueError, match=match):
         confusion_matrix(labels, predictions, num_classes)
+
+
+def test_reliability_bins_add_up_to_the_ece():
+    from sweepbook.metrics import reliability
+
+    rng = np.random.default_rng(7)
+    logits = rng.normal(size=(300, 4))
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    labels = rng.integers(0, 4, 300)
+    bins = reliability(probabilities, labels, bins=15)
+    counts = np.array(bins["reliability_count"])
+    assert counts.sum() == 300 and len(counts) == 15
+    gaps = np.abs(np.array(bins["reliability_correct_sum"]) - bins["reliability_confidence_sum"])
+    assert gaps.sum() / 300 == pytest.approx(classification_metrics(probabilities, labels)["ece"])

@@ -24,7 +24,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from sweepbook.config import ModelConfig
 from sweepbook.data import Split, load_split
-from sweepbook.metrics import classification_metrics
+from sweepbook.metrics import classification_metrics, reliability
 from sweepbook.models import build_model
 from sweepbook.plan import PlannedRun, canonical_json
 from sweepbook.store import Store
@@ -160,7 +160,9 @@ def compile_program(
 def _evaluation_columns(split: str, evaluation: Evaluation, labels: np.ndarray) -> dict[str, Any]:
     """``<split>.loss`` from the program, every other metric from the class probabilities."""
     probabilities = np.asarray(evaluation.probabilities, dtype=np.float64)
-    computed = classification_metrics(probabilities, labels)
+    computed: dict[str, Any] = classification_metrics(probabilities, labels)
+    if split == "test":  # the reliability diagram of the report
+        computed.update(reliability(probabilities, labels))
     return {
         f"{split}.loss": float(evaluation.loss),
         **{f"{split}.{k}": v for k, v in computed.items()},

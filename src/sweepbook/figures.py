@@ -323,3 +323,41 @@ def confusion_matrix(counts: np.ndarray, *, title: str) -> Figure:
                     )
         fig.set_layout_engine("constrained")
     return fig
+
+
+def reliability_diagram(
+    counts: np.ndarray, confidence_sums: np.ndarray, correct_sums: np.ndarray, *, title: str
+) -> Figure:
+    """Accuracy against confidence per bin (Guo et al., 2017): bars on the diagonal are
+    calibrated, below it over-confident. Empty bins are left out."""
+    bins = len(counts)
+    occupied = counts > 0
+    centers = (np.arange(bins) + 0.5) / bins
+    accuracy = np.divide(correct_sums, counts, out=np.zeros(bins), where=occupied)
+    confidence = np.divide(confidence_sums, counts, out=np.zeros(bins), where=occupied)
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, COLUMN_WIDTH_IN), layout="constrained")
+        ax.bar(
+            centers[occupied],
+            accuracy[occupied],
+            width=1 / bins,
+            color=PALETTE[0],
+            edgecolor="white",
+            label="accuracy",
+        )
+        ax.plot(
+            confidence[occupied],
+            confidence[occupied],
+            "o",
+            ms=2.5,
+            color=PALETTE[5],
+            label="mean confidence",
+        )
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, linestyle="--")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence")
+        ax.set_ylabel("accuracy")
+        ax.set_title(title)
+        ax.legend(frameon=False, loc="upper left")
+    return fig

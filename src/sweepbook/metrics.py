@@ -172,9 +172,27 @@ def _one_vs_rest_roc_auc(probabilities: np.ndarray, labels: np.ndarray) -> float
     return float(np.mean(areas)) if areas else float("nan")
 
 
-def _calibration_errors(
+def reliability(
+    probabilities: np.ndarray, labels: np.ndarray, *, bins: int = 15
+) -> dict[str, list[float]]:
+    """Per confidence bin (the ECE bins): example count, sum of confidences, sum of correct
+    predictions. Sums, not means, so that the bins of several runs add up (reliability
+    diagram of a configuration over its seeds)."""
+    probabilities, labels = _validate(probabilities, labels, bins)
+    predictions = probabilities.argmax(axis=1)
+    counts, confidence_sums, correct_sums = _calibration_bins(
+        probabilities, labels, predictions, bins
+    )
+    return {
+        "reliability_count": counts.astype(float).tolist(),
+        "reliability_confidence_sum": confidence_sums.tolist(),
+        "reliability_correct_sum": correct_sums.tolist(),
+    }
+
+
+def _calibration_bins(
     probabilities: np.ndarray, labels: np.ndarray, predictions: np.ndarray, bins: int
-) -> tuple[float, float]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     confidences = probabilities.max(axis=1).astype(np.float64)
     correct = (predictions == labels).astype(np.float64)
     edges = np.linspace(0.0, 1.0, bins + 1)
@@ -185,6 +203,16 @@ def _calibration_errors(
     counts = np.bincount(bin_index, minlength=bins)
     confidence_sums = np.bincount(bin_index, weights=confidences, minlength=bins)
     correct_sums = np.bincount(bin_index, weights=correct, minlength=bins)
+    return counts, confidence_sums, correct_sums
+
+
+def _calibration_errors(
+    probabilities: np.ndarray, labels: np.ndarray, predictions: np.ndarray, bins: int
+) -> tuple[float, float]:
+    confidences = probabilities.max(axis=1)
+    counts, confidence_sums, correct_sums = _calibration_bins(
+        probabilities, labels, predictions, bins
+    )
     # (n_b / N) |acc_b - conf_b| = |sum of correct - sum of confidence in b| / N.
     gaps = np.abs(correct_sums - confidence_sums)
     occupied = counts > 0

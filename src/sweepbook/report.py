@@ -334,6 +334,20 @@ def confusion_figure(runs: pl.DataFrame, run_ids: list[str]) -> Figure:
     return figures.confusion_matrix(counts, title="test set")
 
 
+def reliability_figure(runs: pl.DataFrame, run_ids: list[str]) -> Figure:
+    chosen = runs.filter(pl.col("run_id").is_in(run_ids))
+    sums = {
+        name: np.sum([np.array(v, dtype=float) for v in chosen[f"test.{name}"].to_list()], axis=0)
+        for name in ("reliability_count", "reliability_confidence_sum", "reliability_correct_sum")
+    }
+    return figures.reliability_diagram(
+        sums["reliability_count"],
+        sums["reliability_confidence_sum"],
+        sums["reliability_correct_sum"],
+        title="test set",
+    )
+
+
 def _compressed(runs: pl.DataFrame) -> bool:
     """Whether any run was pruned or quantized (then size matters in the report)."""
     columns = {"compress.prune.method", "compress.quantize.mode"}
@@ -579,6 +593,18 @@ def build_context(directory: Path) -> tuple[ReportContext, list[PlannedFigure]]:
                     f"Test-set predictions of {config_label(best_row, compare)}, summed over its "
                     f"{best_row['n']} runs and normalized per true class.",
                     confusion_figure(ok, best_row["run_ids"]),
+                )
+            )
+        if best is not None and "test.reliability_count" in ok.columns:
+            best_row = summary.row(best, named=True)
+            figs.append(
+                PlannedFigure(
+                    "reliability_diagram",
+                    "Reliability diagram of the best configuration",
+                    f"Test-set accuracy against confidence in 15 equal-width bins, over the "
+                    f"{best_row['n']} runs of {config_label(best_row, compare)}; bars under the "
+                    "diagonal are over-confident.",
+                    reliability_figure(ok, best_row["run_ids"]),
                 )
             )
         if _compressed(ok):
