@@ -210,7 +210,8 @@ def run_benchmark(*, quick: bool = False, log: Callable[[str], None] = print) ->
     mnist_engine = time_engine(mnist, "engine, MLP 784-784-10")
     mnist_sequential = time_sequential_jax(mnist)
     flops = training_flops(mnist[0], split) * len(mnist)
-    groups = len(group_runs(_planned(digits), load_splits(_planned(digits))))
+    planned = _planned(digits)
+    groups = len(group_runs(planned, load_splits(planned)))
     result = {
         "machine": {
             "platform": platform.platform(),

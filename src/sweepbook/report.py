@@ -328,22 +328,27 @@ def heatmap_figure(
     )
 
 
+def summed_over_runs(runs: pl.DataFrame, run_ids: list[str], column: str) -> np.ndarray:
+    """Element-wise sum of an array-valued column (counts, per-bin sums) over ``run_ids``."""
+    values = runs.filter(pl.col("run_id").is_in(run_ids))[column].to_list()
+    return np.sum([np.array(value, dtype=float) for value in values], axis=0)
+
+
 def confusion_figure(runs: pl.DataFrame, run_ids: list[str]) -> Figure:
-    matrices = runs.filter(pl.col("run_id").is_in(run_ids))["test.confusion"].to_list()
-    counts = np.sum([np.array(matrix, dtype=float) for matrix in matrices], axis=0)
+    counts = summed_over_runs(runs, run_ids, "test.confusion")
     return figures.confusion_matrix(counts, title="test set")
 
 
 def reliability_figure(runs: pl.DataFrame, run_ids: list[str]) -> Figure:
-    chosen = runs.filter(pl.col("run_id").is_in(run_ids))
-    sums = {
-        name: np.sum([np.array(v, dtype=float) for v in chosen[f"test.{name}"].to_list()], axis=0)
-        for name in ("reliability_count", "reliability_confidence_sum", "reliability_correct_sum")
-    }
     return figures.reliability_diagram(
-        sums["reliability_count"],
-        sums["reliability_confidence_sum"],
-        sums["reliability_correct_sum"],
+        *(
+            summed_over_runs(runs, run_ids, f"test.{name}")
+            for name in (
+                "reliability_count",
+                "reliability_confidence_sum",
+                "reliability_correct_sum",
+            )
+        ),
         title="test set",
     )
 
@@ -536,7 +541,8 @@ def build_context(directory: Path) -> tuple[ReportContext, list[PlannedFigure]]:
     else:
         # Stores written by older versions may lack newer metrics: show what is there.
         shown = [m for m in dict.fromkeys([metric, *TABLE_METRICS]) if m in ok.columns]
-        sizes = ["model_bytes", "nonzero_params", "params"] if _compressed(ok) else []
+        compressed = _compressed(ok)
+        sizes = ["model_bytes", "nonzero_params", "params"] if compressed else []
         summary = summarize(ok, compare, [*shown, *sizes, "best_epoch", "train_seconds"])
         best = best_index(summary, metric, direction)
         if best is not None:
@@ -548,12 +554,13 @@ def build_context(directory: Path) -> tuple[ReportContext, list[PlannedFigure]]:
             else f"the runs counted ({replicates_text})"
         )
         table = build_table(summary, compare, shown, best, replicates)
+        best_row = summary.row(best, named=True) if best is not None else None
         best_summary = ""
-        if best is not None:
-            row = summary.row(best, named=True)
+        if best_row is not None:
             best_summary = (
-                f"Best {metric}: {format_stat(row[f'{metric}:mean'], row[f'{metric}:std'])} "
-                f"({config_label(row, compare)}, {row['n']} runs)."
+                f"Best {metric}: "
+                f"{format_stat(best_row[f'{metric}:mean'], best_row[f'{metric}:std'])} "
+                f"({config_label(best_row, compare)}, {best_row['n']} runs)."
             )
         figs.append(
             PlannedFigure(
@@ -584,8 +591,7 @@ def build_context(directory: Path) -> tuple[ReportContext, list[PlannedFigure]]:
                     heatmap_figure(summary, compare, metric, best),
                 )
             )
-        if best is not None and "test.confusion" in ok.columns:
-            best_row = summary.row(best, named=True)
+        if best_row is not None and "test.confusion" in ok.columns:
             figs.append(
                 PlannedFigure(
                     "confusion_matrix",
@@ -595,19 +601,19 @@ def build_context(directory: Path) -> tuple[ReportContext, list[PlannedFigure]]:
                     confusion_figure(ok, best_row["run_ids"]),
                 )
             )
-        if best is not None and "test.reliability_count" in ok.columns:
-            best_row = summary.row(best, named=True)
+        if best_row is not None and "test.reliability_count" in ok.columns:
+            bins = len(ok["test.reliability_count"][0])
             figs.append(
                 PlannedFigure(
                     "reliability_diagram",
                     "Reliability diagram of the best configuration",
-                    f"Test-set accuracy against confidence in 15 equal-width bins, over the "
+                    f"Test-set accuracy against confidence in {bins} equal-width bins, over the "
                     f"{best_row['n']} runs of {config_label(best_row, compare)}; bars under the "
                     "diagonal are over-confident.",
                     reliability_figure(ok, best_row["run_ids"]),
                 )
             )
-        if _compressed(ok):
+        if compressed:
             for cost, label in (
                 ("model_bytes", "model size (bytes)"),
                 ("nonzero_params", "non-zero weights"),
