@@ -1,6 +1,11 @@
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 import numpy as np
+import pytest
+from matplotlib.text import Text
 
 from sweepbook import figures
 
@@ -79,8 +84,9 @@ def test_heatmap_writes_every_value_and_boxes_the_best():
 def test_confusion_matrix_normalizes_rows():
     counts = np.array([[8, 2], [0, 0]])
     fig = figures.confusion_matrix(counts, title="t")
-    image = fig.axes[0].images[0].get_array()
-    np.testing.assert_allclose(np.asarray(image), [[0.8, 0.2], [0.0, 0.0]])
+    mesh = fig.axes[0].collections[0].get_array()
+    np.testing.assert_allclose(np.asarray(mesh).reshape(2, 2), [[0.8, 0.2], [0.0, 0.0]])
+    assert fig.axes[0].get_ylim() == (1.5, -0.5)  # true class 0 on top, as in imshow
 
 
 def test_reliability_diagram_draws_occupied_bins_only():
@@ -91,3 +97,89 @@ def test_reliability_diagram_draws_occupied_bins_only():
     bars = fig.axes[0].patches
     assert len(bars) == 2
     assert [round(bar.get_height(), 6) for bar in bars] == [0.25, 1.0]
+
+
+needs_latex = pytest.mark.skipif(
+    "pgf" not in figures.available_formats(), reason="PGF needs pdflatex (TeX Live)"
+)
+
+
+@needs_latex
+def test_pgf_escapes_user_text_and_compiles_with_latex(tmp_path):
+    """Labels with LaTeX specials (variant names, keys with '_') survive into a PGF file that
+    pdflatex typesets; matrix figures are vector cells, which PGF can stream."""
+    fig = figures.heatmap(
+        np.array([[0.9, 0.8], [0.7, 0.95]]),
+        row_labels=["a_b", "50%"],
+        column_labels=["x & y", "#1"],
+        xlabel="optimizer.learning_rate",
+        ylabel="train.batch_size",
+        value_label="test.accuracy",
+        best=(1, 1),
+    )
+    figures.render(fig, "svg")  # draws the ticks, so that their texts exist
+    texts_before = sorted(t.get_text() for t in fig.findobj(Text))
+    assert "x & y" in texts_before
+    pgf = figures.render(fig, "pgf").decode()
+    assert sorted(t.get_text() for t in fig.findobj(Text)) == texts_before  # restored
+    assert r"x \& y" in pgf and r"50\%" in pgf and r"a\_b" in pgf
+    (tmp_path / "figure.pgf").write_text(pgf)
+    (tmp_path / "paper.tex").write_text(
+        "\\documentclass{article}\\usepackage{pgf}\\providecommand{\\mathdefault}[1]{#1}"
+        "\\begin{document}\\input{figure.pgf}\\end{document}\n"
+    )
+    result = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "paper.tex"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert (tmp_path / "paper.pdf").stat().st_size > 1000
+
+
+def test_formats_include_pgf_exactly_when_pdflatex_is_installed():
+    has_latex = shutil.which("pdflatex") is not None
+    assert ("pgf" in figures.available_formats()) == has_latex
+    assert {"svg", "pdf", "png"} <= set(figures.available_formats())
+
+
+def test_parallel_coordinates_maps_axes_to_unit_range_and_marks_the_best():
+    axes = [
+        figures.ParallelAxis("learning_rate", [1e-4, 1e-3, 1e-2, 1e-2]),  # log: 2 decades
+        figures.ParallelAxis("batch_size", [32, 64, 32, 64]),
+        figures.ParallelAxis("optimizer", ["sgd", "adam", "sgd", "adam"]),
+    ]
+    metric = figures.ParallelAxis("accuracy", [0.8, 0.9, 0.95, 0.85])
+    fig = figures.parallel_coordinates(axes, metric=metric, best=2, higher_is_better=True)
+    lines = [line for line in fig.axes[0].get_lines() if len(line.get_xdata()) == 4]
+    assert len(lines) == 4  # one per configuration (the others are the vertical axes)
+    best_line = [line for line in lines if line.get_label() == "best"]
+    assert len(best_line) == 1
+    np.testing.assert_allclose(best_line[0].get_ydata(), [1.0, 0.0, 0.0, 1.0])
+    others = {tuple(np.round(line.get_ydata(), 6)) for line in lines if line not in best_line}
+    assert (0.0, 0.0, 0.0, 0.0) in others  # lr 1e-4 (log low end), 32, sgd, worst accuracy
+    assert (0.5, 1.0, 1.0, 0.666667) in others  # lr 1e-3 halfway on the log axis
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == [
+        "learning_rate",
+        "batch_size",
+        "optimizer",
+        "accuracy",
+    ]
+    labels = {text.get_text() for text in fig.axes[0].texts}
+    assert {"0.0001", "0.001", "0.01", "sgd", "adam", "32", "64"} <= labels
+    assert len(figures.render(fig, "svg")) > 1000
+
+
+def test_parallel_coordinates_lower_is_better_puts_the_lowest_on_top():
+    axes = [figures.ParallelAxis("a", [1, 2, 3]), figures.ParallelAxis("b", ["x", "y", "z"])]
+    metric = figures.ParallelAxis("loss", [0.3, 0.1, 0.2])
+    fig = figures.parallel_coordinates(axes, metric=metric, best=1, higher_is_better=False)
+    # Drawn worst first, so the best lines are on top of the pile.
+    drawn = [
+        line.get_ydata()[-1]
+        for line in fig.axes[0].get_lines()
+        if len(line.get_xdata()) == 3 and line.get_label() != "best"
+    ]
+    np.testing.assert_allclose(drawn, [1.0, 0.5])

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 import pytest
 
 from sweepbook.report import (
+    ROBUST_STATS_MIN_RUNS,
+    build_table,
     config_label,
     data_fingerprint,
     format_stat,
@@ -11,6 +14,7 @@ from sweepbook.report import (
     latex_escape,
     read_json,
 )
+from sweepbook.stats import best_index, compare_to_best, iqm, summarize
 from sweepbook.store import StoreError
 
 
@@ -68,3 +72,36 @@ def test_missing_store_record_names_the_file(tmp_path):
 )
 def test_latex_escape(text, escaped):
     assert latex_escape(text) == escaped
+
+
+def _runs_with(per_config: int) -> pl.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = [
+        {
+            "run_id": f"{lr}-{seed}",
+            "lr": lr,
+            "acc": 0.9 + lr + rng.normal(0, 0.01),
+            "best_epoch": 3,
+            "train_seconds": 1.0,
+        }
+        for lr in (0.01, 0.02)
+        for seed in range(per_config)
+    ]
+    return pl.DataFrame(rows)
+
+
+@pytest.mark.parametrize(("per_config", "robust"), [(3, False), (ROBUST_STATS_MIN_RUNS, True)])
+def test_table_adds_median_and_iqm_when_runs_are_many(per_config, robust):
+    runs = _runs_with(per_config)
+    summary = summarize(runs, ["lr"], ["acc", "best_epoch", "train_seconds"])
+    best = best_index(summary, "acc", "max")
+    summary = compare_to_best(summary, runs, "acc", best)
+    table = build_table(summary, ["lr"], ["acc"], best, f"{per_config} seeds")
+    assert ("acc median" in table.headers) is robust
+    assert ("acc IQM" in table.headers) is robust
+    assert ("IQM (interquartile mean" in table.caption) is robust
+    if robust:
+        column = table.headers.index("acc median")
+        values = runs.filter(pl.col("lr") == summary["lr"][best])["acc"].to_numpy()
+        assert table.rows[best].cells[column] == f"{np.median(values):.4f}"
+        assert table.rows[best].cells[column + 1] == f"{iqm(values):.4f}"

@@ -6,8 +6,11 @@ palette); functions never set fonts or colours of their own.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import io
-from collections.abc import Sequence
+import shutil
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +20,11 @@ matplotlib.use("Agg")  # files only; never a window
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib import ticker
 from matplotlib.figure import Figure
+from matplotlib.text import Text
+
+from sweepbook.latex import latex_text
 
 if TYPE_CHECKING:
     from matplotlib.typing import RcKeyType
@@ -56,15 +63,67 @@ _METADATA = {"svg": {"Date": None}, "pdf": {"CreationDate": None}, "png": {"Soft
 _PNG_DPI = 200  # the web-view raster; papers take the vector files
 
 
+# PGF: LaTeX sets the text in the paper's own fonts. pdflatex is the LaTeX most installations
+# have; matplotlib asks it for text sizes while saving, so PGF needs it installed.
+_PGF_STYLE: dict[RcKeyType, Any] = {"pgf.texsystem": "pdflatex", "pgf.rcfonts": False}
+FORMATS = ("svg", "pdf", "png", "pgf")
+
+
+@functools.cache
+def available_formats() -> tuple[str, ...]:
+    """The formats this machine can write: PGF only where ``pdflatex`` is installed."""
+    return FORMATS if shutil.which("pdflatex") else tuple(f for f in FORMATS if f != "pgf")
+
+
+@contextlib.contextmanager
+def _latex_texts(fig: Figure) -> Iterator[None]:
+    """Texts escaped for LaTeX while saving PGF (labels hold '_', '&', '%'), then restored.
+    Named ticks are re-made from their formatter at each draw, so their formatters are
+    swapped for escaped copies."""
+    texts = [(text, text.get_text()) for text in fig.findobj(Text) if text.get_text()]
+    formatters = [
+        (axis, axis.get_major_formatter())
+        for ax in fig.axes
+        for axis in (ax.xaxis, ax.yaxis)
+        # Named ticks; numeric formatters write numbers or math, which LaTeX takes as they are.
+        if isinstance(axis.get_major_formatter(), ticker.FixedFormatter | ticker.FuncFormatter)
+    ]
+    try:
+        for text, content in texts:
+            text.set_text(latex_text(content))
+        for axis, formatter in formatters:
+            axis.set_major_formatter(
+                ticker.FuncFormatter(
+                    lambda value, position, name=formatter: latex_text(name(value, position))
+                )
+            )
+        yield
+    finally:
+        for text, content in texts:
+            text.set_text(content)
+        for axis, formatter in formatters:
+            axis.set_major_formatter(formatter)
+
+
 def render(fig: Figure, file_format: str) -> bytes:
-    """The figure as ``svg``, ``pdf`` or ``png`` bytes, saved under :data:`STYLE`."""
+    """The figure as ``svg``, ``pdf``, ``png`` or ``pgf`` bytes, saved under :data:`STYLE`.
+
+    A PGF figure goes into LaTeX with ``\\input{name.pgf}`` after ``\\usepackage{pgf}`` and
+    ``\\providecommand{\\mathdefault}[1]{#1}`` in the preamble (matplotlib's tick labels use
+    it)."""
     buffer = io.BytesIO()
-    with plt.rc_context(STYLE):
+    pgf = file_format == "pgf"
+    # The PGF writer takes no metadata; the others take it to leave dates out.
+    options: dict[str, Any] = {} if pgf else {"metadata": _METADATA.get(file_format)}
+    with (
+        plt.rc_context({**STYLE, **(_PGF_STYLE if pgf else {})}),
+        _latex_texts(fig) if pgf else contextlib.nullcontext(),
+    ):
         fig.savefig(
             buffer,
             format=file_format,
-            metadata=_METADATA.get(file_format),
             dpi=_PNG_DPI if file_format == "png" else "figure",
+            **options,
         )
     return buffer.getvalue()
 
@@ -261,6 +320,16 @@ def pareto(points: Sequence[ParetoPoint], *, xlabel: str, ylabel: str) -> Figure
     return fig
 
 
+def _cells(ax: Any, values: np.ndarray, **style: Any) -> Any:
+    """A matrix drawn as vector cells centred on integer positions, row 0 at the top (like
+    ``imshow``, which would embed a raster image that PGF cannot stream)."""
+    rows, columns = values.shape
+    mesh = ax.pcolormesh(np.arange(columns + 1) - 0.5, np.arange(rows + 1) - 0.5, values, **style)
+    ax.set_xlim(-0.5, columns - 0.5)
+    ax.set_ylim(rows - 0.5, -0.5)
+    return mesh
+
+
 def heatmap(
     values: np.ndarray,
     *,
@@ -278,7 +347,7 @@ def heatmap(
         fig, ax = plt.subplots(
             figsize=(COLUMN_WIDTH_IN, 0.45 * len(row_labels) + 1.0), layout="constrained"
         )
-        image = ax.imshow(values, cmap="viridis", aspect="auto")
+        image = _cells(ax, values, cmap="viridis")
         ax.set_xticks(range(len(column_labels)), column_labels)
         ax.set_yticks(range(len(row_labels)), row_labels)
         ax.set_xlabel(xlabel)
@@ -296,7 +365,9 @@ def heatmap(
                     (best[1] - 0.5, best[0] - 0.5), 1, 1, fill=False, lw=1.5, color=PALETTE[5]
                 )
             )
-        fig.colorbar(image, ax=ax, label=value_label)
+        colorbar = fig.colorbar(image, ax=ax, label=value_label)
+        if colorbar.solids is not None:
+            colorbar.solids.set_rasterized(False)  # vector, so that PGF can carry it
     return fig
 
 
@@ -307,7 +378,8 @@ def confusion_matrix(counts: np.ndarray, *, title: str) -> Figure:
     classes = counts.shape[0]
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, COLUMN_WIDTH_IN))
-        ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+        _cells(ax, shares, cmap="Blues", vmin=0.0, vmax=1.0)
+        ax.set_aspect("equal")
         ax.set_xticks(range(classes))
         ax.set_yticks(range(classes))
         ax.set_xlabel("predicted class")
@@ -360,4 +432,86 @@ def reliability_diagram(
         ax.set_ylabel("accuracy")
         ax.set_title(title)
         ax.legend(frameon=False, loc="upper left")
+    return fig
+
+
+@dataclass(frozen=True)
+class ParallelAxis:
+    """One vertical axis: a swept key (or the metric) and each configuration's value on it."""
+
+    label: str
+    values: Sequence[Any]  # numbers, or category names
+
+
+def _axis_positions(values: Sequence[Any]) -> tuple[np.ndarray, list[tuple[float, str]]]:
+    """Values mapped to [0, 1] and the ticks to draw: numbers linearly (or logarithmically when
+    positive and spanning two decades or more), categories evenly in first-seen order."""
+    numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+    if not numeric:
+        names = list(dict.fromkeys(str(v) for v in values))
+        spread = max(len(names) - 1, 1)
+        ticks = [(i / spread, name) for i, name in enumerate(names)]
+        return np.array([names.index(str(v)) / spread for v in values]), ticks
+    raw = np.array(values, dtype=float)
+    low, high = float(np.nanmin(raw)), float(np.nanmax(raw))
+    log = low > 0 and high / low >= 100
+    scaled = np.log10(raw) if log else raw
+    scaled_low, scaled_high = (np.log10(low), np.log10(high)) if log else (low, high)
+    span = scaled_high - scaled_low or 1.0
+    distinct = sorted(set(raw[np.isfinite(raw)].tolist()))
+    if len(distinct) > 6:  # sampled values or a metric: a few round ticks, not every value
+        locator = ticker.LogLocator(numticks=6) if log else ticker.MaxNLocator(5)
+        distinct = [v for v in locator.tick_values(low, high) if low <= v <= high]
+    ticks = [(((np.log10(v) if log else v) - scaled_low) / span, f"{v:.3g}") for v in distinct]
+    return (scaled - scaled_low) / span, ticks
+
+
+def parallel_coordinates(
+    axes: Sequence[ParallelAxis],
+    *,
+    metric: ParallelAxis,
+    best: int | None,
+    higher_is_better: bool,
+) -> Figure:
+    """One line per configuration through its value on every swept axis, ending at its metric.
+    Lines are coloured by the metric (cividis: colour-blind safe, prints in grey), better ones
+    drawn on top; the best configuration is thick and black."""
+    columns = [*axes, metric]
+    positions = [_axis_positions(axis.values) for axis in columns]
+    y = np.stack([scaled for scaled, _ in positions], axis=1)
+    x = np.arange(len(columns))
+    score = np.array(metric.values, dtype=float)
+    finite = score[np.isfinite(score)]
+    low, high = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
+    shade = (score - low) / ((high - low) or 1.0)
+    goodness = shade if higher_is_better else 1.0 - shade
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(FULL_WIDTH_IN, 2.6))
+        colormap = plt.get_cmap("cividis")
+        for index in np.argsort(np.nan_to_num(goodness, nan=-1.0)):
+            if index == best:
+                continue
+            ax.plot(x, y[index], color=colormap(goodness[index]), lw=0.8, alpha=0.8)
+        if best is not None:
+            ax.plot(x, y[best], color="black", lw=2.0, label="best")
+            ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        for column, (_, ticks) in enumerate(positions):
+            ax.axvline(column, color="grey", lw=0.6)
+            for position, label in ticks:
+                ax.text(
+                    column + 0.03,
+                    position,
+                    label,
+                    fontsize=6,
+                    va="center",
+                    zorder=3,
+                    bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 0.5},
+                )
+        ax.set_xticks(x, [axis.label for axis in columns])
+        ax.set_xlim(-0.1, len(columns) - 0.6)
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_yticks([])
+        ax.grid(False)
+        ax.spines["left"].set_visible(False)
+        fig.set_layout_engine("constrained")
     return fig

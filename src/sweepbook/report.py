@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 
 from sweepbook import figures
 from sweepbook.config import Sweep, metric_direction
+from sweepbook.latex import latex_escape
 from sweepbook.plan import PlannedRun
 from sweepbook.stats import best_index, compare_to_best, pareto_front, per_epoch, summarize
 from sweepbook.store import Store, StoreError, atomic_write, atomic_write_json, atomic_write_text
@@ -47,7 +48,12 @@ TABLE_METRICS = (
     "val.accuracy",
     "val.loss",
 )
-CURVE_METRICS = (("val.accuracy", "validation accuracy"), ("train.loss", "training loss"))
+# Learning curves: one figure per metric, a row of panels per split.
+CURVE_METRICS = ("loss", "accuracy")
+CURVE_SPLITS = (("train", "training"), ("val", "validation"))
+# Median and IQM join the table when every configuration has at least this many runs: with
+# fewer, the IQM trims nothing (n < 4) or next to nothing and both repeat the mean.
+ROBUST_STATS_MIN_RUNS = 8
 
 
 # --- the record a run leaves for its report --------------------------------------------------
@@ -163,6 +169,7 @@ class ReportContext:
     provenance: list[tuple[str, str]]
     generated_at: str
     data_sha256: str
+    notes: list[str]
 
 
 def format_value(value: Any) -> str:
@@ -201,10 +208,12 @@ def build_table(
     """One row per configuration; ``metrics[0]`` is the headline."""
     sized = "model_bytes:mean" in summary.columns
     tested = f"{metrics[0]}:p_vs_best" in summary.columns
+    robust = tested and summary["n"].min() >= ROBUST_STATS_MIN_RUNS  # type: ignore[operator]
     headers = [
         *compare,
         "runs",
         f"{metrics[0]} (mean ± std)",
+        *([f"{metrics[0]} median", f"{metrics[0]} IQM"] if robust else []),
         *([f"{metrics[0]} 95% CI", "p vs best"] if tested else []),
         *[f"{m} (mean ± std)" for m in metrics[1:]],
         *(["non-zero weights", "size (kB)", "compression"] if sized else []),
@@ -215,6 +224,8 @@ def build_table(
     for index, row in enumerate(summary.iter_rows(named=True)):
         cells = [format_value(row[k]) for k in compare] + [str(row["n"])]
         cells += [format_stat(row[f"{metrics[0]}:mean"], row[f"{metrics[0]}:std"])]
+        if robust:
+            cells += [format_stat(row[f"{metrics[0]}:{stat}"], None) for stat in ("median", "iqm")]
         if tested:
             low, high, p = (row[f"{metrics[0]}:{k}"] for k in ("ci_low", "ci_high", "p_vs_best"))
             cells += [
@@ -243,6 +254,12 @@ def build_table(
             f"; ≈ marks configurations whose {metrics[0]} does not differ from the best's by "
             "more than seed noise (Welch's t-test, p ≥ 0.05). 95% CI: percentile bootstrap "
             "of the mean over the runs."
+            + (
+                " Median and IQM (interquartile mean: the mean of the middle half of the runs) "
+                "are robust to a few outlying runs."
+                if robust
+                else ""
+            )
             if tested
             else "."
         )
@@ -255,22 +272,24 @@ def _is_numeric(values: Sequence[Any]) -> bool:
 
 
 def learning_curve_figure(
-    summary: pl.DataFrame, history: pl.DataFrame, compare: list[str]
+    summary: pl.DataFrame, history: pl.DataFrame, compare: list[str], metric: str
 ) -> Figure:
-    """Rows: metric; columns: values of the last compared axis (when there are two or more)."""
+    """One metric over epochs: a row of panels per split (training, validation) that the history
+    records; columns are values of the last compared axis (when there are two or more)."""
     panel_axis = compare[-1] if len(compare) >= 2 else None
     line_axes = compare[:-1] if panel_axis else compare
     panel_values = (
         summary[panel_axis].unique(maintain_order=True).to_list() if panel_axis else [None]
     )
+    splits = [(s, label) for s, label in CURVE_SPLITS if f"{s}.{metric}" in history.columns]
     panels = []
-    for metric, label in CURVE_METRICS:
+    for split, split_label in splits:
         for value in panel_values:
             curves = []
             for row in summary.iter_rows(named=True):
                 if panel_axis and row[panel_axis] != value:
                     continue
-                curve = per_epoch(history, row["run_ids"], metric)
+                curve = per_epoch(history, row["run_ids"], f"{split}.{metric}")
                 curves.append(
                     figures.Curve(
                         label=config_label(row, line_axes),
@@ -279,13 +298,28 @@ def learning_curve_figure(
                         std=curve["std"].to_numpy(),
                     )
                 )
-            # Rows are metrics (the y labels say which); columns are values of the panel axis.
-            title = (
-                label if panel_axis is None else f"{short_key(panel_axis)}={format_value(value)}"
+            title = split_label
+            if panel_axis is not None:
+                title += f", {short_key(panel_axis)}={format_value(value)}"
+            panels.append(
+                figures.Panel(title=title, ylabel=f"{split_label} {metric}", curves=curves)
             )
-            panels.append(figures.Panel(title=title, ylabel=label, curves=curves))
-    return figures.learning_curves(
-        panels, columns=len(panel_values) if panel_axis else len(CURVE_METRICS)
+    return figures.learning_curves(panels, columns=len(panel_values) if panel_axis else len(splits))
+
+
+def parallel_figure(
+    summary: pl.DataFrame,
+    compare: list[str],
+    metric: str,
+    direction: Literal["max", "min"],
+    best: int | None,
+) -> Figure:
+    """Every configuration across its swept values and its mean metric (three or more axes)."""
+    return figures.parallel_coordinates(
+        [figures.ParallelAxis(short_key(axis), summary[axis].to_list()) for axis in compare],
+        metric=figures.ParallelAxis(f"{metric} (mean)", summary[f"{metric}:mean"].to_list()),
+        best=best,
+        higher_is_better=direction == "max",
     )
 
 
@@ -454,8 +488,11 @@ def metric_figure(
 
 
 def save_figure(fig: Figure, directory: Path, name: str) -> tuple[str, list[tuple[str, str]]]:
-    """Write SVG and PDF under ``figures/``; return the SVG as a data URI and the file links."""
-    rendered = {extension: figures.render(fig, extension) for extension in ("svg", "pdf", "png")}
+    """Write the figure in every available format under ``figures/``; return the SVG as a data
+    URI and the file links."""
+    rendered = {
+        extension: figures.render(fig, extension) for extension in figures.available_formats()
+    }
     figures.close(fig)
     files = []
     for extension, content in rendered.items():
@@ -562,16 +599,20 @@ def build_context(directory: Path) -> tuple[ReportContext, list[PlannedFigure]]:
                 f"{format_stat(best_row[f'{metric}:mean'], best_row[f'{metric}:std'])} "
                 f"({config_label(best_row, compare)}, {best_row['n']} runs)."
             )
-        figs.append(
-            PlannedFigure(
-                "learning_curves",
-                "Learning curves",
-                f"Mean over {seeds_text} per configuration, with a band of ± one standard "
-                "deviation; each epoch averages the seeds still training (early stopping ends "
-                "runs at different epochs).",
-                learning_curve_figure(summary, history, compare),
+        for curve_metric in CURVE_METRICS:
+            if not any(f"{split}.{curve_metric}" in history.columns for split, _ in CURVE_SPLITS):
+                continue
+            figs.append(
+                PlannedFigure(
+                    f"learning_curves_{curve_metric}",
+                    f"Learning curves: {curve_metric}",
+                    f"Training and validation {curve_metric} per epoch: mean over {seeds_text} "
+                    "per configuration, with a band of ± one standard deviation; each epoch "
+                    "averages the runs still training (early stopping ends runs at different "
+                    "epochs). Training values are averaged over each epoch's mini-batches.",
+                    learning_curve_figure(summary, history, compare, curve_metric),
+                )
             )
-        )
         if _schedules_vary(history):
             figs.append(
                 PlannedFigure(
@@ -589,6 +630,18 @@ def build_context(directory: Path) -> tuple[ReportContext, list[PlannedFigure]]:
                     f"{metric}: {compare[0]} × {compare[1]}",
                     f"Mean {metric} over {seeds_text} per cell; the best configuration is boxed.",
                     heatmap_figure(summary, compare, metric, best),
+                )
+            )
+        if len(compare) >= 3:
+            figs.append(
+                PlannedFigure(
+                    "parallel_coordinates",
+                    f"{metric} across {len(compare)} swept axes",
+                    f"Parallel coordinates: one line per configuration through its value on "
+                    f"each swept axis to its mean {metric} over {seeds_text}; lighter lines are "
+                    "better, the best configuration is black. Axes spanning two decades or "
+                    "more are logarithmic.",
+                    parallel_figure(summary, compare, metric, direction, best),
                 )
             )
         if best_row is not None and "test.confusion" in ok.columns:
@@ -666,8 +719,20 @@ def build_context(directory: Path) -> tuple[ReportContext, list[PlannedFigure]]:
         provenance=provenance_rows(provenance, runs, data_hash),
         data_sha256=data_hash,
         generated_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        notes=format_notes(),
     )
     return context, figs
+
+
+def format_notes() -> list[str]:
+    """What the reader should know about the files this machine could write."""
+    if "pgf" in figures.available_formats():
+        return []
+    return [
+        "PGF figure files were not written: matplotlib needs pdflatex (a LaTeX installation) "
+        "to make them, and this machine has none. Install TeX Live and run "
+        "'sweepbook report' on this directory again to add them."
+    ]
 
 
 def templates_dir() -> Path:
@@ -685,27 +750,6 @@ def environment(*, autoescape: bool = True) -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-
-
-_LATEX_SPECIALS = {
-    "\\": r"\textbackslash{}",
-    "&": r"\&",
-    "%": r"\%",
-    "$": r"\$",
-    "#": r"\#",
-    "_": r"\_",
-    "{": r"\{",
-    "}": r"\}",
-    "~": r"\textasciitilde{}",
-    "^": r"\textasciicircum{}",
-}
-
-
-def latex_escape(text: str) -> str:
-    escaped = "".join(_LATEX_SPECIALS.get(char, char) for char in text)
-    for symbol, command in (("±", "pm"), ("×", "times"), ("≥", "geq"), ("≈", "approx")):
-        escaped = escaped.replace(symbol, f"$\\{command}$")
-    return escaped.replace("—", "--")
 
 
 def latex_table(table: Table, *, source: str, directory: Path) -> str:

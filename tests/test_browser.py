@@ -1,0 +1,142 @@
+"""The report as a reader sees it: opened from file:// in headless Chromium (Debian's
+``chromium`` driven by Playwright), it must load without a console error, request nothing
+beyond its own file, and show every figure."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY_EXPERIMENT
+from sweepbook.cli import main
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="needs Debian's chromium package (apt-get install chromium)"
+)
+
+# Three swept axes, so the report draws every kind of figure a grid sweep gets (learning
+# curves, metric against an axis, parallel coordinates, confusion matrix, reliability diagram).
+THREE_AXES_SWEEP = """\
+# Three axes, one seed: every figure kind of a grid sweep.
+experiment = "tiny"
+seeds = [0]
+
+[set]
+"train.epochs" = 2
+
+[grid]
+"optimizer.learning_rate" = [3e-3, 3e-2]
+"train.batch_size" = [64, 128]
+"model.dropout" = [0.0, 0.2]
+
+[report]
+title = "Three axes <b>bold?</b>"
+compare = ["optimizer.learning_rate", "train.batch_size", "model.dropout"]
+"""
+
+
+@dataclass
+class PageVisit:
+    console_errors: list[str] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)
+    figures: list[dict[str, float]] = field(default_factory=list)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield launched
+        launched.close()
+
+
+def visit(browser: object, page_path: Path) -> PageVisit:
+    """Open ``page_path``; record console errors, every request, and each figure's box."""
+    visit = PageVisit()
+    page = browser.new_page(viewport={"width": 1280, "height": 900})  # type: ignore[attr-defined]
+    page.on(
+        "console",
+        lambda message: message.type == "error" and visit.console_errors.append(message.text),
+    )
+    page.on("pageerror", lambda error: visit.console_errors.append(str(error)))
+    page.on("request", lambda request: visit.requests.append(request.url))
+    page.goto(page_path.resolve().as_uri(), wait_until="load")
+    images = page.locator("figure img")
+    for index in range(images.count()):
+        image = images.nth(index)
+        image.scroll_into_view_if_needed()
+        decoded = image.evaluate("el => el.complete && el.naturalWidth > 0")
+        box = image.bounding_box() or {"width": 0.0, "height": 0.0}
+        visit.figures.append(
+            {
+                "visible": float(image.is_visible()),
+                "decoded": float(decoded),
+                "width": box["width"],
+                "height": box["height"],
+            }
+        )
+    page.close()
+    return visit
+
+
+def external(requests: list[str], page_path: Path) -> list[str]:
+    """Requests other than the page itself and its inline data."""
+    own = page_path.resolve().as_uri()
+    return [url for url in requests if url != own and not url.startswith("data:")]
+
+
+@pytest.fixture(scope="module")
+def three_axes_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("browser")
+    (root / "experiments").mkdir()
+    (root / "sweeps").mkdir()
+    (root / "experiments" / "tiny.toml").write_text(TINY_EXPERIMENT)
+    (root / "sweeps" / "three_axes.toml").write_text(THREE_AXES_SWEEP)
+    out = root / "reports" / "three_axes"
+    assert main(["run", str(root / "sweeps" / "three_axes.toml"), "--out", str(out)]) == 0
+    return out / "index.html"
+
+
+def test_report_loads_cleanly_offline_and_shows_every_figure(browser, three_axes_report):
+    visit_ = visit(browser, three_axes_report)
+    assert visit_.console_errors == []
+    assert external(visit_.requests, three_axes_report) == []
+    figure_files = {p.stem for p in (three_axes_report.parent / "figures").glob("*.svg")}
+    assert "parallel_coordinates" in figure_files
+    assert len(visit_.figures) == len(figure_files) >= 5
+    for figure in visit_.figures:
+        assert figure["visible"] and figure["decoded"]
+        assert figure["width"] > 150 and figure["height"] > 80
+
+
+def test_index_of_reports_loads_cleanly(browser, three_axes_report):
+    index = three_axes_report.parent.parent / "index.html"
+    visit_ = visit(browser, index)
+    assert visit_.console_errors == []
+    assert external(visit_.requests, index) == []
+
+
+def test_the_check_catches_an_external_request_and_a_broken_figure(
+    browser, three_axes_report, tmp_path
+):
+    """The harness itself: a page that fetches a remote file and embeds a broken image fails."""
+    html = three_axes_report.read_text(encoding="utf-8").replace(
+        "</body>",
+        '<figure><img src="data:image/svg+xml;base64,AAAA" alt="broken"></figure>'
+        '<img src="https://example.invalid/tracker.png" alt=""></body>',
+    )
+    page = tmp_path / "tampered.html"
+    page.write_text(html, encoding="utf-8")
+    visit_ = visit(browser, page)
+    assert "https://example.invalid/tracker.png" in external(visit_.requests, page)
+    assert not all(figure["decoded"] for figure in visit_.figures)
