@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import polars as pl
 import pytest
 
 from sweepbook import bench
@@ -39,6 +40,7 @@ def test_quick_benchmark_runs_and_writes_json(tmp_path):
     assert names[:2] == ["sweepbook engine", "sequential JAX (jit once)"]
     assert result["compilations"]["engine"] == result["compilations"]["static_groups"] == 1
     assert 0 < result["mnist_mlp_784_784_10"]["engine_fraction_of_peak"] < 1.5
+    assert result["report_render"]["runs"] == 100 and result["report_render"]["seconds"] > 0
     table = bench.format_table(result)
     assert "faster" in table and "% of peak" in table
     path = bench.write_result(result, tmp_path)
@@ -65,7 +67,34 @@ def test_format_table_reports_ratios(engine_seconds):
             "sequential_fraction_of_peak": 0.5,
         },
         "compilations": {"engine": 1, "static_groups": 1},
+        "report_render": {
+            "runs": 1000,
+            "epochs": 50,
+            "configurations": 100,
+            "figures": 6,
+            "seconds": 4.25,
+        },
     }
     table = bench.format_table(result)
     assert f"{8.0 / engine_seconds:.1f}x faster" in table
     assert "70% of peak" in table
+    assert "1,000 runs x 50 epochs" in table and "rendered in 4.2 s" in table
+
+
+def test_render_benchmark_store_is_a_real_store_that_renders(tmp_path):
+    from sweepbook.bench_render import time_render
+    from sweepbook.store import Store
+
+    timing = time_render(tmp_path, runs=200, epochs=6)
+    store = Store(tmp_path / "reports" / "render_bench")
+    runs, history = store.read_runs(), store.read_history()
+    assert timing.runs == runs.height == 200 and timing.configurations == 100
+    assert history.height == 200 * 6
+    assert runs["run_id"].n_unique() == 200 and set(runs["status"]) == {"ok"}
+    # Accuracy follows the swept values, as in a real sweep: lr 1e-3 beats 1e-4 on average.
+    by_lr = runs.group_by("optimizer.learning_rate").agg(pl.col("test.accuracy").mean())
+    means = dict(by_lr.iter_rows())
+    assert means[1e-3] > means[1e-4] + 0.02
+    html = (tmp_path / "reports" / "render_bench" / "index.html").read_text()
+    assert "parallel_coordinates" in html and "the 8 best of 100 configurations" in html
+    assert timing.figures >= 6 and timing.seconds > 0

@@ -9,6 +9,8 @@ in one process, on the same sweep, written as a table and as JSON.
 2. An MNIST-sized MLP 784-784-10 at batch 256 trained by the engine: achieved FLOP/s against
    the machine's float32 matmul peak, measured here with a large ``jnp.dot``.
 3. Compilations: the engine compiles once per static group.
+4. Report rendering: a store of 1,000 runs x 50 epochs (100 configurations of three axes x 10
+   seeds; :mod:`sweepbook.bench_render`) rendered into its report, every figure format included.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sweepbook import figures
+from sweepbook.bench_render import time_render
 from sweepbook.config import RunConfig, flatten, unflatten
 from sweepbook.data import Split, load_split
 from sweepbook.engine import forget_compiled_programs, group_runs, load_splits, train_runs
@@ -212,6 +216,9 @@ def run_benchmark(*, quick: bool = False, log: Callable[[str], None] = print) ->
     flops = training_flops(mnist[0], split) * len(mnist)
     planned = _planned(digits)
     groups = len(group_runs(planned, load_splits(planned)))
+    log("report rendering: a store of 1,000 runs x 50 epochs" if not quick else "report rendering")
+    with tempfile.TemporaryDirectory() as scratch:
+        render = time_render(Path(scratch), runs=100 if quick else 1000, epochs=10 if quick else 50)
     result = {
         "machine": {
             "platform": platform.platform(),
@@ -235,6 +242,7 @@ def run_benchmark(*, quick: bool = False, log: Callable[[str], None] = print) ->
             "timings": [asdict(mnist_engine), asdict(mnist_sequential)],
         },
         "compilations": {"engine": engine.compilations, "static_groups": groups},
+        "report_render": asdict(render),
     }
     return result
 
@@ -265,6 +273,13 @@ def format_table(result: dict[str, Any]) -> str:
         "",
         f"compilations: {result['compilations']['engine']} "
         f"(static groups: {result['compilations']['static_groups']})",
+    ]
+    render = result["report_render"]
+    lines += [
+        "",
+        f"report: {render['runs']:,} runs x {render['epochs']} epochs "
+        f"({render['configurations']} configurations, {render['figures']} figures in "
+        f"{len(figures.available_formats())} formats) rendered in {render['seconds']:.1f} s",
     ]
     return "\n".join(lines)
 

@@ -54,6 +54,9 @@ CURVE_SPLITS = (("train", "training"), ("val", "validation"))
 # Median and IQM join the table when every configuration has at least this many runs: with
 # fewer, the IQM trims nothing (n < 4) or next to nothing and both repeat the mean.
 ROBUST_STATS_MIN_RUNS = 8
+# Series a line figure draws at most: the palette has eight colours, and beyond about that
+# many lines a reader can no longer tell them apart. Larger sweeps show their best ones.
+MAX_SERIES = 8
 
 
 # --- the record a run leaves for its report --------------------------------------------------
@@ -271,12 +274,24 @@ def _is_numeric(values: Sequence[Any]) -> bool:
     return all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
 
 
+def best_rows(
+    summary: pl.DataFrame, metric: str, direction: Literal["max", "min"], count: int
+) -> pl.DataFrame:
+    """The ``count`` configurations with the best mean ``metric``, best first."""
+    return summary.sort(f"{metric}:mean", descending=direction == "max", nulls_last=True).head(
+        count
+    )
+
+
 def learning_curve_figure(
     summary: pl.DataFrame, history: pl.DataFrame, compare: list[str], metric: str
 ) -> Figure:
     """One metric over epochs: a row of panels per split (training, validation) that the history
-    records; columns are values of the last compared axis (when there are two or more)."""
-    panel_axis = compare[-1] if len(compare) >= 2 else None
+    records; columns are values of the last compared axis (when there are two or more, and no
+    more than :data:`MAX_SERIES` configurations: otherwise ``summary`` should hold the best
+    ones, all in one panel per split)."""
+    many = summary.height > MAX_SERIES
+    panel_axis = compare[-1] if len(compare) >= 2 and not many else None
     line_axes = compare[:-1] if panel_axis else compare
     panel_values = (
         summary[panel_axis].unique(maintain_order=True).to_list() if panel_axis else [None]
@@ -304,7 +319,9 @@ def learning_curve_figure(
             panels.append(
                 figures.Panel(title=title, ylabel=f"{split_label} {metric}", curves=curves)
             )
-    return figures.learning_curves(panels, columns=len(panel_values) if panel_axis else len(splits))
+    return figures.learning_curves(
+        panels, columns=len(panel_values) if panel_axis else len(splits), wide=many
+    )
 
 
 def parallel_figure(
@@ -443,10 +460,17 @@ def schedule_figure(summary: pl.DataFrame, history: pl.DataFrame, compare: list[
 
 
 def metric_figure(
-    runs: pl.DataFrame, summary: pl.DataFrame, compare: list[str], metric: str, *, sampled: bool
+    runs: pl.DataFrame,
+    summary: pl.DataFrame,
+    compare: list[str],
+    metric: str,
+    direction: Literal["max", "min"],
+    *,
+    sampled: bool,
 ) -> Figure:
-    """Headline metric against the first compared axis; one series per value of the others.
-    Sampled sweeps (random or model-based search) show every point as one unjoined series."""
+    """Headline metric against the first compared axis; one series per value of the others
+    (the :data:`MAX_SERIES` holding the best configurations, when there are more). Sampled
+    sweeps (random or model-based search) show every point as one unjoined series."""
     axis, others = compare[0], ([] if sampled else compare[1:])
     x_values = summary[axis].unique(maintain_order=True).to_list()
     numeric = _is_numeric(x_values)
@@ -459,6 +483,10 @@ def metric_figure(
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in summary.iter_rows(named=True):
         groups.setdefault(config_label(row, others), []).append(row)
+    if len(groups) > MAX_SERIES:  # the series holding the best configurations
+        shown = best_rows(summary, metric, direction, len(summary))
+        keep = list(dict.fromkeys(config_label(r, others) for r in shown.iter_rows(named=True)))
+        groups = {label: groups[label] for label in keep[:MAX_SERIES]}
     series = []
     for label, rows in groups.items():
         rows = sorted(rows, key=lambda r: positions[format_value(r[axis])])
@@ -599,6 +627,13 @@ def build_context(directory: Path) -> tuple[ReportContext, list[PlannedFigure]]:
                 f"{format_stat(best_row[f'{metric}:mean'], best_row[f'{metric}:std'])} "
                 f"({config_label(best_row, compare)}, {best_row['n']} runs)."
             )
+        # Line figures of many configurations show the best ones, and say so.
+        curve_rows = best_rows(summary, metric, direction, MAX_SERIES)
+        shown_note = (
+            f" Shown: the {MAX_SERIES} best of {summary.height} configurations by mean {metric}."
+            if summary.height > MAX_SERIES
+            else ""
+        )
         for curve_metric in CURVE_METRICS:
             if not any(f"{split}.{curve_metric}" in history.columns for split, _ in CURVE_SPLITS):
                 continue
@@ -609,8 +644,11 @@ def build_context(directory: Path) -> tuple[ReportContext, list[PlannedFigure]]:
                     f"Training and validation {curve_metric} per epoch: mean over {seeds_text} "
                     "per configuration, with a band of ± one standard deviation; each epoch "
                     "averages the runs still training (early stopping ends runs at different "
-                    "epochs). Training values are averaged over each epoch's mini-batches.",
-                    learning_curve_figure(summary, history, compare, curve_metric),
+                    "epochs). Training values are averaged over each epoch's mini-batches."
+                    + shown_note,
+                    learning_curve_figure(
+                        curve_rows if shown_note else summary, history, compare, curve_metric
+                    ),
                 )
             )
         if _schedules_vary(history):
@@ -619,8 +657,8 @@ def build_context(directory: Path) -> tuple[ReportContext, list[PlannedFigure]]:
                     "learning_rate",
                     "Learning-rate schedules",
                     "Learning rate at the first step of each epoch, per configuration (mean over "
-                    "its runs: reduce-on-plateau can differ between seeds).",
-                    schedule_figure(summary, history, compare),
+                    "its runs: reduce-on-plateau can differ between seeds)." + shown_note,
+                    schedule_figure(curve_rows if shown_note else summary, history, compare),
                 )
             )
         if len(compare) == 2 and all(summary[axis].n_unique() > 1 for axis in compare):
@@ -682,13 +720,26 @@ def build_context(directory: Path) -> tuple[ReportContext, list[PlannedFigure]]:
                     )
                 )
         if compare:
+            sampled = bool(record.get("sampled", False))
+            series = 1 if sampled or len(compare) < 2 else summary.select(compare[1:]).n_unique()
             figs.append(
                 PlannedFigure(
                     f"{metric.replace('.', '_')}_vs_{short_key(compare[0])}",
                     f"{metric} against {compare[0]}",
-                    f"Mean ± standard deviation over {seeds_text}; small dots are individual runs.",
+                    f"Mean ± standard deviation over {seeds_text}; small dots are individual runs."
+                    + (
+                        f" Shown: the {MAX_SERIES} of {series} series (values of "
+                        f"{', '.join(map(short_key, compare[1:]))}) with the best configurations."
+                        if series > MAX_SERIES
+                        else ""
+                    ),
                     metric_figure(
-                        ok, summary, compare, metric, sampled=record.get("sampled", False)
+                        ok,
+                        summary,
+                        compare,
+                        metric,
+                        direction,
+                        sampled=sampled,
                     ),
                 )
             )
