@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
 import polars as pl
 
@@ -99,32 +100,38 @@ def synthetic_output(
     progress = 1.0 - np.exp(-np.arange(1, epochs + 1) / (epochs / 5))
     accuracy_curve = 0.1 + (final - 0.1) * progress + rng.normal(0.0, 0.003, epochs)
     loss_curve = 2.3 * (1.0 - progress) + 0.1 + rng.normal(0.0, 0.01, epochs)
+    # As jax arrays: the engine's row writers receive what a compiled program returns.
     history = EpochRecord(
-        lr=np.full(epochs, config.optimizer.learning_rate),
-        train_loss=loss_curve * 0.8,
-        train_accuracy=np.minimum(accuracy_curve + 0.02, 1.0),
-        val_loss=loss_curve,
-        val_accuracy=accuracy_curve,
-        val_f1_macro=accuracy_curve - 0.005,
+        lr=jnp.full(epochs, config.optimizer.learning_rate),
+        train_loss=jnp.asarray(loss_curve * 0.8),
+        train_accuracy=jnp.asarray(np.minimum(accuracy_curve + 0.02, 1.0)),
+        val_loss=jnp.asarray(loss_curve),
+        val_accuracy=jnp.asarray(accuracy_curve),
+        val_f1_macro=jnp.asarray(accuracy_curve - 0.005),
     )
 
     def evaluation(labels: np.ndarray) -> Evaluation:
         probabilities = _probabilities(labels, split.num_classes, final, rng)
         correct = probabilities.argmax(axis=1) == labels
         loss = -np.log(probabilities[np.arange(labels.size), labels]).mean()
-        return Evaluation(loss, correct.mean(), correct.mean(), probabilities)
+        return Evaluation(
+            jnp.asarray(loss),
+            jnp.asarray(correct.mean()),
+            jnp.asarray(correct.mean()),
+            jnp.asarray(probabilities),
+        )
 
     best = int(np.argmin(loss_curve)) + 1
     return RunOutput(
         history=history,
         val=evaluation(split.y_val),
         test=evaluation(split.y_test),
-        best_epoch=np.array(best),
-        epochs_run=np.array(epochs),
-        diverged=np.array(False),
-        params=np.array(16_970),
-        nonzero_params=np.array(16_970),
-        model_bytes=np.array(16_970 * 4.0),
+        best_epoch=jnp.asarray(best),
+        epochs_run=jnp.asarray(epochs),
+        diverged=jnp.asarray(False),
+        params=jnp.asarray(16_970),
+        nonzero_params=jnp.asarray(16_970),
+        model_bytes=jnp.asarray(16_970 * 4.0),
     )
 
 
