@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from conftest import TINY_EXPERIMENT
-from sweepbook.config import RunConfig, flatten, load_sweep, unflatten
+from sweepbook.config import ConfigError, RunConfig, flatten, load_sweep, unflatten
 from sweepbook.plan import expand, run_id
 from sweepbook.train import static_spec
 
@@ -188,14 +188,22 @@ def test_run_id_changes_when_any_value_or_the_seed_changes(overrides, seed):
 def test_duplicate_runs_are_collapsed(tmp_path):
     runs = plan(
         tmp_path,
-        'seeds = [0, 1]\n[grid]\n"optimizer.learning_rate" = [0.01, 0.01, 0.02]\n'
-        '[[variant]]\nname = "first"\n'
-        '[[variant]]\nname = "same_as_base"\n"train.epochs" = 4\n',
+        'seeds = [0, 1]\n[grid]\n"optimizer.learning_rate" = [0.01, 0.01, 0.02]\n',
     )
 
     assert len(runs) == 4
     assert len({run.run_id for run in runs}) == 4
-    assert {run.variant for run in runs} == {"first"}  # the first occurrence is kept
+
+
+def test_a_run_shared_by_two_variants_is_refused(tmp_path):
+    """One stored row cannot count for two variants, so identical variants are an error."""
+    with pytest.raises(ConfigError, match=r"key 'variant\[1\]'.*'same_as_base'.*'first'"):
+        plan(
+            tmp_path,
+            'seeds = [0, 1]\n[grid]\n"optimizer.learning_rate" = [0.01, 0.02]\n'
+            '[[variant]]\nname = "first"\n'
+            '[[variant]]\nname = "same_as_base"\n"train.epochs" = 4\n',
+        )
 
 
 @pytest.mark.parametrize(

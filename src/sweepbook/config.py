@@ -363,6 +363,8 @@ class SweepConfig(BaseModel):
 
     experiment: str
     seeds: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+    # Train every run this many times with identical inputs: a test of determinism.
+    repeat: Annotated[int, Field(ge=1)] = 1
     set: dict[str, Any] = {}
     grid: dict[str, Any] = {}
     zip: dict[str, Any] = {}
@@ -405,6 +407,15 @@ class ModelSearch(BaseModel):
     axes: dict[str, Distribution]
 
 
+class Replicates(BaseModel):
+    """The runs a configuration is trained as: each seed, each ``repeat`` times."""
+
+    model_config = ConfigDict(frozen=True)
+
+    seeds: list[int]
+    repeat: int = 1
+
+
 class Sweep(BaseModel):
     """A validated sweep, resolved against its experiment. Axes are flat dotted keys."""
 
@@ -415,15 +426,23 @@ class Sweep(BaseModel):
     experiment_path: Path
     experiment: ExperimentConfig
     seeds: list[int]
+    repeat: int = 1
     set: FlatConfig
     grid: dict[str, list[Any]]
     zip: dict[str, list[Any]]
     variants: list[tuple[str, FlatConfig]]
+    # A variant may replicate differently (e.g. one seed repeated against several seeds).
+    variant_replicates: dict[str, Replicates] = {}
     random: RandomSearch | None
     search: ModelSearch | None
     folds: list[int] | Literal["all"] | None
     report: ReportConfig
     question: str
+
+    def replicates(self, variant: str | None) -> Replicates:
+        """Seeds and repeats of ``variant``'s runs (the sweep's, unless the variant sets them)."""
+        default = Replicates(seeds=self.seeds, repeat=self.repeat)
+        return self.variant_replicates.get(variant, default) if variant else default
 
     @property
     def axes(self) -> list[str]:
@@ -604,11 +623,16 @@ def load_sweep(path: Path) -> Sweep:
         raise ConfigError(path, "zip", f"all zip axes must have the same length, got {lengths}")
 
     variants: list[tuple[str, FlatConfig]] = []
+    variant_replicates: dict[str, Replicates] = {}
     for index, table in enumerate(parsed.variant):
         body = dict(table)
         variant_name = body.pop("name", None)
         if not isinstance(variant_name, str) or not variant_name:
             raise ConfigError(path, f"variant[{index}].name", "each variant needs a name string")
+        if "seeds" in body or "repeat" in body:
+            variant_replicates[variant_name] = _variant_replicates(
+                path, f"variant[{index}]", body.pop("seeds", parsed.seeds), body.pop("repeat", 1)
+            )
         flat = _flat_section(path, f"variant[{index}]", body)
         _check_keys(path, f"variant[{index}]", list(flat), known)
         variants.append((variant_name, flat))
@@ -620,6 +644,8 @@ def load_sweep(path: Path) -> Sweep:
     search = _model_search(path, parsed.search, known)
     if search and (grid or zipped or random or variants):
         raise ConfigError(path, "search", "a [search] sweep takes [set], seeds and folds only")
+    if search and parsed.repeat > 1:
+        raise ConfigError(path, "repeat", "a [search] sweep cannot repeat runs")
     random_keys = set(random.axes) if random else set()
     swept = [set(grid), set(zipped), random_keys, set(search.axes) if search else set()]
     overlapping = {k for i, a in enumerate(swept) for b in swept[i + 1 :] for k in a & b}
@@ -637,10 +663,12 @@ def load_sweep(path: Path) -> Sweep:
         experiment_path=experiment_path,
         experiment=experiment,
         seeds=list(parsed.seeds),
+        repeat=parsed.repeat,
         set=overrides,
         grid=grid,
         zip=zipped,
         variants=variants,
+        variant_replicates=variant_replicates,
         random=random,
         search=search,
         folds=parsed.folds,
@@ -649,6 +677,21 @@ def load_sweep(path: Path) -> Sweep:
     )
     _check_report_keys(sweep, known)
     return sweep
+
+
+def _variant_replicates(path: Path, where: str, seeds: Any, repeat: Any) -> Replicates:
+    """A variant's own ``seeds`` (unique non-negative integers) and ``repeat`` (>= 1)."""
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+    ):
+        raise ConfigError(path, f"{where}.seeds", "must be a non-empty list of integers >= 0")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(path, f"{where}.seeds", "seeds must be unique")
+    if not isinstance(repeat, int) or isinstance(repeat, bool) or repeat < 1:
+        raise ConfigError(path, f"{where}.repeat", "must be an integer >= 1")
+    return Replicates(seeds=list(seeds), repeat=repeat)
 
 
 def _random_search(path: Path, table: dict[str, Any], known: set[str]) -> RandomSearch | None:

@@ -33,6 +33,7 @@ class PlannedRun:
     variant: str | None
     config: RunConfig
     trial: int | None = None  # the model-based search trial that proposed this run
+    repeat: int = 0  # which of the sweep's identical repeats (same inputs, another run)
 
     @property
     def flat(self) -> FlatConfig:
@@ -54,9 +55,12 @@ def _short_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def run_id(config: RunConfig) -> str:
-    """Short sha256 of the canonical flat config (sorted keys, seed included)."""
-    return _short_hash(canonical_json(run_flat(config)))
+def run_id(config: RunConfig, repeat: int = 0) -> str:
+    """Short sha256 of the canonical flat config (sorted keys, seed included). Repeats after the
+    first hash their index too: they are other runs of the same inputs, while the first keeps
+    the id the run has in any sweep without repeats."""
+    text = canonical_json(run_flat(config))
+    return _short_hash(text if repeat == 0 else f"{text}#repeat={repeat}")
 
 
 def sample_random(search: RandomSearch) -> list[FlatConfig]:
@@ -95,16 +99,16 @@ def _axis_points(sweep: Sweep) -> list[FlatConfig]:
     return [{**z, **g, **r} for z in zipped for g in grid for r in random]
 
 
-def _replicates(sweep: Sweep, flat: FlatConfig) -> list[FlatConfig]:
+def _replicates(sweep: Sweep, flat: FlatConfig, seeds: list[int]) -> list[FlatConfig]:
     """Seeds x folds: the runs that are aggregated, not compared. Folds replicate K-fold runs
     only, so that one sweep can set K-fold against holdout variants."""
     count = flat.get("data.folds")
     if sweep.folds is None or count is None:
-        return [{"seed": seed} for seed in sweep.seeds]
+        return [{"seed": seed} for seed in seeds]
     folds = list(range(count)) if sweep.folds == "all" else list(sweep.folds)
     if max(folds) >= count:
         raise ConfigError(sweep.path, "folds", f"folds must be below data.folds = {count}")
-    return [{"seed": seed, "data.fold": fold} for fold in folds for seed in sweep.seeds]
+    return [{"seed": seed, "data.fold": fold} for fold in folds for seed in seeds]
 
 
 def expand(sweep: Sweep) -> list[PlannedRun]:
@@ -115,9 +119,18 @@ def expand(sweep: Sweep) -> list[PlannedRun]:
     variants: list[tuple[str | None, FlatConfig]] = list(sweep.variants) or [(None, {})]
     runs: dict[str, PlannedRun] = {}
     points = [{}] if sweep.search else _axis_points(sweep)
-    for variant_name, overrides in variants:
+    for index, (variant_name, overrides) in enumerate(variants):
         for run in plan_points(sweep, points, overrides=overrides, variant=variant_name):
-            runs.setdefault(run.run_id, run)
+            earlier = runs.setdefault(run.run_id, run)
+            if earlier.variant != run.variant:
+                # One stored row cannot count for two variants: the report would be wrong.
+                raise ConfigError(
+                    sweep.path,
+                    f"variant[{index}]",
+                    f"variant {run.variant!r} has a run identical to one of variant "
+                    f"{earlier.variant!r} (seed {run.config.seed}); make their settings or "
+                    "seeds differ",
+                )
     if sweep.folds is not None and all(run.config.data.folds is None for run in runs.values()):
         raise ConfigError(sweep.path, "folds", "needs a K-fold split (data.split, data.folds)")
     return list(runs.values())
@@ -131,12 +144,14 @@ def plan_points(
     variant: str | None = None,
     trial: int | None = None,
 ) -> list[PlannedRun]:
-    """The replicated, validated runs of the given axis ``points``."""
+    """The replicated (seeds, folds, repeats), validated runs of the given axis ``points``."""
     base = run_flat(sweep.experiment)
+    replicates = sweep.replicates(variant)
     runs = []
     for point in points:
         partial = {**base, **sweep.set, **(overrides or {}), **point}
-        for replicate in _replicates(sweep, partial):
+        for replicate in _replicates(sweep, partial, replicates.seeds):
             config = validate_run(sweep.path, {**partial, **replicate})
-            runs.append(PlannedRun(run_id(config), variant, config, trial))
+            for repeat in range(replicates.repeat):
+                runs.append(PlannedRun(run_id(config, repeat), variant, config, trial, repeat))
     return runs

@@ -76,7 +76,7 @@ def write_sweep_record(
         "compare": sweep.report.compare if sweep.report.compare is not None else sweep.axes,
         "axes": sweep.axes,
         "sampled": sweep.random is not None or sweep.search is not None,
-        "seeds": sweep.seeds,
+        "seeds": sorted({run.config.seed for run in plan}) or sweep.seeds,
         "replicates": _replicates_text(sweep, plan),
         "run_ids": [run.run_id for run in plan],
         "sweep_file": str(sweep.path),
@@ -91,10 +91,23 @@ def write_sweep_record(
 
 
 def _replicates_text(sweep: Sweep, plan: Sequence[PlannedRun]) -> str:
-    """What each configuration's runs replicate over: "3 seeds", or "3 seeds × 5 folds"."""
+    """What each configuration's runs replicate over: "3 seeds", "3 seeds × 5 folds", "1 seed
+    × 5 repeats", or per variant when variants replicate differently."""
     folds = {run.config.data.fold for run in plan if run.config.data.folds is not None}
-    seeds = f"{len(sweep.seeds)} seed{'s' if len(sweep.seeds) > 1 else ''}"
-    return f"{seeds} × {len(folds)} folds" if sweep.folds is not None and folds else seeds
+
+    def text(seeds: list[int], repeat: int) -> str:
+        parts = [f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''}"]
+        if sweep.folds is not None and folds:
+            parts.append(f"{len(folds)} folds")
+        if repeat > 1:
+            parts.append(f"{repeat} repeats")
+        return " × ".join(parts)
+
+    default = text(sweep.seeds, sweep.repeat)
+    if not sweep.variant_replicates:
+        return default
+    per_variant = {name: sweep.replicates(name) for name, _ in sweep.variants}
+    return "; ".join(f"{name}: {text(r.seeds, r.repeat)}" for name, r in per_variant.items())
 
 
 def read_json(path: Path) -> dict[str, Any]:
