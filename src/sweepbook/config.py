@@ -48,8 +48,9 @@ class FieldError(ValueError):
         super().__init__(message)
 
 
-# Every number of a config ends up in a float32 or int32 array (hyper-parameters, shapes,
-# seeds), so a value outside those types is an input error, not something to overflow later.
+# Most numbers of a config end up in float32 or int32 arrays (hyper-parameters, shapes, seeds),
+# so a value outside those types is an input error, not something to overflow later; the few
+# that stay Python numbers (split fractions and seeds) mean nothing outside that range either.
 INT32_MAX = int(np.iinfo(np.int32).max)
 # Python floats: comparing against NumPy float32 scalars would cast (and overflow) the input.
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
