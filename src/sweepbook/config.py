@@ -36,7 +36,9 @@ class ConfigError(ValueError):
         self.key = key
         # One line whatever the cause says: logs and the CLI's contract rely on it.
         self.message = " ".join(message.split())
-        where = f"{self.path}: key '{key}'" if key else f"{self.path}"
+        # A file name may hold a newline or other control character: quote it, then.
+        shown = str(self.path) if str(self.path).isprintable() else repr(str(self.path))
+        where = f"{shown}: key '{key}'" if key else shown
         super().__init__(f"{where}: {self.message}")
 
 
