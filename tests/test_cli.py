@@ -152,7 +152,7 @@ def test_unreadable_dataset_is_bad_input(
     )
     assert main(["run", "sweeps/tiny.toml"]) == EXIT_BAD_INPUT
     err = capsys.readouterr().err.strip()
-    assert "key 'data'" in err and "nope" in err
+    assert "key 'data.path'" in err and "nope" in err
     assert not (project / "reports").exists()
 
 

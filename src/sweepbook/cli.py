@@ -53,6 +53,7 @@ def command_run(args: argparse.Namespace) -> int:
         enable_compile_cache,
         group_runs,
         load_splits,
+        split_key,
         train_runs,
     )
     from sweepbook.plan import PlannedRun, expand
@@ -67,7 +68,17 @@ def command_run(args: argparse.Namespace) -> int:
     try:
         splits = load_splits(plan)
     except DataError as error:
-        raise ConfigError(sweep.experiment_path, "data", str(error)) from None
+        raise ConfigError(sweep.file_of(error.key), error.key, str(error)) from None
+    for run in plan:
+        # A larger batch would only be padding: memory grows with it, learning does not.
+        examples = len(splits[split_key(run)].y_train)
+        if run.config.train.batch_size > examples:
+            raise ConfigError(
+                sweep.file_of("train.batch_size"),
+                "train.batch_size",
+                f"{run.config.train.batch_size} is more than the {examples} training examples "
+                f"of data.name = '{run.config.data.name}' (use at most {examples})",
+            )
     out = Path(args.out) if args.out else Path("reports") / sweep.name
 
     store = Store(out)

@@ -8,13 +8,22 @@ Every problem is raised as :class:`ConfigError`, which names the file and the ke
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+import numpy as np
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 FlatConfig = dict[str, Any]
 
@@ -25,9 +34,12 @@ class ConfigError(ValueError):
     def __init__(self, path: Path | str, key: str | None, message: str) -> None:
         self.path = Path(path)
         self.key = key
-        self.message = message
-        where = f"{self.path}: key '{key}'" if key else f"{self.path}"
-        super().__init__(f"{where}: {message}")
+        # One line whatever the cause says: logs and the CLI's contract rely on it.
+        self.message = " ".join(message.split())
+        # A file name may hold a newline or other control character: quote it, then.
+        shown = str(self.path) if str(self.path).isprintable() else repr(str(self.path))
+        where = f"{shown}: key '{key}'" if key else shown
+        super().__init__(f"{where}: {self.message}")
 
 
 class FieldError(ValueError):
@@ -38,9 +50,44 @@ class FieldError(ValueError):
         super().__init__(message)
 
 
+# Most numbers of a config end up in float32 or int32 arrays (hyper-parameters, shapes, seeds),
+# so a value outside those types is an input error, not something to overflow later; the few
+# that stay Python numbers (split fractions and seeds) mean nothing outside that range either.
+INT32_MAX = int(np.iinfo(np.int32).max)
+# Python floats: comparing against NumPy float32 scalars would cast (and overflow) the input.
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_FLOAT32_MIN = float(np.finfo(np.float32).smallest_subnormal)
+
+
+def representable(value: Any) -> str | None:
+    """Why ``value`` (a number, or a list of them) cannot be a float32 / int32; None if it can."""
+    if isinstance(value, list):
+        return next((r for r in map(representable, value) if r), None)
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int) and abs(value) > INT32_MAX:
+        return f"{value} does not fit a 32-bit integer (at most {INT32_MAX})"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return f"must be a finite number, got {value}"
+        if abs(value) > _FLOAT32_MAX:
+            return f"{value:g} is beyond float32 range (at most {_FLOAT32_MAX:.3g})"
+        if value != 0.0 and abs(value) < _FLOAT32_MIN:
+            return f"{value:g} rounds to 0 in float32"
+    return None
+
+
 class _Strict(BaseModel):
     # strict: a TOML string is never silently turned into a number (ints still widen to floats).
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _fits_32_bits(cls, value: Any) -> Any:
+        problem = representable(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 Fraction = Annotated[float, Field(gt=0.0, lt=1.0)]
@@ -362,9 +409,9 @@ class SweepConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     experiment: str
-    seeds: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+    seeds: Annotated[list[Annotated[int, Field(ge=0, le=INT32_MAX)]], Field(min_length=1)]
     # Train every run this many times with identical inputs: a test of determinism.
-    repeat: Annotated[int, Field(ge=1)] = 1
+    repeat: Annotated[int, Field(ge=1, le=INT32_MAX)] = 1
     set: dict[str, Any] = {}
     grid: dict[str, Any] = {}
     zip: dict[str, Any] = {}
@@ -372,7 +419,9 @@ class SweepConfig(BaseModel):
     search: dict[str, Any] = {}
     variant: list[dict[str, Any]] = []
     folds: (
-        Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] | Literal["all"] | None
+        Annotated[list[Annotated[int, Field(ge=0, le=INT32_MAX)]], Field(min_length=1)]
+        | Literal["all"]
+        | None
     ) = None
     report: ReportConfig = ReportConfig()
 
@@ -444,6 +493,14 @@ class Sweep(BaseModel):
         default = Replicates(seeds=self.seeds, repeat=self.repeat)
         return self.variant_replicates.get(variant, default) if variant else default
 
+    def file_of(self, key: str) -> Path:
+        """The file that gives ``key`` its value in some run: the sweep when it sets or
+        sweeps the key, otherwise the experiment."""
+        in_sweep = set(self.set).union(self.grid, self.zip, *(v for _, v in self.variants))
+        in_sweep |= set(self.random.axes) if self.random else set()
+        in_sweep |= set(self.search.axes) if self.search else set()
+        return self.path if key in in_sweep else self.experiment_path
+
     @property
     def axes(self) -> list[str]:
         """The swept keys, in file order; ``variant`` first when variants are given. Seeds and
@@ -499,6 +556,8 @@ def unflatten(flat: FlatConfig) -> dict[str, Any]:
 
 
 def read_toml(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        raise ConfigError(path, None, "is a directory, not a TOML file")
     if not path.is_file():
         raise ConfigError(path, None, "file not found")
     try:
@@ -508,6 +567,13 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(path, None, f"invalid TOML: {error}") from None
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(path, None, f"cannot read file: {error}") from None
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """A value as the message quotes it: a 400-digit number or a whole table would drown
+    the one line that says what is wrong."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 def _first_error(path: Path, error: ValidationError, prefix: str = "") -> ConfigError:
@@ -524,7 +590,7 @@ def _first_error(path: Path, error: ValidationError, prefix: str = "") -> Config
     elif detail["type"] == "missing":
         message = "required key is missing"
     elif "input" in detail and detail["type"] not in ("value_error",):
-        message = f"{message} (got {detail['input']!r})"
+        message = f"{message} (got {_shown(detail['input'])})"
     return ConfigError(path, f"{prefix}{key}" if key else None, message)
 
 
@@ -684,13 +750,17 @@ def _variant_replicates(path: Path, where: str, seeds: Any, repeat: Any) -> Repl
     if (
         not isinstance(seeds, list)
         or not seeds
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+        or not all(
+            isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= INT32_MAX for s in seeds
+        )
     ):
-        raise ConfigError(path, f"{where}.seeds", "must be a non-empty list of integers >= 0")
+        raise ConfigError(
+            path, f"{where}.seeds", f"must be a non-empty list of integers in [0, {INT32_MAX}]"
+        )
     if len(set(seeds)) != len(seeds):
         raise ConfigError(path, f"{where}.seeds", "seeds must be unique")
-    if not isinstance(repeat, int) or isinstance(repeat, bool) or repeat < 1:
-        raise ConfigError(path, f"{where}.repeat", "must be an integer >= 1")
+    if not isinstance(repeat, int) or isinstance(repeat, bool) or not 1 <= repeat <= INT32_MAX:
+        raise ConfigError(path, f"{where}.repeat", f"must be an integer in [1, {INT32_MAX}]")
     return Replicates(seeds=list(seeds), repeat=repeat)
 
 
@@ -708,6 +778,8 @@ def _random_search(path: Path, table: dict[str, Any], known: set[str]) -> Random
 def _count(path: Path, key: str, value: Any, *, minimum: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise ConfigError(path, key, f"expected an integer of at least {minimum}")
+    if value > INT32_MAX:
+        raise ConfigError(path, key, f"expected an integer of at most {INT32_MAX}")
     return value
 
 
@@ -745,6 +817,10 @@ def _space(
             raise ConfigError(path, where, f"{kind} needs a non-empty list")
         if kind != "choice":
             numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+            # NaN compares false with everything: it would slip through ``low < high``.
+            bad_bound = representable(values) if numeric else None
+            if bad_bound:
+                raise ConfigError(path, where, f"bound {bad_bound}")
             if len(values) != 2 or not numeric or values[0] >= values[1]:
                 raise ConfigError(path, where, f"{kind} needs [low, high] with low < high")
             if kind == "loguniform" and values[0] <= 0:

