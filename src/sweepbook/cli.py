@@ -204,6 +204,30 @@ def command_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def command_verify(args: argparse.Namespace) -> int:
+    from sweepbook.engine import default_compile_cache, enable_compile_cache
+    from sweepbook.report import render_report, verification_summary
+    from sweepbook.store import Store
+    from sweepbook.verify import Outcome, verify_runs
+
+    directory = Path(args.directory)
+    enable_compile_cache(default_compile_cache())
+
+    def log(outcome: Outcome) -> None:
+        if outcome.reproduced:
+            stderr.print(f"reproduced {outcome.run_id} (chunk of {outcome.chunk_size})")
+        else:
+            stderr.print(f"[red]DIFFERS[/] {outcome.run_id}: {outcome.difference}", soft_wrap=True)
+
+    # Verifying writes verification.json and the report: not while a sweep owns the store.
+    with Store(directory).lock():
+        record = verify_runs(directory, args.runs, log=log)
+        stderr.print(verification_summary(record), markup=False)
+        if not args.no_report:
+            stderr.print(f"report: {render_report(directory).resolve().as_uri()}")
+    return EXIT_OK if record["reproduced"] == record["checked"] else EXIT_FAILURE
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -261,6 +285,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="render nothing; exit 1 when a report is older than its stored results",
     )
     report.set_defaults(handler=command_report)
+
+    verify = commands.add_parser(
+        "verify", help="retrain stored runs and check that they reproduce bit for bit"
+    )
+    verify.add_argument("directory", help="store directory, e.g. reports/quickstart")
+    verify.add_argument(
+        "--runs",
+        type=_positive_int,
+        default=3,
+        help="how many runs to retrain: the first N completed runs by run id (default 3)",
+    )
+    verify.add_argument("--no-report", action="store_true", help="do not re-render the report")
+    verify.set_defaults(handler=command_verify)
 
     bench = commands.add_parser("bench", help="measure the engine against the alternatives")
     bench.add_argument("--out", default="reports/bench", help="where bench.json goes")

@@ -39,6 +39,7 @@ REPORT_FILE = "index.html"
 FIGURES_DIR = "figures"
 TABLES_DIR = "tables"
 REPORT_RECORD = "report.json"
+VERIFICATION_FILE = "verification.json"  # written by ``sweepbook verify``
 TABLE_METRICS = (
     "test.accuracy",
     "test.f1_macro",
@@ -467,7 +468,7 @@ def save_figure(fig: Figure, directory: Path, name: str) -> tuple[str, list[tupl
 
 
 def provenance_rows(
-    provenance: dict[str, Any], runs: pl.DataFrame, data_hash: str
+    provenance: dict[str, Any], runs: pl.DataFrame, data_hash: str, verification: str | None
 ) -> list[tuple[str, str]]:
     git = provenance.get("git", {})
     commit = git.get("commit") or "not a git checkout"
@@ -490,6 +491,7 @@ def provenance_rows(
             for role, entry in files.items()
         ],
         ("results data (sha256)", data_hash),
+        ("last verification", verification or "never (run 'sweepbook verify' on this store)"),
     ]
     # Runs of one store may come from several invocations: say so when they differ.
     for column, label in (("git_commit", "runs trained at commits"), ("device", "runs trained on")):
@@ -498,6 +500,19 @@ def provenance_rows(
             if len(values) > 1:
                 rows.append((label, ", ".join(values)))
     return rows
+
+
+def verification_summary(record: dict[str, Any]) -> str:
+    """The outcome of ``sweepbook verify`` in one line: when, how many runs reproduced bit for
+    bit, which differ and where."""
+    checked, reproduced = record["checked"], record["reproduced"]
+    line = f"{record['verified_at']}, {reproduced}/{checked} runs reproduced bit for bit"
+    differing = [run for run in record["runs"] if not run["reproduced"]]
+    if differing:
+        line += "; differing: " + "; ".join(
+            f"{run['run_id']} ({run['difference']})" for run in differing
+        )
+    return f"{line} (retrained on {record['device']})"
 
 
 def data_fingerprint(runs: pl.DataFrame, history: pl.DataFrame) -> str:
@@ -522,6 +537,9 @@ def build_context(directory: Path) -> tuple[ReportContext, list[PlannedFigure]]:
     metric: str = record["metric"]
     direction: Literal["max", "min"] = record["direction"]
     compare: list[str] = list(record["compare"])
+
+    verified = directory / VERIFICATION_FILE
+    verification = verification_summary(read_json(verified)) if verified.is_file() else None
 
     ok = runs.filter(pl.col("status") == "ok")
     counts = {
@@ -663,7 +681,7 @@ def build_context(directory: Path) -> tuple[ReportContext, list[PlannedFigure]]:
         sweep_toml=(directory / SWEEP_COPY).read_text(encoding="utf-8"),
         experiment_toml=(directory / EXPERIMENT_COPY).read_text(encoding="utf-8"),
         experiment_name=Path(record["experiment_file"]).name,
-        provenance=provenance_rows(provenance, runs, data_hash),
+        provenance=provenance_rows(provenance, runs, data_hash, verification),
         data_sha256=data_hash,
         generated_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )
