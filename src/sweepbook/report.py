@@ -142,6 +142,7 @@ class PlannedFigure:
 class RunProblem:
     run_id: str
     status: str
+    epochs: str  # epochs trained before the run stopped ("—" when it never trained)
     config: str
     error: str
 
@@ -662,6 +663,7 @@ def build_context(directory: Path) -> tuple[ReportContext, list[PlannedFigure]]:
         RunProblem(
             run_id=r["run_id"],
             status=r["status"],
+            epochs="—" if r.get("epochs_run") is None else str(r["epochs_run"]),
             config=r.get("config") or "",
             error=r.get("error") or "",
         )
