@@ -14,7 +14,6 @@ import functools
 import hashlib
 import io
 import json
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -796,8 +795,6 @@ def render_report(directory: Path) -> Path:
     refresh the list of reports in the directory above it."""
     directory = Path(directory)
     context, figs = build_context(directory)
-    if (directory / FIGURES_DIR).is_dir():
-        shutil.rmtree(directory / FIGURES_DIR)  # figures of a previous render may no longer apply
     views = []
     for planned in figs:
         wide = planned.figure.get_figwidth() > figures.COLUMN_WIDTH_IN
@@ -805,6 +802,13 @@ def render_report(directory: Path) -> Path:
         views.append(
             FigureView(planned.name, planned.title, planned.caption, data_uri, files, wide)
         )
+    # Figures of a previous render may no longer apply. Removed after writing, not by emptying
+    # the folder first, so that a report rendered beside a running sweep cannot pull figure
+    # files from under the sweep's own render.
+    written = {Path(href).name for view in views for _, href in view.files}
+    for stale in (directory / FIGURES_DIR).glob("[!.]*"):  # not another writer's temp files
+        if stale.is_file() and stale.name not in written:
+            stale.unlink(missing_ok=True)
     tables = []
     if context.table.rows:
         tex = latex_table(context.table, source=SWEEP_COPY, directory=directory)
