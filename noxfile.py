@@ -36,6 +36,16 @@ def report(session: nox.Session) -> None:
 
 
 @nox.session
+def verify(session: nox.Session) -> None:
+    """Retrain stored runs and check they reproduce bit for bit; writes verification.json and
+    re-renders the report: nox -s verify -- reports/NAME [--runs N] [--no-report]."""
+    session.install(".")
+    if not session.posargs:
+        session.error("name a store, e.g. nox -s verify -- reports/quickstart --runs 3")
+    session.run("sweepbook", "verify", *session.posargs)
+
+
+@nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite (pytest; extra arguments go to pytest): nox -s tests -- -k config."""
     session.install(".[test]")

@@ -5,7 +5,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import socket
 import stat
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import polars as pl
@@ -13,8 +18,10 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from sweepbook.store import (
+    LOCK_FILE,
     Store,
     StoreError,
+    StoreLocked,
     atomic_write,
     atomic_write_json,
     atomic_write_text,
@@ -271,3 +278,105 @@ def test_written_files_are_shareable_not_0600(tmp_path):
     assert modes == {0o666 & ~_umask()}
     if _umask() == 0o022:  # the default: group and others may read, unlike mkstemp's 0600
         assert modes == {0o644}
+
+
+# --- what a SIGKILLed writer leaves, and the lock ------------------------------------------
+
+SOURCE = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def run_and_die(script: str, directory: Path) -> None:
+    """Run ``script`` (with ``store`` imported and ``directory`` set) in a fresh Python process
+    that must end by SIGKILL, as a sweep killed by a scheduler or the OOM killer does."""
+    prelude = (
+        "import os, signal\nfrom pathlib import Path\nimport polars as pl\n"
+        f"import sweepbook.store as store\ndirectory = Path({str(directory)!r})\n"
+        "def die(*_):\n    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", prelude + script],
+        env={**os.environ, "PYTHONPATH": SOURCE},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == -signal.SIGKILL, result.stderr
+
+
+def test_debris_of_a_killed_writer_is_ignored_then_removed_by_the_lock_holder(tmp_path):
+    store = _filled_store(tmp_path)
+    runs_before, history_before = store.read_runs(), store.read_history()
+    # Killed inside an atomic write, and killed between the two halves of an append.
+    run_and_die("store.atomic_write(directory / 'runs.parquet', lambda tmp: die())", tmp_path)
+    run_and_die(
+        "real = store.atomic_write\n"
+        "store.atomic_write = lambda path, write: "
+        "die() if path.name.endswith('.runs.parquet') else real(path, write)\n"
+        "store.Store(directory).append(pl.DataFrame({'run_id': ['z'], 'status': ['ok']}), "
+        "pl.DataFrame({'run_id': ['z'], 'epoch': [1], 'train.loss': [9.0]}))",
+        tmp_path,
+    )
+    tmp_files = list(tmp_path.glob(".runs.parquet.*.tmp"))
+    assert len(tmp_files) == 1
+    assert len(list(store.parts_dir.glob("*.history.parquet"))) == 3  # two pairs, one orphan
+
+    # A history part without its runs part is not committed: readers skip it.
+    assert_frame_equal(store.read_history(), history_before)
+    assert_frame_equal(store.read_runs(), runs_before)
+
+    # A temporary file of a live writer (this process) is left alone.
+    fd, mine = tempfile.mkstemp(
+        prefix=f".x.{os.getpid()}@{socket.gethostname()}.", suffix=".tmp", dir=tmp_path
+    )
+    os.close(fd)
+    with store.lock():
+        pass
+    assert not list(tmp_path.glob(".runs.parquet.*.tmp"))
+    assert len(list(store.parts_dir.glob("*.history.parquet"))) == 2
+    assert Path(mine).exists()
+    store.merge()
+    assert_frame_equal(store.read_history(), history_before)
+
+
+def test_the_lock_refuses_a_second_holder_and_names_the_first(tmp_path):
+    store = Store(tmp_path / "store")
+    with store.lock():
+        with pytest.raises(StoreLocked) as refused, Store(tmp_path / "store").lock(hint="wait"):
+            pass
+        message = str(refused.value)
+        assert message.startswith(f"{tmp_path / 'store'}: another sweepbook process (pid ")
+        assert f"pid {os.getpid()} on host {socket.gethostname()}, since " in message
+        assert message.endswith("is using this store; wait")
+        assert isinstance(refused.value, StoreError)
+    with Store(tmp_path / "store").lock():  # released at the end of the block
+        pass
+
+
+def test_a_lock_held_by_a_killed_process_does_not_block(tmp_path):
+    run_and_die("with store.Store(directory).lock():\n    die()", tmp_path)
+    holder = json.loads((tmp_path / LOCK_FILE).read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(holder["pid"], 0)
+
+    with Store(tmp_path).lock():
+        assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == os.getpid()
+
+
+def test_a_part_written_during_a_merge_is_kept_for_the_next(tmp_path, monkeypatch):
+    """Workers append without the lock; a part that lands while the holder merges survives."""
+    store = _filled_store(tmp_path)
+    read_history = Store.read_history
+
+    def worker_appends_then_read(self: Store) -> pl.DataFrame:
+        monkeypatch.setattr(Store, "read_history", read_history)  # once
+        self.append(runs_frame([("late", "ok", 0.3)]), history_frame(["late"]))
+        return read_history(self)
+
+    monkeypatch.setattr(Store, "read_history", worker_appends_then_read)
+    store.merge()
+
+    assert len(list(store.parts_dir.glob("*.runs.parquet"))) == 1
+    assert "late" in store.read_runs()["run_id"].to_list()
+    store.merge()
+    assert files_in(store.parts_dir) == []
+    assert set(pl.read_parquet(store.runs_path)["run_id"]) == {"a", "b", "c", "late"}

@@ -1,7 +1,8 @@
 """The ``sweepbook`` command: a thin layer over the library.
 
 Exit codes: 0 ok; 2 bad input (one line naming the file and the key); 1 anything else,
-including a sweep in which some runs failed.
+including a sweep in which some runs failed, a damaged store file (the line names it), a store
+that another sweepbook process is using (the line says which), and a ``verify`` mismatch.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import (
@@ -25,6 +27,12 @@ from rich.progress import (
 )
 
 from sweepbook import __version__
+
+if TYPE_CHECKING:  # the heavy modules load inside the commands, after argument parsing
+    from sweepbook.config import Sweep
+    from sweepbook.data import Split
+    from sweepbook.plan import PlannedRun
+    from sweepbook.store import Store
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -44,22 +52,11 @@ def _run_command_line(sweep_path: Path) -> str:
 
 
 def command_run(args: argparse.Namespace) -> int:
-    from sweepbook import provenance
     from sweepbook.config import ConfigError, load_sweep
     from sweepbook.data import DataError
-    from sweepbook.engine import (
-        EngineSummary,
-        default_compile_cache,
-        enable_compile_cache,
-        group_runs,
-        load_splits,
-        split_key,
-        train_runs,
-    )
-    from sweepbook.plan import PlannedRun, expand
-    from sweepbook.report import PROVENANCE, render_report, write_sweep_record
-    from sweepbook.search import run_search
-    from sweepbook.store import Store, atomic_write_json
+    from sweepbook.engine import load_splits, split_key
+    from sweepbook.plan import expand
+    from sweepbook.store import Store
 
     sweep_path = Path(args.sweep)
     # Everything that can be wrong with the input is checked before anything is written.
@@ -82,6 +79,37 @@ def command_run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("reports") / sweep.name
 
     store = Store(out)
+    # One sweepbook process per store: a second one refuses before writing anything.
+    with store.lock(hint="wait for it or pass --out DIR"):
+        # A damaged store file stops the sweep here, before anything is written.
+        done = store.completed_ids()
+        store.read_history()
+        return _run_locked(args, sweep, plan, splits, store, done)
+
+
+def _run_locked(
+    args: argparse.Namespace,
+    sweep: Sweep,
+    plan: list[PlannedRun],
+    splits: dict[str, Split],
+    store: Store,
+    done: set[str],
+) -> int:
+    from sweepbook import provenance
+    from sweepbook.engine import (
+        EngineSummary,
+        default_compile_cache,
+        enable_compile_cache,
+        group_runs,
+        load_splits,
+        train_runs,
+    )
+    from sweepbook.report import PROVENANCE, render_report, write_sweep_record
+    from sweepbook.search import run_search
+    from sweepbook.store import atomic_write_json
+
+    out = store.directory
+    sweep_path = Path(args.sweep)
     run_command = _run_command_line(sweep_path)
     info = provenance.collect(sweep.path, sweep.experiment_path, ["sweepbook", *sys.argv[1:]])
     origin = {
@@ -124,7 +152,6 @@ def command_run(args: argparse.Namespace) -> int:
 
     atomic_write_json(out / PROVENANCE, info)
     if sweep.search is None:
-        done = store.completed_ids()
         todo = [run for run in plan if run.run_id not in done]
         groups = len(group_runs(todo, splits))
         stderr.print(
@@ -148,8 +175,8 @@ def command_run(args: argparse.Namespace) -> int:
             on_batch=lambda planned: write_sweep_record(out, sweep, planned, run_command),
         )
         write_sweep_record(out, sweep, planned, run_command)
+    store.merge()  # also folds what a killed earlier sweep left in parts/
     if summary.trained:
-        store.merge()
         stderr.print(
             f"trained {summary.trained} runs in {time.perf_counter() - started:.1f} s "
             f"({summary.compilations} compilations, {summary.compile_seconds:.1f} s compiling): "
@@ -166,6 +193,7 @@ def command_run(args: argparse.Namespace) -> int:
 
 def command_report(args: argparse.Namespace) -> int:
     from sweepbook.report import check_report, render_report
+    from sweepbook.store import Store, StoreLocked
 
     if args.check:
         stale = [d for d in args.directories if not check_report(Path(d))]
@@ -175,8 +203,39 @@ def command_report(args: argparse.Namespace) -> int:
             stderr.print("up to date: every report matches its stored results")
         return EXIT_FAILURE if stale else EXIT_OK
     for directory in args.directories:
-        stderr.print(f"report: {render_report(Path(directory)).resolve().as_uri()}")
+        try:
+            with Store(Path(directory)).lock():
+                target = render_report(Path(directory))
+        except StoreLocked as busy:
+            # Reading is safe beside a running sweep: readers see main files plus parts.
+            stderr.print(f"note: {busy.busy_line()}; reporting the runs stored so far")
+            target = render_report(Path(directory))
+        stderr.print(f"report: {target.resolve().as_uri()}")
     return EXIT_OK
+
+
+def command_verify(args: argparse.Namespace) -> int:
+    from sweepbook.engine import default_compile_cache, enable_compile_cache
+    from sweepbook.report import render_report, verification_summary
+    from sweepbook.store import Store
+    from sweepbook.verify import Outcome, verify_runs
+
+    directory = Path(args.directory)
+    enable_compile_cache(default_compile_cache())
+
+    def log(outcome: Outcome) -> None:
+        if outcome.reproduced:
+            stderr.print(f"reproduced {outcome.run_id} (chunk of {outcome.chunk_size})")
+        else:
+            stderr.print(f"[red]DIFFERS[/] {outcome.run_id}: {outcome.difference}", soft_wrap=True)
+
+    # Verifying writes verification.json and the report: not while a sweep owns the store.
+    with Store(directory).lock():
+        record = verify_runs(directory, args.runs, log=log)
+        stderr.print(verification_summary(record), markup=False)
+        if not args.no_report:
+            stderr.print(f"report: {render_report(directory).resolve().as_uri()}")
+    return EXIT_OK if record["reproduced"] == record["checked"] else EXIT_FAILURE
 
 
 def _positive_int(text: str) -> int:
@@ -236,6 +295,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="render nothing; exit 1 when a report is older than its stored results",
     )
     report.set_defaults(handler=command_report)
+
+    verify = commands.add_parser(
+        "verify", help="retrain stored runs and check that they reproduce bit for bit"
+    )
+    verify.add_argument("directory", help="store directory, e.g. reports/quickstart")
+    verify.add_argument(
+        "--runs",
+        type=_positive_int,
+        default=3,
+        help="how many runs to retrain: the first N completed runs by run id (default 3)",
+    )
+    verify.add_argument("--no-report", action="store_true", help="do not re-render the report")
+    verify.set_defaults(handler=command_verify)
 
     bench = commands.add_parser("bench", help="measure the engine against the alternatives")
     bench.add_argument("--out", default="reports/bench", help="where bench.json goes")

@@ -309,6 +309,7 @@ def train_runs(
     planned: list[PlannedRun] | None = None,
     runs_per_chunk: int = DEFAULT_RUNS_PER_CHUNK,
     memory_budget: float = DEFAULT_MEMORY_FRACTION,
+    lanes: int | None = None,
 ) -> EngineSummary:
     """Train ``runs`` group by group, chunk by chunk, appending each chunk's runs to ``store``.
 
@@ -319,7 +320,8 @@ def train_runs(
     programs as an uninterrupted one; and since no lane reads another, a run's results do not
     depend on its chunk-mates. ``chunk_size`` is stored with each run for ``verify``. A chunk
     is also kept within ``memory_budget``: a fraction (≤ 1) of each device's memory, or a number
-    of bytes (> 1).
+    of bytes (> 1). ``lanes`` fixes the chunk size outright (``verify`` replays a stored run in
+    a chunk of its recorded size, the only shape that reproduces it bit for bit).
     """
     origin = origin or {}
     summary = EngineSummary()
@@ -346,7 +348,7 @@ def train_runs(
         fits = memory_limit(
             group.static, group.num_classes, splits[split_key(group.runs[0])], budget, len(devices)
         )
-        chunk = chunk_size(
+        chunk = lanes or chunk_size(
             sizes.get(group_id, len(group.runs)),
             limit=min(runs_per_chunk, fits),
             devices=len(devices),

@@ -14,7 +14,6 @@ import functools
 import hashlib
 import io
 import json
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ REPORT_FILE = "index.html"
 FIGURES_DIR = "figures"
 TABLES_DIR = "tables"
 REPORT_RECORD = "report.json"
+VERIFICATION_FILE = "verification.json"  # written by ``sweepbook verify``
 TABLE_METRICS = (
     "test.accuracy",
     "test.f1_macro",
@@ -163,6 +163,7 @@ class PlannedFigure:
 class RunProblem:
     run_id: str
     status: str
+    epochs: str  # epochs trained before the run stopped ("—" when it never trained)
     config: str
     error: str
 
@@ -545,7 +546,7 @@ def save_figure(fig: Figure, directory: Path, name: str) -> tuple[str, list[tupl
 
 
 def provenance_rows(
-    provenance: dict[str, Any], runs: pl.DataFrame, data_hash: str
+    provenance: dict[str, Any], runs: pl.DataFrame, data_hash: str, verification: str | None
 ) -> list[tuple[str, str]]:
     git = provenance.get("git", {})
     commit = git.get("commit") or "not a git checkout"
@@ -568,6 +569,7 @@ def provenance_rows(
             for role, entry in files.items()
         ],
         ("results data (sha256)", data_hash),
+        ("last verification", verification or "never (run 'sweepbook verify' on this store)"),
     ]
     # Runs of one store may come from several invocations: say so when they differ.
     for column, label in (("git_commit", "runs trained at commits"), ("device", "runs trained on")):
@@ -576,6 +578,19 @@ def provenance_rows(
             if len(values) > 1:
                 rows.append((label, ", ".join(values)))
     return rows
+
+
+def verification_summary(record: dict[str, Any]) -> str:
+    """The outcome of ``sweepbook verify`` in one line: when, how many runs reproduced bit for
+    bit, which differ and where."""
+    checked, reproduced = record["checked"], record["reproduced"]
+    line = f"{record['verified_at']}, {reproduced}/{checked} runs reproduced bit for bit"
+    differing = [run for run in record["runs"] if not run["reproduced"]]
+    if differing:
+        line += "; differing: " + "; ".join(
+            f"{run['run_id']} ({run['difference']})" for run in differing
+        )
+    return f"{line} (retrained on {record['device']})"
 
 
 def data_fingerprint(runs: pl.DataFrame, history: pl.DataFrame) -> str:
@@ -600,6 +615,9 @@ def build_context(directory: Path) -> tuple[ReportContext, list[PlannedFigure]]:
     metric: str = record["metric"]
     direction: Literal["max", "min"] = record["direction"]
     compare: list[str] = list(record["compare"])
+
+    verified = directory / VERIFICATION_FILE
+    verification = verification_summary(read_json(verified)) if verified.is_file() else None
 
     ok = runs.filter(pl.col("status") == "ok")
     counts = {
@@ -761,6 +779,7 @@ def build_context(directory: Path) -> tuple[ReportContext, list[PlannedFigure]]:
         RunProblem(
             run_id=r["run_id"],
             status=r["status"],
+            epochs="—" if r.get("epochs_run") is None else str(r["epochs_run"]),
             config=r.get("config") or "",
             error=r.get("error") or "",
         )
@@ -780,7 +799,7 @@ def build_context(directory: Path) -> tuple[ReportContext, list[PlannedFigure]]:
         sweep_toml=(directory / SWEEP_COPY).read_text(encoding="utf-8"),
         experiment_toml=(directory / EXPERIMENT_COPY).read_text(encoding="utf-8"),
         experiment_name=Path(record["experiment_file"]).name,
-        provenance=provenance_rows(provenance, runs, data_hash),
+        provenance=provenance_rows(provenance, runs, data_hash, verification),
         data_sha256=data_hash,
         generated_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         notes=format_notes(),
@@ -884,8 +903,6 @@ def render_report(directory: Path) -> Path:
     refresh the list of reports in the directory above it."""
     directory = Path(directory)
     context, figs = build_context(directory)
-    if (directory / FIGURES_DIR).is_dir():
-        shutil.rmtree(directory / FIGURES_DIR)  # figures of a previous render may no longer apply
     views = []
     for planned in figs:
         wide = planned.figure.get_figwidth() > figures.COLUMN_WIDTH_IN
@@ -893,6 +910,13 @@ def render_report(directory: Path) -> Path:
         views.append(
             FigureView(planned.name, planned.title, planned.caption, data_uri, files, wide)
         )
+    # Figures of a previous render may no longer apply. Removed after writing, not by emptying
+    # the folder first, so that a report rendered beside a running sweep cannot pull figure
+    # files from under the sweep's own render.
+    written = {Path(href).name for view in views for _, href in view.files}
+    for stale in (directory / FIGURES_DIR).glob("[!.]*"):  # not another writer's temp files
+        if stale.is_file() and stale.name not in written:
+            stale.unlink(missing_ok=True)
     tables = []
     if context.table.rows:
         tex = latex_table(context.table, source=SWEEP_COPY, directory=directory)

@@ -1,0 +1,150 @@
+"""Retrain stored runs and compare them with what the store holds, bit for bit.
+
+Each run is rebuilt from its stored flat config (its id must come out the same) and trained by
+the same engine path into a temporary store, in a chunk of the size it was first trained in:
+XLA may compile a program over a different number of lanes to different floating-point code,
+so only the recorded shape can reproduce the bits; the chunk is filled with copies of the run,
+and no lane reads another. Then every stored result column and every epoch of the history must
+be identical (NaN equals NaN; 0.0 and -0.0 differ). Columns about the circumstances of training
+(time, host, device, commit) are not results and are not compared.
+
+The outcome goes to ``verification.json`` beside the store; the report shows it (it is not part
+of the stored results, so it does not make a report stale for ``report --check``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+import struct
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+import sweepbook
+from sweepbook import provenance
+from sweepbook.config import RunConfig, unflatten
+from sweepbook.engine import load_splits, train_runs
+from sweepbook.plan import PlannedRun, run_id
+from sweepbook.report import VERIFICATION_FILE
+from sweepbook.store import DONE_STATUSES, Store, StoreError, atomic_write_json
+
+DEFAULT_RUNS = 3
+CIRCUMSTANCES = frozenset(
+    {"train_seconds", "finished_at", "git_commit", "host", "device", "compile_group"}
+)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    run_id: str
+    chunk_size: int
+    reproduced: bool
+    difference: str | None  # the first differing column, with both values
+
+
+def choose_runs(runs: pl.DataFrame, count: int) -> pl.DataFrame:
+    """The first ``count`` completed runs by run id. Ids are hashes of the configs, so this is
+    a stable sample spread over the sweep, the same every time the store is verified."""
+    replayable = runs.filter(
+        pl.col("status").is_in(DONE_STATUSES)
+        & pl.col("chunk_size").is_not_null()
+        & pl.col("config").is_not_null()
+    )
+    return replayable.sort("run_id").head(count)
+
+
+def planned_run(row: dict[str, Any]) -> PlannedRun:
+    """The run as it was planned, from its stored row."""
+    config = RunConfig.model_validate(unflatten(json.loads(row["config"])))
+    repeat = row.get("repeat") or 0  # stores from before repeats have no such column
+    if run_id(config, repeat) != row["run_id"]:
+        raise StoreError(
+            f"run {row['run_id']}: its stored config gives id {run_id(config, repeat)}; "
+            "the store was written by an incompatible sweepbook version"
+        )
+    return PlannedRun(row["run_id"], row.get("variant"), config, row.get("search.trial"), repeat)
+
+
+def same_bits(stored: Any, retrained: Any) -> bool:
+    if isinstance(stored, float) and isinstance(retrained, float):
+        return struct.pack("<d", stored) == struct.pack("<d", retrained)
+    if isinstance(stored, list) and isinstance(retrained, list):
+        return len(stored) == len(retrained) and all(
+            same_bits(a, b) for a, b in zip(stored, retrained, strict=True)
+        )
+    return type(stored) is type(retrained) and bool(stored == retrained)
+
+
+def first_difference(
+    stored: dict[str, Any],
+    retrained: dict[str, Any],
+    stored_history: pl.DataFrame,
+    retrained_history: pl.DataFrame,
+) -> str | None:
+    """The first result column, then the first history column and epoch, that differs."""
+    for column, value in stored.items():
+        if column in CIRCUMSTANCES:
+            continue
+        if column not in retrained:
+            return f"{column}: not produced by the retrained run"
+        if not same_bits(value, retrained[column]):
+            return f"{column}: stored {value!r}, retrained {retrained[column]!r}"
+    if stored_history.height != retrained_history.height:
+        return f"history: {stored_history.height} epochs stored, {retrained_history.height} now"
+    epochs = stored_history["epoch"].to_list()
+    for column in stored_history.columns:
+        if column not in retrained_history.columns:
+            return f"history {column}: not produced by the retrained run"
+        pairs = zip(stored_history[column], retrained_history[column], strict=True)
+        for epoch, (old, new) in zip(epochs, pairs, strict=True):
+            if not same_bits(old, new):
+                return f"history {column} at epoch {epoch}: stored {old!r}, retrained {new!r}"
+    return None
+
+
+def retrain(run: PlannedRun, lanes: int) -> tuple[dict[str, Any], pl.DataFrame]:
+    """Train ``run`` in a chunk of ``lanes`` copies of itself; its row and history."""
+    with tempfile.TemporaryDirectory(prefix="sweepbook-verify-") as scratch:
+        store = Store(Path(scratch))
+        train_runs([run], store, splits=load_splits([run]), lanes=lanes)
+        return store.read_runs().row(0, named=True), store.read_history().sort("epoch")
+
+
+def verify_runs(
+    directory: Path, count: int, *, log: Callable[[Outcome], None] = lambda outcome: None
+) -> dict[str, Any]:
+    """Retrain ``count`` runs of the store in ``directory``, compare, and write the record to
+    ``verification.json``; returns it."""
+    store = Store(directory)
+    runs = store.read_runs()
+    if "chunk_size" not in runs.columns:
+        raise StoreError(f"{store.runs_path}: runs lack chunk_size (stored before verify existed)")
+    history = store.read_history()
+    outcomes = []
+    for row in choose_runs(runs, count).iter_rows(named=True):
+        lanes = int(row["chunk_size"])
+        retrained, retrained_history = retrain(planned_run(row), lanes)
+        stored_history = history.filter(pl.col("run_id") == row["run_id"]).sort("epoch")
+        difference = first_difference(row, retrained, stored_history, retrained_history)
+        outcome = Outcome(row["run_id"], lanes, difference is None, difference)
+        log(outcome)
+        outcomes.append(outcome)
+    device = provenance.device_description()
+    record = {
+        "verified_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        # The code that retrained: the checkout sweepbook was imported from.
+        "git": provenance.git_state(Path(sweepbook.__file__).parent),
+        "host": platform.node(),
+        "device": device["devices"][0],
+        "checked": len(outcomes),
+        "reproduced": sum(outcome.reproduced for outcome in outcomes),
+        "runs": [asdict(outcome) for outcome in outcomes],
+    }
+    atomic_write_json(directory / VERIFICATION_FILE, record)
+    return record
