@@ -505,7 +505,8 @@ def placement_table(runs: pl.DataFrame) -> Table:
     """Where the runs ran: one row per host, device and job (a job array's tasks together)."""
     if runs.is_empty() or not {"host", "device"} <= set(runs.columns):
         return Table(caption="", headers=[], rows=[])
-    job_id = pl.col("job_id") if "job_id" in runs.columns else pl.lit(None, pl.String)
+    # All-inline stores hold job_id as a column of nulls (no type of its own).
+    job_id = (pl.col("job_id") if "job_id" in runs.columns else pl.lit(None)).cast(pl.String)
     placed = runs.with_columns(
         job_id.alias("task"), job_id.str.split("_").list.first().alias("job")
     )
