@@ -13,14 +13,27 @@ nox.options.sessions = ["tests", "lint"]
 DEFAULT_SWEEP = "sweeps/quickstart.toml"
 
 
-@nox.session
-def sweep(session: nox.Session) -> None:
-    """Train a sweep's missing runs and write its report: nox -s sweep -- [SWEEP] [--out DIR]."""
-    session.install(".")
+def _run_sweep(session: nox.Session) -> None:
     args = list(session.posargs)
     if not args or args[0].startswith("-"):
         args.insert(0, DEFAULT_SWEEP)
     session.run("sweepbook", "run", *args)
+
+
+@nox.session
+def sweep(session: nox.Session) -> None:
+    """Train a sweep's missing runs and write its report: nox -s sweep -- [SWEEP] [--out DIR]
+    [--launcher local|slurm --partition P --gpus N ...] (every `sweepbook run` flag)."""
+    session.install(".")
+    _run_sweep(session)
+
+
+@nox.session
+def sweep_gpu(session: nox.Session) -> None:
+    """As `sweep`, with JAX for CUDA 12 GPUs (the `cuda` extra: jax[cuda12]) in its virtualenv:
+    nox -s sweep_gpu -- SWEEP --launcher slurm --gpus 1."""
+    session.install(".[cuda]")
+    _run_sweep(session)
 
 
 @nox.session

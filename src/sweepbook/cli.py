@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import (
@@ -29,7 +29,7 @@ from rich.progress import (
 from sweepbook import __version__
 
 if TYPE_CHECKING:  # the heavy modules load inside the commands, after argument parsing
-    from sweepbook.config import Sweep
+    from sweepbook.config import LauncherConfig, Sweep
     from sweepbook.data import Split
     from sweepbook.plan import PlannedRun
     from sweepbook.store import Store
@@ -49,6 +49,154 @@ def _run_command_line(sweep_path: Path) -> str:
         if text.lower().startswith("run:"):
             return text[4:].strip()
     return f"sweepbook run {shlex.quote(str(sweep_path))}"
+
+
+LAUNCHER_FLAGS = (
+    "partition",
+    "account",
+    "qos",
+    "constraint",
+    "time",
+    "gpus",
+    "cpus",
+    "mem_gb",
+    "array_parallelism",
+)
+
+
+def launcher_options(sweep: Sweep, args: argparse.Namespace) -> LauncherConfig:
+    """The sweep's ``[launcher]`` table with the command line's flags over it."""
+    from sweepbook.config import LauncherConfig
+
+    given = {name: getattr(args, name) for name in LAUNCHER_FLAGS}
+    flags = {name: value for name, value in given.items() if value is not None}
+    return LauncherConfig.model_validate({**sweep.launcher.model_dump(), **flags})
+
+
+class _Launched:
+    """Training through array tasks (``--launcher local|slurm``), with a progress bar of the
+    runs the tasks have stored so far and the tasks' states."""
+
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        sweep: Sweep,
+        out: Path,
+        compile_cache: Path,
+        info: dict[str, Any],
+    ) -> None:
+        from sweepbook.config import ConfigError
+        from sweepbook.engine import EngineSummary
+        from sweepbook.launch import JOBS_DIR, POLL_SECONDS, TaskSettings, make_executor
+
+        self.launcher = args.launcher
+        self.jobs = out.resolve() / JOBS_DIR
+        options = launcher_options(sweep, args)
+        device = info["device"]
+        try:
+            self.executor = make_executor(
+                args.launcher,
+                self.jobs,
+                options,
+                name=f"sweepbook-{sweep.name}",
+                local_gpus=device["count"] if device["backend"] == "gpu" else 0,
+            )
+        except RuntimeError as error:  # submitit's SLURM executor finds no srun here
+            raise ConfigError(
+                sweep.path, None, f"--launcher {args.launcher}: {error} (run on a login node)"
+            ) from None
+        self.parallelism = None if args.launcher == "slurm" else options.array_parallelism or 1
+        self.poll_seconds = POLL_SECONDS[args.launcher]
+        self.settings = TaskSettings(
+            store=out.resolve(),
+            compile_cache=compile_cache,
+            git_commit=info["git"]["commit"],
+            runs_per_chunk=args.runs_per_chunk,
+            memory_budget=args.memory_budget,
+        )
+        self.summary = EngineSummary()
+        self.failed_tasks: list[str] = []
+        self._seen_parts: dict[Path, set[str]] = {}
+
+    def _stored(self, wanted: set[str]) -> int:
+        """How many of ``wanted`` the tasks have appended (each part file is read once)."""
+        import polars as pl
+
+        for part in sorted(self.settings.store.glob("parts/*.runs.parquet")):
+            if part not in self._seen_parts:
+                self._seen_parts[part] = set(pl.read_parquet(part, columns=["run_id"])["run_id"])
+        return len(wanted & set().union(*self._seen_parts.values()))
+
+    def train(
+        self, runs: list[PlannedRun], planned: list[PlannedRun], *, splits: dict[str, Split]
+    ) -> None:
+        from sweepbook.launch import TaskCounts, plan_tasks, run_tasks
+
+        tasks = plan_tasks(runs, planned, splits, self.settings)
+        stderr.print(
+            f"{len(tasks)} {self.launcher} task(s), one per chunk of a compile group; "
+            f"logs under {self.jobs}"
+        )
+        wanted = {run.run_id for run in runs}
+        with Progress(
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=stderr,
+        ) as progress:
+            bar = progress.add_task("submitting", total=len(runs))
+
+            def show(counts: TaskCounts) -> None:
+                progress.update(
+                    bar,
+                    completed=self._stored(wanted),
+                    description=f"tasks: {counts.done} done, {counts.running} running, "
+                    f"{counts.queued + counts.waiting} waiting, {counts.failed} failed",
+                )
+
+            outcomes = run_tasks(
+                self.executor,
+                tasks,
+                parallelism=self.parallelism,
+                poll_seconds=self.poll_seconds,
+                on_poll=show,
+            )
+        devices: dict[str, int] = {}
+        for outcome in outcomes:
+            if outcome.result is None:
+                self.failed_tasks.append(
+                    f"task {outcome.task.index} (job {outcome.job_id}, "
+                    f"{len(outcome.task.runs)} runs): {outcome.error}"
+                )
+                continue
+            self.summary.add(outcome.result.summary)
+            where = f"{outcome.result.device} on {outcome.result.host}"
+            devices[where] = devices.get(where, 0) + 1
+        if devices:
+            stderr.print(
+                "tasks ran on: " + "; ".join(f"{d} ({n} tasks)" for d, n in devices.items())
+            )
+
+    def submit_only(
+        self, todo: list[PlannedRun], plan: list[PlannedRun], splits: dict[str, Split]
+    ) -> int:
+        """``--no-wait``: submit the array, say how to follow it and how to finish."""
+        from sweepbook.launch import plan_tasks, submit
+
+        tasks = plan_tasks(todo, plan, splits, self.settings)
+        jobs = submit(self.executor, tasks)
+        array = jobs[0].job_id.split("_")[0]
+        again = shlex.join(["sweepbook", *[a for a in sys.argv[1:] if a != "--no-wait"]])
+        stderr.print(
+            f"submitted {len(tasks)} task(s) as SLURM job {array} ({len(todo)} runs); "
+            f"follow with: squeue -j {array}; logs under {self.jobs}"
+        )
+        stderr.print(
+            f"when squeue no longer lists it: {again}  (merges, retries failed runs, renders "
+            f"the report); meanwhile: sweepbook report {shlex.quote(str(self.settings.store))}"
+        )
+        return EXIT_OK
 
 
 def command_run(args: argparse.Namespace) -> int:
@@ -77,6 +225,10 @@ def command_run(args: argparse.Namespace) -> int:
                 f"of data.name = '{run.config.data.name}' (use at most {examples})",
             )
     out = Path(args.out) if args.out else Path("reports") / sweep.name
+    if args.no_wait and args.launcher != "slurm":
+        raise ConfigError(sweep_path, None, "--no-wait needs --launcher slurm")
+    if args.no_wait and sweep.search is not None:
+        raise ConfigError(sweep_path, "search", "a [search] waits for each batch: drop --no-wait")
 
     store = Store(out)
     # One sweepbook process per store: a second one refuses before writing anything.
@@ -116,17 +268,24 @@ def _run_locked(
         "git_commit": info["git"]["commit"],
         "host": info["host"],
         "device": info["device"]["devices"][0],
+        "job_id": None,  # trained in this process, not by a launched task
     }
     summary = EngineSummary()
     started = time.perf_counter()
-
-    enable_compile_cache(
-        Path(args.compile_cache) if args.compile_cache else default_compile_cache()
+    compile_cache = (
+        Path(args.compile_cache).resolve() if args.compile_cache else default_compile_cache()
     )
+    enable_compile_cache(compile_cache)
+    launched = None
+    if args.launcher != "inline":
+        launched = _Launched(args, sweep, out, compile_cache, info)
 
     def train(
         runs: list[PlannedRun], description: str, planned: list[PlannedRun] | None = None
     ) -> None:
+        if launched is not None:
+            launched.train(runs, planned or runs, splits=load_splits(planned or runs))
+            return
         with Progress(
             TextColumn("[progress.description]{task.description}"),
             BarColumn(),
@@ -160,6 +319,8 @@ def _run_locked(
             + (f" in {groups} compile group(s)" if todo else " — nothing to train")
         )
         write_sweep_record(out, sweep, plan, run_command)
+        if todo and launched is not None and args.no_wait:
+            return launched.submit_only(todo, plan, splits)
         if todo:
             train(todo, "training", planned=plan)
     else:
@@ -175,7 +336,9 @@ def _run_locked(
             on_batch=lambda planned: write_sweep_record(out, sweep, planned, run_command),
         )
         write_sweep_record(out, sweep, planned, run_command)
-    store.merge()  # also folds what a killed earlier sweep left in parts/
+    if launched is not None:
+        summary.add(launched.summary)
+    store.merge()  # here only, also folding what a killed earlier sweep left in parts/
     if summary.trained:
         stderr.print(
             f"trained {summary.trained} runs in {time.perf_counter() - started:.1f} s "
@@ -186,9 +349,14 @@ def _run_locked(
         stderr.print("every trial is already stored — nothing to train")
     for line in summary.errors:
         stderr.print(f"[red]failed[/] {line}")
+    failed_tasks = launched.failed_tasks if launched is not None else []
+    for line in failed_tasks:
+        stderr.print(f"[red]task failed[/] {line}")
+    if failed_tasks:
+        stderr.print("their runs are not stored: run the same command again to retry them")
     if not args.no_report:
         stderr.print(f"report: {render_report(out).resolve().as_uri()}")
-    return EXIT_FAILURE if summary.failed else EXIT_OK
+    return EXIT_FAILURE if summary.failed or failed_tasks else EXIT_OK
 
 
 def command_report(args: argparse.Namespace) -> int:
@@ -245,6 +413,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be at least 0")
+    return value
+
+
 def command_bench(args: argparse.Namespace) -> int:
     from sweepbook.bench import format_table, run_benchmark, write_result
 
@@ -284,6 +459,40 @@ def build_parser() -> argparse.ArgumentParser:
         "--compile-cache",
         help="persistent XLA compilation cache directory (default $SWEEPBOOK_COMPILE_CACHE "
         "or ~/.cache/sweepbook/xla; on a cluster, point it at shared storage)",
+    )
+    launch = run.add_argument_group(
+        "launcher",
+        "train as tasks of a job array (one per chunk of a compile group) instead of in this "
+        "process; each flag overrides the sweep's [launcher] table",
+    )
+    launch.add_argument(
+        "--launcher",
+        choices=("inline", "local", "slurm"),
+        default="inline",
+        help="inline: this process (default); local: one subprocess per task through "
+        "submitit; slurm: a SLURM job array through submitit (needs sbatch on this machine)",
+    )
+    launch.add_argument("--partition", help="SLURM partition")
+    launch.add_argument("--account", help="SLURM account")
+    launch.add_argument("--qos", help="SLURM quality of service")
+    launch.add_argument("--constraint", help="SLURM node features, e.g. a GPU model")
+    launch.add_argument(
+        "--time", type=_positive_int, help="minutes per task before it is stopped (default 60)"
+    )
+    launch.add_argument(
+        "--gpus", type=_non_negative_int, help="GPUs per task (local: default all of this host's)"
+    )
+    launch.add_argument("--cpus", type=_positive_int, help="CPU cores per task")
+    launch.add_argument("--mem-gb", type=float, help="memory per task, in GB")
+    launch.add_argument(
+        "--array-parallelism",
+        type=_positive_int,
+        help="tasks running at once (SLURM: the array's %%N throttle; local: default 1)",
+    )
+    launch.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="slurm: submit, print the job id and how to finish, and return",
     )
     run.set_defaults(handler=command_run)
 

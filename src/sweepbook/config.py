@@ -402,6 +402,26 @@ class ReportConfig(_Strict):
     compare: list[str] | None = None
 
 
+class LauncherConfig(_Strict):
+    """``[launcher]``: how ``sweepbook run --launcher slurm|local`` asks for resources, per array
+    task (one chunk of one compile group). Command-line flags override each key. The table does
+    not choose the launcher: the same sweep file runs inline on a laptop and as an array on a
+    cluster."""
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    time: Annotated[int, Field(ge=1)] = 60  # minutes per task before SLURM stops it
+    gpus: Annotated[int, Field(ge=0)] | None = None  # per task; local: default the host's GPUs
+    cpus: Annotated[int, Field(ge=1)] | None = None  # per task
+    mem_gb: Annotated[float, Field(gt=0)] | None = None  # per task
+    # Tasks running at once: SLURM's %N array throttle; local default 1 (one device to share).
+    array_parallelism: Annotated[int, Field(ge=1)] | None = None
+    # Shell lines run before each task, e.g. "module load cuda/12.4".
+    setup: list[str] = []
+
+
 class SweepConfig(BaseModel):
     """A sweep file: which experiment, which seeds, which axes. Keys of the override tables are
     dotted experiment keys; they are checked against the experiment in :func:`load_sweep`."""
@@ -424,6 +444,7 @@ class SweepConfig(BaseModel):
         | None
     ) = None
     report: ReportConfig = ReportConfig()
+    launcher: LauncherConfig = LauncherConfig()
 
 
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
@@ -487,6 +508,7 @@ class Sweep(BaseModel):
     folds: list[int] | Literal["all"] | None
     report: ReportConfig
     question: str
+    launcher: LauncherConfig = LauncherConfig()
 
     def replicates(self, variant: str | None) -> Replicates:
         """Seeds and repeats of ``variant``'s runs (the sweep's, unless the variant sets them)."""
@@ -740,6 +762,7 @@ def load_sweep(path: Path) -> Sweep:
         folds=parsed.folds,
         report=parsed.report,
         question=parsed.report.question or _leading_comment(path),
+        launcher=parsed.launcher,
     )
     _check_report_keys(sweep, known)
     return sweep

@@ -184,6 +184,7 @@ class ReportContext:
     experiment_toml: str
     experiment_name: str
     provenance: list[tuple[str, str]]
+    placement: Table
     generated_at: str
     data_sha256: str
     notes: list[str]
@@ -593,6 +594,45 @@ def verification_summary(record: dict[str, Any]) -> str:
     return f"{line} (retrained on {record['device']})"
 
 
+def placement_table(runs: pl.DataFrame) -> Table:
+    """Where the runs ran: one row per host, device and job (a job array's tasks together)."""
+    if runs.is_empty() or not {"host", "device"} <= set(runs.columns):
+        return Table(caption="", headers=[], rows=[])
+    # All-inline stores hold job_id as a column of nulls (no type of its own).
+    job_id = (pl.col("job_id") if "job_id" in runs.columns else pl.lit(None)).cast(pl.String)
+    placed = runs.with_columns(
+        job_id.alias("task"), job_id.str.split("_").list.first().alias("job")
+    )
+    seconds = pl.col("train_seconds").sum() if "train_seconds" in runs.columns else pl.lit(None)
+    summary = (
+        placed.group_by(["host", "device", "job"], maintain_order=True)
+        .agg(pl.col("task").n_unique().alias("tasks"), pl.len().alias("runs"), seconds.alias("s"))
+        .sort(["host", "device", "job"], nulls_last=False)
+    )
+    rows = [
+        TableRow(
+            cells=[
+                format_value(row["host"]),
+                format_value(row["device"]),
+                "inline" if row["job"] is None else row["job"],
+                "—" if row["job"] is None else str(row["tasks"]),
+                str(row["runs"]),
+                format_stat(row["s"], None, 1),
+            ],
+            best=False,
+        )
+        for row in summary.iter_rows(named=True)
+    ]
+    return Table(
+        caption="Where the runs ran, from the runs' own records. Job: the SLURM job (or local "
+        "process) of a launched array, whose tasks are counted; inline: trained by the "
+        "sweepbook run process itself. Each run's host, device and job_id are columns of "
+        "runs.parquet.",
+        headers=["host", "device", "job", "array tasks", "runs", "training time (s)"],
+        rows=rows,
+    )
+
+
 def data_fingerprint(runs: pl.DataFrame, history: pl.DataFrame) -> str:
     """sha256 of the results the report was built from (row order and file layout ignored)."""
     digest = hashlib.sha256()
@@ -800,6 +840,7 @@ def build_context(directory: Path) -> tuple[ReportContext, list[PlannedFigure]]:
         experiment_toml=(directory / EXPERIMENT_COPY).read_text(encoding="utf-8"),
         experiment_name=Path(record["experiment_file"]).name,
         provenance=provenance_rows(provenance, runs, data_hash, verification),
+        placement=placement_table(runs),
         data_sha256=data_hash,
         generated_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         notes=format_notes(),

@@ -1,0 +1,255 @@
+"""Train planned runs as tasks of a job array through submitit: on SLURM, or as local processes.
+
+One task is one chunk of one compile group, so a task compiles (or loads from the shared
+compilation cache) exactly one program. A task loads its data splits, trains its runs with the
+engine and appends them to the store as part files; it never merges and never locks the store.
+Part files are written atomically under unique names, so any number of tasks may append at
+once, and only the coordinating ``sweepbook run`` process folds them into the main files.
+A task is a frozen dataclass of plain data: submitit pickles it, and the top-level
+:func:`run_task` is pickled by reference, so the task process imports the same sweepbook.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import submitit
+
+from sweepbook.config import LauncherConfig
+from sweepbook.data import Split
+from sweepbook.engine import (
+    EngineSummary,
+    chunk_size,
+    enable_compile_cache,
+    group_runs,
+    load_splits,
+    split_key,
+    train_runs,
+)
+from sweepbook.plan import PlannedRun
+from sweepbook.store import Store
+
+Launcher = Literal["inline", "local", "slurm"]
+LAUNCHERS: tuple[Launcher, ...] = ("inline", "local", "slurm")
+JOBS_DIR = "jobs"  # under the store: submitit's scripts, pickles and one log pair per task
+# SLURM's own accounting is polled by submitit at most every few seconds whatever we ask; a
+# local process is cheap to poll.
+POLL_SECONDS = {"local": 0.5, "slurm": 15.0}
+
+
+@dataclass(frozen=True)
+class TaskSettings:
+    """What every task of one launch shares."""
+
+    store: Path
+    compile_cache: Path
+    git_commit: str | None
+    runs_per_chunk: int
+    memory_budget: float
+
+
+@dataclass(frozen=True)
+class Task:
+    index: int
+    runs: tuple[PlannedRun, ...]
+    # Every planned run of the task's compile group: the engine sizes the program by the
+    # group, as it does inline, so a task compiles the same program an inline sweep would.
+    group: tuple[PlannedRun, ...]
+    settings: TaskSettings
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    job_id: str | None
+    host: str
+    device: str
+    summary: EngineSummary
+
+
+@dataclass(frozen=True)
+class TaskOutcome:
+    task: Task
+    job_id: str
+    result: TaskResult | None
+    error: str | None  # one line: the task's last error output, and where its log is
+
+
+@dataclass(frozen=True)
+class TaskCounts:
+    waiting: int  # not handed to the scheduler yet (local parallelism bound)
+    queued: int
+    running: int
+    done: int
+    failed: int
+
+
+def plan_tasks(
+    todo: list[PlannedRun],
+    planned: list[PlannedRun],
+    splits: dict[str, Split],
+    settings: TaskSettings,
+) -> list[Task]:
+    """One task per chunk of each compile group of ``todo``. The chunk is sized as the engine
+    sizes it from the whole group in ``planned`` (``runs_per_chunk`` at most); the memory
+    bound of the node is applied by the engine inside the task, where the device is known."""
+    groups = {group.id: group.runs for group in group_runs(planned, splits)}
+    tasks: list[Task] = []
+    for group in group_runs(todo, splits):
+        size = chunk_size(len(groups[group.id]), limit=settings.runs_per_chunk, devices=1)
+        # Runs on one data split (one fold) side by side: a chunk then needs one split only.
+        runs = sorted(group.runs, key=split_key)
+        for start in range(0, len(runs), size):
+            chunk = tuple(runs[start : start + size])
+            tasks.append(Task(len(tasks), chunk, groups[group.id], settings))
+    return tasks
+
+
+def _job_id() -> str | None:
+    """The submitit job id of this process: ``<array job>_<array task>`` in a SLURM array."""
+    try:
+        return str(submitit.JobEnvironment().job_id)
+    except RuntimeError:  # not inside a submitit job
+        return None
+
+
+def run_task(task: Task) -> TaskResult:
+    """The body of one array task (runs in the task's own process)."""
+    from sweepbook.provenance import device_description
+
+    settings = task.settings
+    enable_compile_cache(settings.compile_cache)
+    job_id = _job_id()
+    host = platform.node()
+    device = device_description()["devices"][0]
+    summary = train_runs(
+        list(task.runs),
+        Store(settings.store),
+        splits=load_splits(list(task.group)),
+        origin={
+            "git_commit": settings.git_commit,
+            "host": host,
+            "device": device,
+            "job_id": job_id,
+        },
+        planned=list(task.group),
+        runs_per_chunk=settings.runs_per_chunk,
+        memory_budget=settings.memory_budget,
+    )
+    return TaskResult(job_id, host, device, summary)
+
+
+# --- executors -------------------------------------------------------------------------------
+
+
+def slurm_parameters(options: LauncherConfig, *, name: str) -> dict[str, Any]:
+    """``SlurmExecutor.update_parameters`` keywords (sbatch options) for ``options``."""
+    parameters: dict[str, Any] = {
+        "job_name": name,
+        "time": options.time,
+        "partition": options.partition,
+        "account": options.account,
+        "qos": options.qos,
+        "constraint": options.constraint,
+        "gpus_per_node": options.gpus,
+        "cpus_per_task": options.cpus,
+        # Whole megabytes: sbatch reads a bare number as MB, "M" says so.
+        "mem": None if options.mem_gb is None else f"{round(options.mem_gb * 1024)}M",
+        "array_parallelism": options.array_parallelism,
+        "setup": list(options.setup) or None,
+    }
+    return {key: value for key, value in parameters.items() if value is not None}
+
+
+def local_parameters(options: LauncherConfig, *, gpus: int) -> dict[str, Any]:
+    """``LocalExecutor.update_parameters`` keywords. submitit sets each local task's
+    ``CUDA_VISIBLE_DEVICES`` to its first ``gpus_per_node`` GPUs (none when 0)."""
+    return {"timeout_min": options.time, "gpus_per_node": gpus}
+
+
+def make_executor(
+    launcher: Literal["local", "slurm"],
+    folder: Path,
+    options: LauncherConfig,
+    *,
+    name: str,
+    local_gpus: int,
+) -> submitit.Executor:
+    """A submitit executor writing its scripts, pickles and logs under ``folder``: SLURM's one
+    folder per array task (``<job>_<task>/``), needing ``srun`` on this machine (a login node);
+    the local one's files side by side, named by process id."""
+    if launcher == "slurm":
+        slurm = submitit.SlurmExecutor(folder=folder / "%j")
+        slurm.update_parameters(**slurm_parameters(options, name=name))
+        return slurm
+    local = submitit.LocalExecutor(folder=folder)
+    gpus = options.gpus if options.gpus is not None else local_gpus
+    local.update_parameters(**local_parameters(options, gpus=gpus))
+    return local
+
+
+# --- submit and wait -------------------------------------------------------------------------
+
+
+def submit(executor: submitit.Executor, tasks: list[Task]) -> list[submitit.Job[TaskResult]]:
+    """Submit ``tasks``: one job array on SLURM (throttled by its ``array_parallelism``), one
+    process per task locally."""
+    return list(executor.map_array(run_task, tasks))
+
+
+def last_error_line(text: str) -> str:
+    """The last non-empty line of a task's error output: the exception, or SLURM's reason."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else "no error output"
+
+
+def _outcome(task: Task, job: submitit.Job[TaskResult]) -> TaskOutcome:
+    try:
+        return TaskOutcome(task, job.job_id, job.result(), None)
+    except Exception as error:  # submitit re-raises the task's exception as FailedJobError
+        log = job.stderr()
+        reason = last_error_line(log if log else str(error))
+        return TaskOutcome(task, job.job_id, None, f"{reason} (log: {job.paths.stderr})")
+
+
+def run_tasks(
+    executor: submitit.Executor,
+    tasks: list[Task],
+    *,
+    parallelism: int | None,
+    poll_seconds: float,
+    on_poll: Callable[[TaskCounts], None] = lambda counts: None,
+) -> list[TaskOutcome]:
+    """Submit ``tasks`` and wait for all of them. ``parallelism`` bounds the tasks alive at
+    once by submitting more as others finish (local processes); ``None`` submits them all at
+    once and leaves the bound to the scheduler (a SLURM array's ``%N``)."""
+    pending = list(tasks)
+    alive: list[tuple[Task, submitit.Job[TaskResult]]] = []
+    outcomes: list[TaskOutcome] = []
+    while pending or alive:
+        free = len(pending) if parallelism is None else parallelism - len(alive)
+        if free > 0 and pending:
+            batch, pending = pending[:free], pending[free:]
+            alive += zip(batch, submit(executor, batch), strict=True)
+        still: list[tuple[Task, submitit.Job[TaskResult]]] = []
+        states: Counter[str] = Counter()
+        for task, job in alive:
+            if job.done():
+                outcomes.append(_outcome(task, job))
+            else:
+                still.append((task, job))
+                states[job.state] += 1
+        alive = still
+        failed = sum(outcome.error is not None for outcome in outcomes)
+        queued = states["PENDING"] + states["REQUEUED"]
+        on_poll(
+            TaskCounts(len(pending), queued, len(alive) - queued, len(outcomes) - failed, failed)
+        )
+        if pending or alive:
+            time.sleep(poll_seconds)
+    return sorted(outcomes, key=lambda outcome: outcome.task.index)
