@@ -36,6 +36,37 @@ def sweep_gpu(session: nox.Session) -> None:
     _run_sweep(session)
 
 
+# The studies the courses teach, in the order a newcomer would read them: each sweep file opens
+# with its question, its command and the finding measured on 2 CPU cores.
+STUDIES = (
+    "sweeps/quickstart.toml",
+    "sweeps/reproducibility.toml",
+    "sweeps/batch_size_lenet5.toml",
+    "sweeps/optimizers.toml",
+    "sweeps/lr_schedules.toml",
+    "sweeps/regularizers.toml",
+    "sweeps/kfold_vs_holdout.toml",
+    "sweeps/pruning_levels.toml",
+    "sweeps/pruning_lenet5.toml",
+    "sweeps/quantization_bits.toml",
+    "sweeps/ptq_vs_qat.toml",
+    "sweeps/ptq_vs_qat_lenet5.toml",
+)
+
+
+@nox.session
+def studies(session: nox.Session) -> None:
+    """Run every shipped study and write its report; reports/index.html lists them all. Runs
+    already stored are not trained again. nox -s studies -- [SWEEP ...] [sweepbook run options,
+    e.g. --launcher slurm], where SWEEP files pick a subset."""
+    session.install(".")
+    chosen = [arg for arg in session.posargs if arg.endswith(".toml")] or list(STUDIES)
+    options = [arg for arg in session.posargs if not arg.endswith(".toml")]
+    for sweep_file in chosen:
+        session.log(f"study {chosen.index(sweep_file) + 1} of {len(chosen)}: {sweep_file}")
+        session.run("sweepbook", "run", sweep_file, *options)
+
+
 @nox.session
 def report(session: nox.Session) -> None:
     """Re-render reports from their stores alone: nox -s report -- [reports/NAME ...]."""
