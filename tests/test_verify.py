@@ -81,12 +81,12 @@ def test_a_tampered_metric_is_reported_and_fails(store_dir: Path, capsys) -> Non
     # A figure no longer drawn is removed by the next render; another writer's temp file is not.
     (store_dir / "figures").mkdir(exist_ok=True)
     old_figure = store_dir / "figures" / "no_longer_drawn.svg"
-    in_flight = store_dir / "figures" / ".learning_curves.svg.1@elsewhere.abc.tmp"
+    in_flight = store_dir / "figures" / ".learning_curves_loss.svg.1@elsewhere.abc.tmp"
     old_figure.write_text("<svg/>")
     in_flight.write_text("<sv")
     assert main(["report", str(store_dir)]) == EXIT_OK
     assert not old_figure.exists() and in_flight.exists()
-    assert (store_dir / "figures" / "learning_curves.svg").is_file()
+    assert (store_dir / "figures" / "learning_curves_loss.svg").is_file()
     html = (store_dir / "index.html").read_text()
     assert f"3/4 runs reproduced bit for bit; differing: {victim} (test.accuracy" in html
 

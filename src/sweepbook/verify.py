@@ -6,7 +6,7 @@ XLA may compile a program over a different number of lanes to different floating
 so only the recorded shape can reproduce the bits; the chunk is filled with copies of the run,
 and no lane reads another. Then every stored result column and every epoch of the history must
 be identical (NaN equals NaN; 0.0 and -0.0 differ). Columns about the circumstances of training
-(time, host, device, commit) are not results and are not compared.
+(time, host, device, job, commit) are not results and are not compared.
 
 The outcome goes to ``verification.json`` beside the store; the report shows it (it is not part
 of the stored results, so it does not make a report stale for ``report --check``).
@@ -36,7 +36,7 @@ from sweepbook.store import DONE_STATUSES, Store, StoreError, atomic_write_json
 
 DEFAULT_RUNS = 3
 CIRCUMSTANCES = frozenset(
-    {"train_seconds", "finished_at", "git_commit", "host", "device", "compile_group"}
+    {"train_seconds", "finished_at", "git_commit", "host", "device", "compile_group", "job_id"}
 )
 
 
