@@ -98,6 +98,21 @@ def test_widening_the_sweep_trains_only_the_new_runs(
     assert pl.read_parquet(swept / "runs.parquet").height == 6
 
 
+def test_widening_over_new_data_trains_only_the_new_runs(
+    swept: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """New runs on another split: the chunk sizes of the whole plan need every split loaded
+    (a sweep once crashed here with a KeyError)."""
+    sweep_file = swept.parent.parent / "sweeps" / "tiny.toml"
+    text = sweep_file.read_text().replace(
+        "[grid]\n", '[grid]\n"data.train_fraction" = [1.0, 0.5]\n'
+    )
+    sweep_file.write_text(text.replace('compare = ["optimizer.learning_rate"]', ""))
+    assert main(["run", "sweeps/tiny.toml"]) == EXIT_OK
+    assert "4 already stored, 4 to train" in capsys.readouterr().err
+    assert pl.read_parquet(swept / "runs.parquet").height == 8
+
+
 def test_report_command_rerenders_from_the_store(swept: Path) -> None:
     (swept / "index.html").unlink()
     assert main(["report", str(swept)]) == EXIT_OK

@@ -300,7 +300,7 @@ def _run_locked(
                 train_runs(
                     runs,
                     store,
-                    splits=load_splits(runs),
+                    splits=load_splits(planned or runs),  # chunk sizes follow the plan
                     origin=origin,
                     on_run_done=lambda run, status: progress.advance(task),
                     planned=planned,
