@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
 LINESTYLES = ("-", "--", ":", "-.")
 COLUMN_WIDTH_IN = 3.25  # one column of a two-column paper
+FEW_EPOCHS = 3  # learning curves this short are drawn as points with error bars
 FULL_WIDTH_IN = 6.75  # full text width of the same paper
 
 STYLE: dict[RcKeyType, Any] = {
@@ -174,6 +175,18 @@ def learning_curves(panels: Sequence[Panel], columns: int, *, wide: bool = False
         for ax, panel in zip(axes.flat, panels, strict=False):
             for curve in panel.curves:
                 style = series_style(order.index(curve.label))
+                if len(curve.epochs) <= FEW_EPOCHS:  # a line of one or two points hides them
+                    ax.errorbar(
+                        curve.epochs,
+                        curve.mean,
+                        yerr=curve.std,
+                        label=curve.label,
+                        marker="o",
+                        ms=3,
+                        capsize=2,
+                        **style,
+                    )
+                    continue
                 ax.plot(curve.epochs, curve.mean, label=curve.label, **style)
                 ax.fill_between(
                     curve.epochs,
@@ -186,6 +199,7 @@ def learning_curves(panels: Sequence[Panel], columns: int, *, wide: bool = False
             ax.set_title(panel.title)
             ax.set_ylabel(panel.ylabel)
             ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
         for ax in list(axes.flat)[len(panels) :]:
             ax.set_visible(False)
         # One legend for the figure, with every series of every panel, each once.
