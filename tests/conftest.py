@@ -56,14 +56,21 @@ compare = ["optimizer.learning_rate"]
 """
 
 
+def write_project(root: Path, sweeps: dict[str, str] | None = None) -> Path:
+    """``root`` laid out as a project: experiments/tiny.toml and sweeps/<name>.toml for each of
+    ``sweeps`` (default: the tiny sweep)."""
+    (root / "experiments").mkdir(parents=True, exist_ok=True)
+    (root / "sweeps").mkdir(exist_ok=True)
+    (root / "experiments" / "tiny.toml").write_text(TINY_EXPERIMENT)
+    for name, text in (sweeps or {"tiny": TINY_SWEEP}).items():
+        (root / "sweeps" / f"{name}.toml").write_text(text)
+    return root
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A directory with experiments/tiny.toml and sweeps/tiny.toml."""
-    (tmp_path / "experiments").mkdir()
-    (tmp_path / "sweeps").mkdir()
-    (tmp_path / "experiments" / "tiny.toml").write_text(TINY_EXPERIMENT)
-    (tmp_path / "sweeps" / "tiny.toml").write_text(TINY_SWEEP)
-    return tmp_path
+    return write_project(tmp_path)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_EXPERIMENT
+from conftest import write_project
 from sweepbook.cli import main
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -97,11 +97,7 @@ def external(requests: list[str], page_path: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def three_axes_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("browser")
-    (root / "experiments").mkdir()
-    (root / "sweeps").mkdir()
-    (root / "experiments" / "tiny.toml").write_text(TINY_EXPERIMENT)
-    (root / "sweeps" / "three_axes.toml").write_text(THREE_AXES_SWEEP)
+    root = write_project(tmp_path_factory.mktemp("browser"), {"three_axes": THREE_AXES_SWEEP})
     out = root / "reports" / "three_axes"
     assert main(["run", str(root / "sweeps" / "three_axes.toml"), "--out", str(out)]) == 0
     return out / "index.html"

@@ -8,18 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_EXPERIMENT, TINY_SWEEP
+from conftest import write_project
 from sweepbook.cli import EXIT_FAILURE, EXIT_OK, main
 from sweepbook.store import LOCK_FILE, Store
 
 
 @pytest.fixture(scope="module")
 def trained_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("damaged")
-    (root / "experiments").mkdir()
-    (root / "sweeps").mkdir()
-    (root / "experiments" / "tiny.toml").write_text(TINY_EXPERIMENT)
-    (root / "sweeps" / "tiny.toml").write_text(TINY_SWEEP)
+    root = write_project(tmp_path_factory.mktemp("damaged"))
     cache = tmp_path_factory.getbasetemp() / "xla-cache"  # module scope: no autouse fixture yet
     command = ["run", str(root / "sweeps" / "tiny.toml"), "--out", str(root / "out")]
     assert main([*command, "--compile-cache", str(cache)]) == EXIT_OK

@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from conftest import TINY_EXPERIMENT, TINY_SWEEP
+from conftest import write_project
 from sweepbook.cli import EXIT_FAILURE, EXIT_OK, main
 from sweepbook.store import Store, atomic_write
 from sweepbook.verify import same_bits
@@ -20,11 +20,7 @@ from sweepbook.verify import same_bits
 @pytest.fixture(scope="module")
 def trained_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny sweep (4 runs, one chunk of 4), trained once for the module."""
-    root = tmp_path_factory.mktemp("verify")
-    (root / "experiments").mkdir()
-    (root / "sweeps").mkdir()
-    (root / "experiments" / "tiny.toml").write_text(TINY_EXPERIMENT)
-    (root / "sweeps" / "tiny.toml").write_text(TINY_SWEEP)
+    root = write_project(tmp_path_factory.mktemp("verify"))
     out = root / "reports" / "tiny"
     cache = tmp_path_factory.getbasetemp() / "xla-cache"  # module scope: no autouse fixture yet
     command = ["run", str(root / "sweeps" / "tiny.toml"), "--out", str(out)]

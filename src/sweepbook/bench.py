@@ -32,7 +32,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from sweepbook import figures
-from sweepbook.bench_render import time_render
 from sweepbook.config import RunConfig, flatten, unflatten
 from sweepbook.data import Split, load_split
 from sweepbook.engine import forget_compiled_programs, group_runs, load_splits, train_runs
@@ -217,6 +216,8 @@ def run_benchmark(*, quick: bool = False, log: Callable[[str], None] = print) ->
     planned = _planned(digits)
     groups = len(group_runs(planned, load_splits(planned)))
     log("report rendering: a store of 1,000 runs x 50 epochs" if not quick else "report rendering")
+    from sweepbook.bench_render import time_render  # it reuses this module's experiment
+
     with tempfile.TemporaryDirectory() as scratch:
         render = time_render(Path(scratch), runs=100 if quick else 1000, epochs=10 if quick else 50)
     result = {

@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 
 from sweepbook import provenance
+from sweepbook.bench import DIGITS_EXPERIMENT
 from sweepbook.config import load_sweep
 from sweepbook.data import Split, load_split
 from sweepbook.engine import _history_frame, _result_row, _runs_frame
@@ -26,26 +27,8 @@ from sweepbook.report import PROVENANCE, render_report, write_sweep_record
 from sweepbook.store import Store, atomic_write_json
 from sweepbook.train import EpochRecord, Evaluation, RunOutput
 
-EXPERIMENT = """\
-[data]
-name = "digits"
-val_fraction = 0.15
-test_fraction = 0.15
-split_seed = 0
-[model]
-kind = "mlp"
-widths = [128, 64]
-activation = "relu"
-[optimizer]
-name = "adam"
-learning_rate = 1e-3
-b1 = 0.9
-b2 = 0.999
-eps = 1e-8
-[train]
-epochs = {epochs}
-batch_size = 32
-"""
+# The digits MLP of the engine benchmark, trained for ``epochs`` epochs.
+EXPERIMENT = DIGITS_EXPERIMENT.replace("epochs = 10", "epochs = {epochs}")
 
 # 5 x 4 x 5 = 100 configurations; seeds make up the rest of the runs.
 SWEEP = """\
