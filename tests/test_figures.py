@@ -183,3 +183,17 @@ def test_parallel_coordinates_lower_is_better_puts_the_lowest_on_top():
         if len(line.get_xdata()) == 3 and line.get_label() != "best"
     ]
     np.testing.assert_allclose(drawn, [1.0, 0.5])
+
+
+@pytest.mark.parametrize(
+    ("positions", "log", "shown"),
+    [
+        # Sparsities crowd at the top: their ticks stay, their labels would overlap.
+        ([0, 0.5, 0.8, 0.9, 0.92, 0.95, 0.98], False, ["0", "0.5", "0.8", "", "", "", "0.98"]),
+        ([16, 32, 64, 256, 512, 1024], True, ["16", "32", "64", "256", "512", "1024"]),
+        ([1, 2, 100], False, ["1", "", "100"]),  # the ends always keep their labels
+    ],
+)
+def test_crowded_tick_labels_are_blanked_but_the_ends_kept(positions, log, shown):
+    labels = [f"{p:g}" for p in positions]
+    assert figures._spaced_labels(positions, labels, log=log) == shown

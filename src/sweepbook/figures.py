@@ -273,6 +273,8 @@ def metric_vs_axis(
             ax.set_xscale("log")
         if ticks is not None:
             labels = [label for _, label in ticks]
+            if not categorical:
+                labels = _spaced_labels([position for position, _ in ticks], labels, log=log_x)
             # Long or many category names would overlap side by side: slant them.
             slant = categorical and sum(len(label) for label in labels) > 40
             ax.set_xticks(
@@ -288,6 +290,27 @@ def metric_vs_axis(
             ax.legend(frameon=False)
         fig.set_layout_engine("constrained")
     return fig
+
+
+MIN_LABEL_GAP = 0.1  # of the axis width: closer tick labels would overlap in a column figure
+
+
+def _spaced_labels(positions: Sequence[float], labels: Sequence[str], *, log: bool) -> list[str]:
+    """Labels of swept values, blank where a label would crowd the previous one (e.g. sparsity
+    0.9, 0.92, 0.95, 0.98): every value keeps its tick, and the first and last keep their
+    labels."""
+    scaled = np.log10(positions) if log else np.asarray(positions, dtype=float)
+    span = float(scaled.max() - scaled.min()) or 1.0
+    shown = list(labels)
+    last = scaled[0]
+    for index in range(1, len(shown)):
+        crowded = (scaled[index] - last) / span < MIN_LABEL_GAP
+        next_to_end = index < len(shown) - 1 and (scaled[-1] - scaled[index]) / span < MIN_LABEL_GAP
+        if crowded or next_to_end:
+            shown[index] = ""
+        else:
+            last = scaled[index]
+    return shown
 
 
 @dataclass(frozen=True)
