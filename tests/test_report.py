@@ -105,3 +105,29 @@ def test_table_adds_median_and_iqm_when_runs_are_many(per_config, robust):
         values = runs.filter(pl.col("lr") == summary["lr"][best])["acc"].to_numpy()
         assert table.rows[best].cells[column] == f"{np.median(values):.4f}"
         assert table.rows[best].cells[column + 1] == f"{iqm(values):.4f}"
+
+
+@pytest.mark.parametrize(("selected", "axes"), [(False, 2 * 3), (True, 2)])
+def test_learning_curves_of_selected_configurations_get_one_panel_per_split(selected, axes):
+    """Two splits; a column per value of the last axis (3 here), unless the summary holds a
+    selection of the best configurations: then every one in one panel per split."""
+    from sweepbook.report import learning_curve_figure
+
+    rows = [
+        {"run_id": f"{lr}-{bs}", "lr": lr, "bs": bs, "acc": lr + bs}
+        for lr in (0.1, 0.2)
+        for bs in (16, 32, 64)
+    ]
+    runs = pl.DataFrame(rows)
+    history = pl.DataFrame(
+        [
+            {"run_id": r["run_id"], "epoch": e, "train.loss": 1.0 / e, "val.loss": 1.2 / e}
+            for r in rows
+            for e in (1, 2, 3, 4)
+        ]
+    )
+    summary = summarize(runs, ["lr", "bs"], ["acc"])
+    fig = learning_curve_figure(summary, history, ["lr", "bs"], "loss", selected=selected)
+    assert len([ax for ax in fig.axes if ax.get_visible()]) == axes
+    titles = {ax.get_title() for ax in fig.axes}
+    assert ("training, bs=16" in titles) is not selected

@@ -299,14 +299,18 @@ def best_rows(
 
 
 def learning_curve_figure(
-    summary: pl.DataFrame, history: pl.DataFrame, compare: list[str], metric: str
+    summary: pl.DataFrame,
+    history: pl.DataFrame,
+    compare: list[str],
+    metric: str,
+    *,
+    selected: bool = False,
 ) -> Figure:
     """One metric over epochs: a row of panels per split (training, validation) that the history
-    records; columns are values of the last compared axis (when there are two or more, and no
-    more than :data:`MAX_SERIES` configurations: otherwise ``summary`` should hold the best
-    ones, all in one panel per split)."""
-    many = summary.height > MAX_SERIES
-    panel_axis = compare[-1] if len(compare) >= 2 and not many else None
+    records; columns are values of the last compared axis (when there are two or more). When
+    ``summary`` holds a ``selected`` few of many configurations (the best ones), each split gets
+    one full-width panel of them all instead, since a column per value would be mostly empty."""
+    panel_axis = compare[-1] if len(compare) >= 2 and not selected else None
     line_axes = compare[:-1] if panel_axis else compare
     panel_values = (
         summary[panel_axis].unique(maintain_order=True).to_list() if panel_axis else [None]
@@ -335,7 +339,7 @@ def learning_curve_figure(
                 figures.Panel(title=title, ylabel=f"{split_label} {metric}", curves=curves)
             )
     return figures.learning_curves(
-        panels, columns=len(panel_values) if panel_axis else len(splits), wide=many
+        panels, columns=len(panel_values) if panel_axis else len(splits), wide=selected
     )
 
 
@@ -699,10 +703,11 @@ def build_context(directory: Path) -> tuple[ReportContext, list[PlannedFigure]]:
                 f"({config_label(best_row, compare)}, {best_row['n']} runs)."
             )
         # Line figures of many configurations show the best ones, and say so.
-        curve_rows = best_rows(summary, metric, direction, MAX_SERIES)
+        crowded = summary.height > MAX_SERIES
+        curve_rows = best_rows(summary, metric, direction, MAX_SERIES) if crowded else summary
         shown_note = (
             f" Shown: the {MAX_SERIES} best of {summary.height} configurations by mean {metric}."
-            if summary.height > MAX_SERIES
+            if crowded
             else ""
         )
         for curve_metric in CURVE_METRICS:
@@ -718,7 +723,7 @@ def build_context(directory: Path) -> tuple[ReportContext, list[PlannedFigure]]:
                     "epochs). Training values are averaged over each epoch's mini-batches."
                     + shown_note,
                     learning_curve_figure(
-                        curve_rows if shown_note else summary, history, compare, curve_metric
+                        curve_rows, history, compare, curve_metric, selected=crowded
                     ),
                 )
             )
@@ -729,7 +734,7 @@ def build_context(directory: Path) -> tuple[ReportContext, list[PlannedFigure]]:
                     "Learning-rate schedules",
                     "Learning rate at the first step of each epoch, per configuration (mean over "
                     "its runs: reduce-on-plateau can differ between seeds)." + shown_note,
-                    schedule_figure(curve_rows if shown_note else summary, history, compare),
+                    schedule_figure(curve_rows, history, compare),
                 )
             )
         if len(compare) == 2 and all(summary[axis].n_unique() > 1 for axis in compare):
