@@ -200,14 +200,7 @@ class Store:
         if not self.parts_dir.is_dir():
             return []
         runs = sorted(self.parts_dir.glob("*.runs.parquet"))
-        if suffix == "runs":
-            return runs
-        stems = (part.name.removesuffix(".runs.parquet") for part in runs)
-        return [
-            path
-            for stem in stems
-            if (path := self.parts_dir / f"{stem}.{suffix}.parquet").is_file()
-        ]
+        return runs if suffix == "runs" else _history_parts(runs)
 
     def read_runs(self) -> pl.DataFrame:
         """Every stored run (one row per run id)."""
@@ -237,7 +230,7 @@ class Store:
         runs_parts = self._committed_parts("runs")
         if not runs_parts:
             return
-        folded = runs_parts + self._committed_parts("history")
+        folded = runs_parts + _history_parts(runs_parts)  # the pairs listed, nothing newer
         history, runs = self.read_history(), self.read_runs()
         atomic_write(self.history_path, history.write_parquet)
         atomic_write(self.runs_path, runs.write_parquet)
@@ -282,6 +275,15 @@ class Store:
             yield
         finally:
             os.close(fd)  # closing releases the flock
+
+
+def _history_parts(runs_parts: list[Path]) -> list[Path]:
+    """The history part of each runs part, where it exists (it is written first)."""
+    paths = (
+        part.with_name(part.name.removesuffix(".runs.parquet") + ".history.parquet")
+        for part in runs_parts
+    )
+    return [path for path in paths if path.is_file()]
 
 
 def _read_holder(path: Path) -> LockHolder:
