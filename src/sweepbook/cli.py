@@ -203,6 +203,7 @@ def command_run(args: argparse.Namespace) -> int:
     from sweepbook.config import ConfigError, load_sweep
     from sweepbook.data import DataError
     from sweepbook.engine import load_splits, split_key
+    from sweepbook.ownership import check_store_owner
     from sweepbook.plan import expand
     from sweepbook.store import Store
 
@@ -213,16 +214,16 @@ def command_run(args: argparse.Namespace) -> int:
     try:
         splits = load_splits(plan)
     except DataError as error:
-        raise ConfigError(sweep.file_of(error.key), error.key, str(error)) from None
+        raise sweep.blame(error.key, str(error)) from None
     for run in plan:
         # A larger batch would only be padding: memory grows with it, learning does not.
         examples = len(splits[split_key(run)].y_train)
         if run.config.train.batch_size > examples:
-            raise ConfigError(
-                sweep.file_of("train.batch_size"),
+            raise sweep.blame(
                 "train.batch_size",
                 f"{run.config.train.batch_size} is more than the {examples} training examples "
                 f"of data.name = '{run.config.data.name}' (use at most {examples})",
+                run.variant,
             )
     out = Path(args.out) if args.out else Path("reports") / sweep.name
     if args.no_wait and args.launcher != "slurm":
@@ -230,6 +231,7 @@ def command_run(args: argparse.Namespace) -> int:
     if args.no_wait and sweep.search is not None:
         raise ConfigError(sweep_path, "search", "a [search] waits for each batch: drop --no-wait")
 
+    check_store_owner(out, sweep)  # two studies never share one store
     store = Store(out)
     # One sweepbook process per store: a second one refuses before writing anything.
     with store.lock(hint="wait for it or pass --out DIR"):
