@@ -45,3 +45,26 @@ def test_collect_names_versions_device_and_file_hashes(project: Path):
         assert info["packages"][package], package
     assert info["device"]["backend"] == "cpu" and info["device"]["count"] >= 1
     assert info["python"].count(".") == 2
+
+
+@pytest.mark.parametrize(
+    ("device", "line"),
+    [
+        ({"backend": "cpu", "devices": ["cpu:0 cpu"], "count": 1}, "cpu (1 device)"),
+        (
+            {"backend": "cpu", "devices": [f"cpu:{i} cpu" for i in range(4)], "count": 4},
+            "cpu (4 devices)",
+        ),
+        (
+            {"backend": "gpu", "devices": [f"gpu:{i} NVIDIA H100 80GB" for i in range(4)]},
+            "gpu: 4 × NVIDIA H100 80GB",
+        ),
+        (
+            {"backend": "gpu", "devices": ["gpu:0 NVIDIA A100", "gpu:1 NVIDIA H100"]},
+            "gpu: 1 × NVIDIA A100, 1 × NVIDIA H100",
+        ),
+    ],
+)
+def test_device_line_names_each_kind_once(device, line):
+    """It once read 'cpu: cpu:0 cpu'."""
+    assert provenance.describe_devices(device) == line

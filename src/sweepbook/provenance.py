@@ -73,6 +73,22 @@ def device_description() -> dict[str, Any]:
     }
 
 
+def describe_devices(device: dict[str, Any]) -> str:
+    """One readable line for :func:`device_description`'s record: ``cpu (1 device)``,
+    ``gpu: 4 × NVIDIA H100 80GB HBM3`` (devices of one kind counted together)."""
+    backend = str(device.get("backend", "?"))
+    kinds: dict[str, int] = {}
+    for entry in device.get("devices", []):
+        kind = str(entry).partition(" ")[2] or str(entry)
+        kinds[kind] = kinds.get(kind, 0) + 1
+    if not kinds:
+        return backend
+    if set(kinds) == {backend}:
+        count = kinds[backend]
+        return f"{backend} ({count} device{'s' if count > 1 else ''})"
+    return f"{backend}: " + ", ".join(f"{n} × {kind}" for kind, n in kinds.items())
+
+
 def collect(sweep_path: Path, experiment_path: Path, command: list[str]) -> dict[str, Any]:
     """Everything needed to say how a sweep's results were produced, as JSON-able data."""
     return {

@@ -28,6 +28,7 @@ from sweepbook import figures
 from sweepbook.config import Sweep, metric_direction
 from sweepbook.latex import latex_escape
 from sweepbook.plan import PlannedRun
+from sweepbook.provenance import describe_devices
 from sweepbook.stats import best_index, compare_to_best, pareto_front, per_epoch, summarize
 from sweepbook.store import Store, StoreError, atomic_write, atomic_write_json, atomic_write_text
 
@@ -566,7 +567,7 @@ def provenance_rows(
         ("latest sweepbook run", str(provenance.get("created_at", "—"))),
         ("python", str(provenance.get("python", "—"))),
         *[(name, str(version)) for name, version in packages.items()],
-        ("device", f"{device.get('backend', '—')}: {', '.join(device.get('devices', []))}"),
+        ("device", describe_devices(device) if device else "—"),
         ("platform", str(provenance.get("platform", "—"))),
         ("host", str(provenance.get("host", "—"))),
         *[
