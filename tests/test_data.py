@@ -12,11 +12,16 @@ from sweepbook.config import DataConfig
 from sweepbook.data import (
     DataError,
     Dataset,
+    RawImages,
+    _check_arrays,
+    as_dataset,
     load_digits,
     load_idx_directory,
     load_mnist5k,
     load_npz,
+    pixel_divisor,
     read_idx,
+    scaled_images,
     split_dataset,
 )
 
@@ -65,7 +70,7 @@ def rows(x: np.ndarray) -> set[bytes]:
 
 
 def test_load_digits_shape_dtype_and_range():
-    digits = load_digits()
+    digits = as_dataset(load_digits(), "auto")
 
     assert digits.images.shape == (1797, 8, 8, 1)
     assert digits.images.dtype == np.float32
@@ -77,7 +82,7 @@ def test_load_digits_shape_dtype_and_range():
 
 
 def test_load_mnist5k_gives_5000_mnist_digits_in_unit_range():
-    mnist = load_mnist5k()
+    mnist = as_dataset(load_mnist5k(), "auto")
 
     assert mnist.images.shape == (5000, 28, 28, 1)
     assert mnist.images.dtype == np.float32
@@ -156,16 +161,15 @@ def test_load_idx_directory_pools_all_pairs_in_file_order(tmp_path):
     write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", test_x, gz=True)
     write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", test_y, gz=True)
 
-    dataset = load_idx_directory(tmp_path)
+    raw = load_idx_directory(tmp_path)
+    images = scaled_images(raw, "auto")
 
     # Sorted by file name: t10k before train.
     expected = np.concatenate([test_x, train_x]).astype(np.float32)[..., None] / 255.0
-    assert dataset.images.dtype == np.float32
-    np.testing.assert_allclose(dataset.images, expected, rtol=1e-6)
-    np.testing.assert_array_equal(dataset.labels, [3, 1, 0, 1, 2])
-    assert dataset.labels.dtype == np.int32
-    assert dataset.name == tmp_path.name
-    assert dataset.num_classes == 4
+    assert images.dtype == np.float32
+    np.testing.assert_allclose(images, expected, rtol=1e-6)
+    np.testing.assert_array_equal(raw.labels, [3, 1, 0, 1, 2])
+    assert raw.name == str(tmp_path)
 
 
 def test_load_idx_directory_errors_on_a_missing_labels_file(tmp_path):
@@ -202,7 +206,7 @@ def test_load_idx_directory_rejects_bad_directories(tmp_path, files, fragment):
 
 @pytest.mark.skipif(not FASHION_MNIST.is_dir(), reason="dataset-fashion-mnist not installed")
 def test_real_fashion_mnist_idx_files():
-    dataset = load_idx_directory(FASHION_MNIST)
+    dataset = as_dataset(load_idx_directory(FASHION_MNIST), "auto")
 
     assert dataset.images.shape == (70_000, 28, 28, 1)
     assert dataset.images.dtype == np.float32
@@ -219,13 +223,13 @@ def test_load_npz_with_x_and_y(tmp_path):
     path = tmp_path / "mine.npz"
     np.savez(path, x=x, y=y)
 
-    dataset = load_npz(path)
+    raw = load_npz(path)
+    images = scaled_images(raw, "auto")
 
-    assert dataset.name == "mine"
-    assert dataset.images.shape == (6, 5, 5, 1)
-    np.testing.assert_allclose(dataset.images[..., 0], x / 255.0, rtol=1e-6)
-    np.testing.assert_array_equal(dataset.labels, y)
-    assert dataset.labels.dtype == np.int32
+    assert raw.name == str(path)
+    assert images.shape == (6, 5, 5, 1)
+    np.testing.assert_allclose(images[..., 0], x / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(raw.labels, y)
 
 
 def test_load_npz_pools_train_and_test_arrays(tmp_path):
@@ -233,12 +237,12 @@ def test_load_npz_pools_train_and_test_arrays(tmp_path):
     path = tmp_path / "split.npz"
     np.savez(path, x_train=x_train, y_train=[0, 1, 2, 3], x_test=x_test, y_test=[4, 5])
 
-    dataset = load_npz(path)
+    raw = load_npz(path)
 
     np.testing.assert_allclose(
-        dataset.images[..., 0], np.concatenate([x_train, x_test]) / 255.0, rtol=1e-6
+        scaled_images(raw, "auto")[..., 0], np.concatenate([x_train, x_test]) / 255.0, rtol=1e-6
     )
-    np.testing.assert_array_equal(dataset.labels, [0, 1, 2, 3, 4, 5])
+    np.testing.assert_array_equal(raw.labels, [0, 1, 2, 3, 4, 5])
 
 
 def test_load_npz_reshapes_flat_784_pixel_rows(tmp_path):
@@ -246,10 +250,10 @@ def test_load_npz_reshapes_flat_784_pixel_rows(tmp_path):
     path = tmp_path / "flat.npz"
     np.savez(path, x=flat, y=[7, 8, 9])
 
-    dataset = load_npz(path)
+    images = scaled_images(load_npz(path), "auto")
 
-    assert dataset.images.shape == (3, 28, 28, 1)
-    np.testing.assert_allclose(dataset.images.reshape(3, 784), flat / 255.0, rtol=1e-6)
+    assert images.shape == (3, 28, 28, 1)
+    np.testing.assert_allclose(images.reshape(3, 784), flat / 255.0, rtol=1e-6)
 
 
 def test_load_npz_keeps_float_images_already_in_unit_range(tmp_path):
@@ -257,7 +261,7 @@ def test_load_npz_keeps_float_images_already_in_unit_range(tmp_path):
     path = tmp_path / "float.npz"
     np.savez(path, x=x, y=[0, 1, 0, 1])
 
-    np.testing.assert_array_equal(load_npz(path).images[..., 0], x)
+    np.testing.assert_array_equal(scaled_images(load_npz(path), "auto")[..., 0], x)
 
 
 @pytest.mark.parametrize(
@@ -391,3 +395,82 @@ def test_split_max_samples_above_dataset_size_keeps_everything():
     split = split_dataset(dataset, data_config(max_samples=10_000))
 
     assert len(split.y_train) + len(split.y_val) + len(split.y_test) == len(dataset.labels)
+
+
+# --- what the data must be: class labels, explicit pixel scale ------------------------------
+
+
+def test_integer_regression_targets_are_refused_as_class_labels(tmp_path):
+    """scikit-learn's diabetes targets (integers 25..346) once trained as a 347-class
+    classifier; they are refused, naming the file and saying regression is not supported."""
+    from sklearn.datasets import load_diabetes
+
+    targets = load_diabetes().target.astype(np.int64)
+    path = tmp_path / "diabetes.npz"
+    np.savez(path, x=random_images(len(targets), side=2), y=targets)
+
+    with pytest.raises(DataError) as caught:
+        as_dataset(load_npz(path), "auto")
+
+    message = str(caught.value)
+    assert str(path) in message and "regression targets are not supported yet" in message
+    assert "never occur" in message and caught.value.key == "data.path"
+
+
+def test_many_classes_for_few_examples_are_refused():
+    labels = np.arange(40) % 20  # every class present, 2 examples each
+    raw = RawImages("few.npz", random_images(40, side=2), labels, side=2)
+
+    with pytest.raises(DataError, match=r"20 classes for 40 examples .*regression"):
+        as_dataset(raw, "auto")
+
+
+def test_continuous_targets_name_regression():
+    with pytest.raises(DataError, match="regression"):
+        _check_arrays(Path("t.npz"), random_images(3), np.array([0.5, 1.25, 2.0]))
+
+
+def test_a_class_missing_from_the_training_part_is_refused_naming_the_setting():
+    dataset = synthetic_dataset()
+    config = data_config(split="holdout", train_fraction=0.01)  # about 5 examples
+
+    with pytest.raises(DataError) as caught:
+        split_dataset(dataset, config)
+
+    assert caught.value.key == "data.train_fraction"
+    assert "no example of class" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("pixels", "scale", "divisor"),
+    [
+        (np.array([[0, 255]], np.uint8), "auto", 255.0),
+        (np.array([[0.0, 0.5]], np.float32), "auto", 1.0),
+        (np.array([[0.0, 237.0]], np.float64), 255.0, 255.0),
+        (np.array([[0.0, 237.0]], np.float64), 1.0, 1.0),
+        (np.array([[-1.5, 2.0]], np.float32), 1.0, 1.0),
+    ],
+)
+def test_pixels_are_divided_only_as_data_scale_says(pixels, scale, divisor):
+    raw = RawImages("p", pixels, np.array([0]), side=1)
+
+    assert pixel_divisor(raw, scale) == divisor
+
+
+@pytest.mark.parametrize(
+    "pixels", [np.array([[0.0, 237.0]]), np.array([[-1.5, 0.5]]), np.array([[0, 300]], np.int32)]
+)
+def test_pixels_outside_unit_range_need_an_explicit_scale(pixels):
+    """Float pixels above 1 were once divided by 255 without a word."""
+    raw = RawImages("mine.npz", pixels, np.array([0]), side=1)
+
+    with pytest.raises(DataError) as caught:
+        pixel_divisor(raw, "auto")
+
+    assert caught.value.key == "data.scale"
+    assert "mine.npz" in str(caught.value) and "data.scale = 255" in str(caught.value)
+
+
+def test_embedded_datasets_use_their_own_range():
+    assert pixel_divisor(load_digits(), "auto") == 16.0
+    assert scaled_images(load_digits(), 1.0).max() == 16.0

@@ -21,6 +21,7 @@ LR = 0.05
 
 def _hyper(**values: float) -> OptimizerHyper:
     defaults = dict.fromkeys(OptimizerHyper._fields, 0.0)
+    defaults["weight_decay_all"] = 1.0  # Optax's optimizers decay every parameter
     defaults.update(values)
     return OptimizerHyper(**{k: jnp.float32(v) for k, v in defaults.items()})
 
@@ -124,3 +125,46 @@ def test_numbers_are_traced_one_program_for_all_values():
 def test_unknown_optimizer_is_an_error():
     with pytest.raises(ValueError, match="unknown optimizer"):
         build_direction("lion", _hyper())
+
+
+LAYER = {
+    "dense": {"kernel": jnp.array([[1.0, -2.0]]), "bias": jnp.array([0.5, -0.5])},
+    "norm": {"scale": jnp.array([2.0, 3.0]), "bias": jnp.array([0.25, 1.0])},
+}
+
+
+def _decayed(decay_all: float) -> dict:
+    zero = jax.tree.map(jnp.zeros_like, LAYER)
+    tx = build_direction("sgd", _hyper(weight_decay=0.1, weight_decay_all=decay_all))
+    direction, _ = tx.update(zero, tx.init(LAYER), LAYER)
+    return direction
+
+
+def test_weight_decay_on_weights_only_spares_biases_and_norm_parameters():
+    direction = _decayed(0.0)
+
+    np.testing.assert_array_equal(direction["dense"]["kernel"], 0.1 * LAYER["dense"]["kernel"])
+    for leaf in (direction["dense"]["bias"], direction["norm"]["scale"], direction["norm"]["bias"]):
+        np.testing.assert_array_equal(leaf, 0.0)
+
+
+def test_weight_decay_on_all_parameters_is_optax_to_the_bit():
+    expected, _ = optax.add_decayed_weights(jnp.float32(0.1)).update(
+        jax.tree.map(jnp.zeros_like, LAYER), optax.EmptyState(), LAYER
+    )
+
+    for ours, theirs in zip(jax.tree.leaves(_decayed(1.0)), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+
+
+def test_the_weight_decay_mask_is_traced_one_program_for_both():
+    jitted = jax.jit(lambda decay_all: _decayed_traced(decay_all))
+    jitted(jnp.float32(0.0))
+    jitted(jnp.float32(1.0))
+    assert jitted._cache_size() == 1
+
+
+def _decayed_traced(decay_all: jax.Array) -> dict:
+    tx = build_direction("sgd", _hyper(weight_decay=0.1)._replace(weight_decay_all=decay_all))
+    direction, _ = tx.update(jax.tree.map(jnp.zeros_like, LAYER), tx.init(LAYER), LAYER)
+    return direction

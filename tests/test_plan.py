@@ -12,7 +12,7 @@ import pytest
 
 from conftest import TINY_EXPERIMENT
 from sweepbook.config import ConfigError, RunConfig, flatten, load_sweep, unflatten
-from sweepbook.plan import expand, run_id
+from sweepbook.plan import ADDED_KEYS, expand, identity_flat, run_id
 from sweepbook.train import static_spec
 
 EXPERIMENT = TINY_EXPERIMENT
@@ -238,3 +238,16 @@ def test_planned_run_exposes_flat_config(tmp_path):
     assert run.flat["train.batch_size"] == 128
     assert "description" not in run.flat
     assert run.run_id == run_id(run.config)
+
+
+def test_keys_added_later_keep_old_ids_at_their_old_value_and_change_them_otherwise(
+    make_run_config,
+):
+    """Stored runs keep their ids when sweepbook learns a new key; a run that sets the key to
+    something new is another run."""
+
+    base = make_run_config()
+    assert not set(ADDED_KEYS) & set(identity_flat(base))
+    assert run_id(make_run_config({"data.scale": "auto"})) == run_id(base)
+    assert run_id(make_run_config({"data.scale": 255.0})) != run_id(base)
+    assert run_id(make_run_config({"optimizer.weight_decay_mask": "weights"})) != run_id(base)

@@ -18,6 +18,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from sweepbook.regularize import is_kernel
+
 SCOPES = ("layer", "global")
 STRUCTURES = ("unstructured", "neurons")
 FORMATS = ("none", "int", "fp16", "bf16")
@@ -28,10 +30,6 @@ _FLOAT_DTYPES = {"fp16": jnp.float16, "bf16": jnp.bfloat16}
 # decimals and groups of up to 2000 entries; only groups of ~1e5 entries and more can be off by
 # one, where float32 no longer holds sparsity * n exactly anyway.
 _COUNT_NUDGE = 1.0 + 2.0**-22
-
-
-def _is_kernel(path: tuple[Any, ...]) -> bool:
-    return bool(path) and getattr(path[-1], "key", None) == "kernel"
 
 
 def _is_classifier(path: tuple[Any, ...]) -> bool:
@@ -107,11 +105,11 @@ def magnitude_masks(params: Any, sparsity: jax.Array, *, scope: str, structure: 
     masks: list[jax.Array] = [jnp.ones(jnp.shape(leaf), jnp.float32) for _, leaf in leaves]
 
     if structure == "unstructured":
-        chosen = [i for i, (path, _) in enumerate(leaves) if _is_kernel(path)]
+        chosen = [i for i, (path, _) in enumerate(leaves) if is_kernel(path)]
         scores = [jnp.abs(leaves[i][1]).astype(jnp.float32).ravel() for i in chosen]
     else:
         chosen = [
-            i for i, (path, _) in enumerate(leaves) if _is_kernel(path) and not _is_classifier(path)
+            i for i, (path, _) in enumerate(leaves) if is_kernel(path) and not _is_classifier(path)
         ]
         scores = [_unit_norms(leaves[i][1]) for i in chosen]
         if scope == "global":
@@ -200,7 +198,7 @@ def quantize_params(params: Any, *, fmt: str, bits: jax.Array, per_channel: bool
     _check_choice("fmt", fmt, FORMATS)
 
     def quantize(path: tuple[Any, ...], leaf: jax.Array) -> jax.Array:
-        return _quantize_kernel(leaf, fmt, bits, per_channel) if _is_kernel(path) else leaf
+        return _quantize_kernel(leaf, fmt, bits, per_channel) if is_kernel(path) else leaf
 
     return jax.tree_util.tree_map_with_path(quantize, params)
 
@@ -215,7 +213,7 @@ def fake_quantize(params: Any, *, fmt: str, bits: jax.Array, per_channel: bool) 
     _check_choice("fmt", fmt, FORMATS)
 
     def quantize(path: tuple[Any, ...], leaf: jax.Array) -> jax.Array:
-        if not _is_kernel(path) or fmt == "none":
+        if not is_kernel(path) or fmt == "none":
             return leaf
         return leaf + jax.lax.stop_gradient(_quantize_kernel(leaf, fmt, bits, per_channel) - leaf)
 
@@ -249,7 +247,7 @@ def model_bytes(
     total = jnp.float32(0.0)
     for path, leaf in jax.tree_util.tree_leaves_with_path(params):
         size = jnp.size(leaf)
-        if not _is_kernel(path):
+        if not is_kernel(path):
             total = total + jnp.float32(4 * size)
             continue
         cost = size * weight_bits / 8.0

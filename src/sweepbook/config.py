@@ -91,6 +91,7 @@ class _Strict(BaseModel):
 
 
 Fraction = Annotated[float, Field(gt=0.0, lt=1.0)]
+Positive = Annotated[float, Field(gt=0.0)]
 
 
 class DataConfig(_Strict):
@@ -115,6 +116,10 @@ class DataConfig(_Strict):
     train_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
     # "standardize": subtract the training set's mean and divide by its std (one value each).
     normalize: Literal["none", "standardize"] = "none"
+    # What pixels are divided by before anything else: "auto" uses the range the format
+    # defines (digits 16, MNIST and uint8 files 255) and keeps floats already in [0, 1];
+    # other pixels need a number (255 to divide, 1 to keep). See data.pixel_divisor.
+    scale: Literal["auto"] | Positive = "auto"
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
@@ -146,7 +151,7 @@ class ModelConfig(_Strict):
 
     kind: Literal["mlp", "lenet5", "cnn"]
     widths: list[Annotated[int, Field(gt=0)]] = []
-    activation: Literal["relu", "tanh", "sigmoid", "gelu", "elu"]
+    activation: Literal["relu", "tanh", "sigmoid", "gelu", "elu"] = "relu"
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
     batch_norm: bool = False
     # Weight initializer of every dense and conv layer; "default" keeps Flax's (LeCun normal).
@@ -164,23 +169,27 @@ class ModelConfig(_Strict):
 
 
 Unit = Annotated[float, Field(ge=0.0, lt=1.0)]
-Positive = Annotated[float, Field(gt=0.0)]
 
-# The numbers each optimizer needs, beyond learning_rate (see optim.py for the update rules).
-OPTIMIZER_KEYS: dict[str, tuple[str, ...]] = {
-    "sgd": (),
-    "adagrad": ("eps", "initial_accumulator"),
-    "rmsprop": ("decay", "eps"),
-    "adam": ("b1", "b2", "eps"),
-    "adamw": ("b1", "b2", "eps"),
+# The numbers each optimizer uses beyond learning_rate, with Optax's defaults (those of
+# optax.adagrad, optax.rmsprop, optax.adam and optax.adamw; PyTorch's agree except RMSProp's
+# decay, 0.99 there, and Adagrad's, 0 and 1e-10 there). A key left out of a file takes its
+# default, so a run spelled out in full and one left minimal are the same run (same id).
+OPTIMIZER_DEFAULTS: dict[str, dict[str, float]] = {
+    "sgd": {},
+    "adagrad": {"eps": 1e-7, "initial_accumulator": 0.1},
+    "rmsprop": {"decay": 0.9, "eps": 1e-8},
+    "adam": {"b1": 0.9, "b2": 0.999, "eps": 1e-8},
+    "adamw": {"b1": 0.9, "b2": 0.999, "eps": 1e-8},
 }
 
 
 class OptimizerConfig(_Strict):
     """Optax optimizer. ``momentum`` applies to SGD and RMSProp (``nesterov`` to SGD);
     ``b1``, ``b2``, ``eps`` to Adam and AdamW; ``decay`` (rho) and ``eps`` to RMSProp;
-    ``eps`` and ``initial_accumulator`` to Adagrad. ``weight_decay`` is decoupled weight decay
-    (Loshchilov & Hutter, 2019) for every optimizer; AdamW is Adam with it."""
+    ``eps`` and ``initial_accumulator`` to Adagrad; each defaults to Optax's value
+    (:data:`OPTIMIZER_DEFAULTS`). ``weight_decay`` is decoupled weight decay (Loshchilov &
+    Hutter, 2019) for every optimizer, scaled by the learning rate as in PyTorch's AdamW; AdamW
+    is Adam with it. ``weight_decay_mask`` says which parameters it shrinks."""
 
     name: Literal["sgd", "adagrad", "rmsprop", "adam", "adamw"]
     learning_rate: Positive
@@ -193,12 +202,21 @@ class OptimizerConfig(_Strict):
     initial_accumulator: Annotated[float, Field(ge=0.0)] | None = None
     centered: bool = False
     weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
+    # Which parameters weight decay shrinks: "all" (PyTorch's and Optax's default) or
+    # "weights" (dense and conv kernels; not biases, not batch-norm scales and offsets).
+    weight_decay_mask: Literal["all", "weights"] = "all"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, raw: Any) -> Any:
+        """Fill the named optimizer's own numbers that the file leaves out (or null)."""
+        if not isinstance(raw, dict) or raw.get("name") not in OPTIMIZER_DEFAULTS:
+            return raw  # field validation reports the bad or missing name
+        defaults = OPTIMIZER_DEFAULTS[raw["name"]]
+        return {**raw, **{k: v for k, v in defaults.items() if raw.get(k) is None}}
 
     @model_validator(mode="after")
     def _check(self) -> OptimizerConfig:
-        for key in OPTIMIZER_KEYS[self.name]:
-            if getattr(self, key) is None:
-                raise FieldError(key, f"required when optimizer.name = '{self.name}'")
         if self.nesterov and self.name != "sgd":
             raise FieldError("nesterov", "only used with optimizer.name = 'sgd'")
         return self
@@ -515,13 +533,31 @@ class Sweep(BaseModel):
         default = Replicates(seeds=self.seeds, repeat=self.repeat)
         return self.variant_replicates.get(variant, default) if variant else default
 
-    def file_of(self, key: str) -> Path:
-        """The file that gives ``key`` its value in some run: the sweep when it sets or
-        sweeps the key, otherwise the experiment."""
-        in_sweep = set(self.set).union(self.grid, self.zip, *(v for _, v in self.variants))
-        in_sweep |= set(self.random.axes) if self.random else set()
-        in_sweep |= set(self.search.axes) if self.search else set()
-        return self.path if key in in_sweep else self.experiment_path
+    def section_of(self, key: str, variant: str | None = None) -> str | None:
+        """Where the sweep file gives ``key`` a value, as the file spells it (``set``,
+        ``grid``, ``zip``, ``variant[1]``, ``random``, ``search.space``); None when only the
+        experiment does. With ``variant``, that variant's overrides are looked at first."""
+        variants = [(f"variant[{i}]", name, flat) for i, (name, flat) in enumerate(self.variants)]
+        mine = [(where, flat) for where, name, flat in variants if name == variant]
+        others = [(where, flat) for where, name, flat in variants if name != variant]
+        sections: list[tuple[str, Any]] = [
+            *mine,
+            ("zip", self.zip),
+            ("grid", self.grid),
+            ("random", self.random.axes if self.random else {}),
+            ("search.space", self.search.axes if self.search else {}),
+            ("set", self.set),
+            *others,
+        ]
+        return next((where for where, keys in sections if key in keys), None)
+
+    def blame(self, key: str | None, message: str, variant: str | None = None) -> ConfigError:
+        """A problem with ``key``, named as the file that gives it its value spells it:
+        ``sweep.toml: key 'set.train.epochs'`` or ``experiment.toml: key 'train.epochs'``."""
+        section = self.section_of(key, variant) if key else None
+        if key is None or section is None:
+            return ConfigError(self.experiment_path if key else self.path, key, message)
+        return ConfigError(self.path, f"{section}.{key}", message)
 
     @property
     def axes(self) -> list[str]:
@@ -632,6 +668,21 @@ def resolve_experiment_path(sweep_path: Path, name: str) -> Path:
     return (sweep_path.parent.parent / "experiments" / f"{name}.toml").resolve()
 
 
+def _missing_experiment(name: str, expected: Path) -> str:
+    """Where the experiment was looked for, and the closest experiment that exists there."""
+    folder = expected.parent
+    existing = sorted(p.stem for p in folder.glob("*.toml")) if folder.is_dir() else []
+    wanted = name.removesuffix(".toml").rpartition("/")[2]
+    close = difflib.get_close_matches(wanted, existing, n=1)
+    if close:
+        hint = f"; did you mean '{close[0]}'?"
+    elif existing:
+        hint = f"; {folder} has: {', '.join(existing[:8])}" + (", ..." if len(existing) > 8 else "")
+    else:
+        hint = ""
+    return f"experiment file not found: {expected}{hint}"
+
+
 _SWEEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -688,7 +739,9 @@ def load_sweep(path: Path) -> Sweep:
 
     experiment_path = resolve_experiment_path(path, parsed.experiment)
     if not experiment_path.is_file():
-        raise ConfigError(path, "experiment", f"experiment file not found: {experiment_path}")
+        raise ConfigError(
+            path, "experiment", _missing_experiment(parsed.experiment, experiment_path)
+        )
     experiment = load_experiment(experiment_path)
     known = set(flatten(experiment.model_dump())) - {"description"}
 
@@ -706,9 +759,9 @@ def load_sweep(path: Path) -> Sweep:
         for k, v in _flat_section(path, "zip", parsed.zip).items()
     }
     _check_keys(path, "zip", list(zipped), known)
-    lengths = {len(v) for v in zipped.values()}
-    if len(lengths) > 1:
-        raise ConfigError(path, "zip", f"all zip axes must have the same length, got {lengths}")
+    if len({len(v) for v in zipped.values()}) > 1:
+        lengths = ", ".join(f"'{k}' has {len(v)}" for k, v in zipped.items())
+        raise ConfigError(path, "zip", f"zip axes move together, so need equal lengths: {lengths}")
 
     variants: list[tuple[str, FlatConfig]] = []
     variant_replicates: dict[str, Replicates] = {}
@@ -890,12 +943,14 @@ def _check_report_keys(sweep: Sweep, known: set[str]) -> None:
         )
 
 
-def validate_run(sweep_path: Path, flat: FlatConfig) -> RunConfig:
-    """Turn one expanded flat config into a :class:`RunConfig`, blaming the sweep file."""
+def validate_run(sweep: Sweep, flat: FlatConfig, variant: str | None = None) -> RunConfig:
+    """Turn one expanded flat config into a :class:`RunConfig`. A problem is blamed on the
+    table of the sweep file that set the key (``set.train.epochs``), or on the experiment."""
     try:
         return RunConfig.model_validate(unflatten(flat))
     except ValidationError as error:
-        raise _first_error(sweep_path, error) from None
+        problem = _first_error(sweep.path, error)
+        raise sweep.blame(problem.key, problem.message, variant) from None
 
 
 # Metrics stored per run for the test and validation sets (see metrics.py and train.py).

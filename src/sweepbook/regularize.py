@@ -9,7 +9,9 @@ import jax
 import jax.numpy as jnp
 
 
-def _is_kernel(path: tuple[Any, ...]) -> bool:
+def is_kernel(path: tuple[Any, ...]) -> bool:
+    """Whether a parameter's tree path names a weight matrix or filter bank of a dense or conv
+    layer (Flax's ``kernel``), not a bias or a batch-norm scale or offset."""
     return bool(path) and getattr(path[-1], "key", None) == "kernel"
 
 
@@ -18,7 +20,7 @@ def weight_penalty(params: Any, l1: jax.Array, l2: jax.Array) -> jax.Array:
     terms = [
         l1 * jnp.sum(jnp.abs(leaf)) + l2 * jnp.sum(jnp.square(leaf))
         for path, leaf in jax.tree_util.tree_leaves_with_path(params)
-        if _is_kernel(path)
+        if is_kernel(path)
     ]
     return jnp.sum(jnp.stack(terms)) if terms else jnp.float32(0.0)
 
@@ -28,7 +30,7 @@ def max_norm(params: Any, limit: jax.Array) -> Any:
     of at most ``limit`` (Srivastava et al., 2014)."""
 
     def constrain(path: tuple[Any, ...], leaf: jax.Array) -> jax.Array:
-        if not _is_kernel(path):
+        if not is_kernel(path):
             return leaf
         axes = tuple(range(leaf.ndim - 1))
         norms = jnp.sqrt(jnp.sum(jnp.square(leaf), axis=axes, keepdims=True))

@@ -229,6 +229,7 @@ def hyper_from_config(config: RunConfig) -> Hyper:
             decay=f32(opt.decay),
             initial_accumulator=f32(opt.initial_accumulator),
             weight_decay=f32(opt.weight_decay),
+            weight_decay_all=f32(1.0 if opt.weight_decay_mask == "all" else 0.0),
             clip_norm=f32(reg.clip_norm),
             clip_value=f32(reg.clip_value),
         ),
