@@ -549,7 +549,10 @@ class Sweep(BaseModel):
             ("set", self.set),
             *others,
         ]
-        return next((where for where, keys in sections if key in keys), None)
+        # "model.widths.0" (an element of a list) is given by whoever gives "model.widths".
+        parts = key.split(".")
+        given = {".".join(parts[:n]) for n in range(1, len(parts) + 1)}
+        return next((where for where, keys in sections if given & set(keys)), None)
 
     def blame(self, key: str | None, message: str, variant: str | None = None) -> ConfigError:
         """A problem with ``key``, named as the file that gives it its value spells it:
