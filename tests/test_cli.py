@@ -136,7 +136,10 @@ def test_determinism_across_sweeps(swept: Path, capsys: pytest.CaptureFixture[st
             "grid.optimizer.learning_rat",
         ),
         (lambda s: s.replace("seeds = [0, 1]", 'seeds = "0"'), "seeds"),
-        (lambda s: s.replace("[3e-3, 3e-2]", '["fast", 3e-2]'), "optimizer.learning_rate"),
+        (
+            lambda s: s.replace("[3e-3, 3e-2]", '["fast", 3e-2]'),
+            "grid.optimizer.learning_rate",
+        ),
         (lambda s: s.replace('experiment = "tiny"', 'experiment = "missing"'), "experiment"),
         (lambda s: s + "\n[grid\n", None),
     ],
