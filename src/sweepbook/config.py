@@ -210,9 +210,10 @@ class OptimizerConfig(_Strict):
     @classmethod
     def _defaults(cls, raw: Any) -> Any:
         """Fill the named optimizer's own numbers that the file leaves out (or null)."""
-        if not isinstance(raw, dict) or raw.get("name") not in OPTIMIZER_DEFAULTS:
+        name = raw.get("name") if isinstance(raw, dict) else None
+        if not isinstance(name, str) or name not in OPTIMIZER_DEFAULTS:
             return raw  # field validation reports the bad or missing name
-        defaults = OPTIMIZER_DEFAULTS[raw["name"]]
+        defaults = OPTIMIZER_DEFAULTS[name]
         return {**raw, **{k: v for k, v in defaults.items() if raw.get(k) is None}}
 
     @model_validator(mode="after")
