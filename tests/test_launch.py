@@ -199,6 +199,10 @@ def test_a_failing_task_is_reported_and_the_others_runs_kept(project: Path) -> N
 def test_last_error_line_skips_trailing_blank_lines() -> None:
     assert last_error_line("Traceback ...\n  File x\nValueError: boom\n\n") == "ValueError: boom"
     assert last_error_line("") == "no error output"
+    # srun's closing lines after a task's traceback, as a real SLURM writes them.
+    log = "Traceback ...\nRuntimeError: no GPU\nsrun: error: vm: task 0: Exited with exit code 1\n"
+    assert last_error_line(log) == "RuntimeError: no GPU"
+    assert last_error_line("srun: error: only srun\n") == "srun: error: only srun"
 
 
 def test_where_runs_ran_groups_array_tasks_by_job() -> None:

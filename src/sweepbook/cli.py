@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # the heavy modules load inside the commands, after argument 
     from sweepbook.store import Store
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+MAX_RUNS = 100_000  # sweepbook.plan.MAX_RUNS, without importing the planner to parse arguments
 
 # soft_wrap: messages are single lines that logs and greps can rely on, whatever the width.
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -276,7 +277,7 @@ def command_run(args: argparse.Namespace) -> int:
     sweep_path = Path(args.sweep)
     # Everything that can be wrong with the input is checked before anything is written.
     sweep = load_sweep(sweep_path)
-    plan = expand(sweep)
+    plan = expand(sweep, max_runs=args.max_runs)
     try:
         splits = load_splits(plan)
     except DataError as error:
@@ -525,6 +526,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=32,
         help="runs trained together by one vmapped program call, at most (default 32)",
+    )
+    run.add_argument(
+        "--max-runs",
+        type=_positive_int,
+        default=MAX_RUNS,
+        help=f"refuse a sweep that plans more runs than this (default {MAX_RUNS:,}: planning "
+        "them takes about a minute on 2 CPU cores; a bigger plan is usually a slip)",
     )
     run.add_argument(
         "--memory-budget",

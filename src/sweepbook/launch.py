@@ -12,9 +12,12 @@ A task is a frozen dataclass of plain data: submitit pickles it, and the top-lev
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
+import signal
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -55,9 +58,6 @@ STATE_REFRESH_SECONDS = 30.0
 # Ended states in which a task writes no result (sacct's names; CANCELLED may be followed by
 # " by <uid>"): no need to wait for a result file to appear on a slow shared file system.
 ENDED_WITHOUT_RESULT = ("CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL")
-# submitit sends its timeout signal this long before the limit (its default), and at most a
-# quarter of a short limit before it, so that a task of a few minutes is not stopped at once.
-SIGNAL_DELAY_SECONDS = 90
 
 
 @dataclass(frozen=True)
@@ -135,15 +135,51 @@ def _job_id() -> str | None:
         return None
 
 
+def _train_on_at_the_time_limit_warning() -> None:
+    """SLURM signals a task ``signal_delay_s`` before its time limit (up to 30 s earlier: its
+    controller checks limits twice a minute), and submitit's handler then raises inside the
+    task, wherever it is: a chunk that would have finished in time is lost, and raising
+    inside XLA's compiler crashed a task of the tests (segmentation fault). A task has nothing
+    to checkpoint, so it trains on and SLURM stops it at the limit, if it gets there. A
+    signal long before the limit means preemption: submitit's handler requeues the task."""
+    submitit_handler = signal.getsignal(signal.SIGUSR2)
+    owner = getattr(submitit_handler, "__self__", None)
+    if owner is None or not hasattr(owner, "has_timed_out"):
+        return  # not inside a submitit SLURM job
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if not owner.has_timed_out() and callable(submitit_handler):
+            submitit_handler(signum, frame)
+            return
+        print(
+            "sweepbook: SLURM says this task nears its time limit; training on until SLURM "
+            "stops it (the runs of a stopped task are trained again by the next sweep)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    signal.signal(signal.SIGUSR2, on_signal)
+
+
 def run_task(task: Task) -> TaskResult:
     """The body of one array task (runs in the task's own process)."""
     from sweepbook.provenance import device_description
 
+    _train_on_at_the_time_limit_warning()
     settings = task.settings
     enable_compile_cache(settings.compile_cache)
     job_id = _job_id()
     host = platform.node()
-    device = device_description()["devices"][0]
+    try:
+        device = device_description()["devices"][0]
+    except Exception as error:
+        # Some jaxlib versions report a missing backend (JAX_PLATFORMS=cuda on a node without
+        # a usable GPU) as a bare AssertionError: say what was asked, and where.
+        platforms = os.environ.get("JAX_PLATFORMS")
+        asked = f" for JAX_PLATFORMS={platforms}" if platforms else ""
+        raise RuntimeError(
+            f"JAX finds no usable device on {host}{asked}: {type(error).__name__}: {error}"
+        ) from error
     summary = train_runs(
         list(task.runs),
         Store(settings.store),
@@ -179,7 +215,6 @@ def slurm_parameters(options: LauncherConfig, *, name: str) -> dict[str, Any]:
         "mem": None if options.mem_gb is None else f"{round(options.mem_gb * 1024)}M",
         "array_parallelism": options.array_parallelism,
         "setup": list(options.setup) or None,
-        "signal_delay_s": min(SIGNAL_DELAY_SECONDS, options.time * 60 // 4),
     }
     return {key: value for key, value in parameters.items() if value is not None}
 
@@ -313,9 +348,13 @@ def attach(jobs: Path, job_id: str) -> submitit.Job[TaskResult]:
 
 
 def last_error_line(text: str) -> str:
-    """The last non-empty line of a task's error output: the exception, or SLURM's reason."""
+    """The last non-empty line of a task's error output: the exception, or SLURM's reason
+    (``slurmstepd: error: *** JOB 12 ON node CANCELLED AT ... DUE TO TIME LIMIT ***``). srun's
+    own closing lines (``srun: error: node: task 0: Exited with exit code 1``) say less than
+    the line before them, and are skipped."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else "no error output"
+    said = [line for line in lines if not line.startswith("srun: ")]
+    return (said or lines or ["no error output"])[-1]
 
 
 def _outcome(task: Task, job: submitit.Job[TaskResult]) -> TaskOutcome:

@@ -22,7 +22,7 @@ fi
 mkdir -p "$state"
 state="$(cd "$state" && pwd)"
 export SLURM_CONF="$state/slurm.conf"
-# The daemons in start order; stop goes the other way.
+# The daemons, in start order.
 daemons=(munged mariadbd slurmdbd slurmctld slurmd)
 
 pid_file() {
@@ -67,10 +67,14 @@ stop() {
         scancel --full --quiet --user="$(id -un)" 2>/dev/null || true
         wait_for 15 test -z "$(squeue -h -o %i 2>/dev/null)" || true
     fi
-    local index pid
-    for ((index = ${#daemons[@]} - 1; index >= 0; index--)); do
-        pid="$(running_pid "${daemons[index]}")" || continue
+    # All at once (each takes a second or two to exit), then whatever is left, by force.
+    local daemon pid pids=()
+    for daemon in "${daemons[@]}"; do
+        pid="$(running_pid "$daemon")" || continue
         kill -TERM "$pid" 2>/dev/null || true
+        pids+=("$pid")
+    done
+    for pid in "${pids[@]}"; do
         if ! wait_for 15 test ! -d "/proc/$pid"; then
             kill -KILL "$pid" 2>/dev/null || true
         fi
