@@ -142,7 +142,7 @@ def planned_size(sweep: Sweep) -> tuple[int, list[tuple[str, int]]]:
             factors.append(("zip", len(next(iter(sweep.zip.values())))))
         if sweep.random:
             factors.append(("random.samples", sweep.random.samples))
-    names = [name for name, _ in sweep.variants] or [None]
+    names: list[str | None] = [name for name, _ in sweep.variants] or [None]
     replicates = sum(
         len(sweep.replicates(name).seeds) * sweep.replicates(name).repeat for name in names
     )
