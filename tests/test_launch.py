@@ -104,12 +104,21 @@ def test_slurm_options_become_sbatch_lines(tmp_path: Path) -> None:
         "#SBATCH --mem=15872M",
         "#SBATCH --job-name=sweepbook-tiny",
         "#SBATCH --array=0-9%4",  # ten tasks, four at a time
+        "#SBATCH --signal=USR2@90",  # submitit's warning, 90 s before the 90 minutes
         "module load cuda/12.4",
         "export JAX_PLATFORMS=cuda",
     ):
         assert line in script.splitlines(), line
     assert "qos" not in script and "constraint" not in script  # unset options stay unset
     assert local_parameters(options, gpus=0) == {"timeout_min": 90, "gpus_per_node": 0}
+
+
+@pytest.mark.parametrize(("minutes", "seconds"), [(1, 0), (2, 30), (3, 60), (4, 90), (60, 90)])
+def test_the_time_limit_warning_never_comes_in_the_first_half_of_a_short_limit(
+    minutes: int, seconds: int
+) -> None:
+    parameters = slurm_parameters(LauncherConfig(time=minutes), name="x")
+    assert parameters["signal_delay_s"] == seconds
 
 
 def test_command_line_flags_override_the_launcher_table(project: Path) -> None:

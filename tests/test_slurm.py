@@ -11,14 +11,16 @@ import platform
 import re
 import shutil
 import subprocess
-import threading
+import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 import pytest
 
+from conftest import TINY_SWEEP, write_project
 from sweepbook import launch
 from sweepbook.cli import EXIT_FAILURE, EXIT_OK, main
 from sweepbook.store import Store
@@ -68,8 +70,10 @@ def cluster(slurm_conf: Path, project: Path, monkeypatch: pytest.MonkeyPatch) ->
     return project
 
 
-def _slurm(*command: str) -> str:
-    return subprocess.run(command, capture_output=True, text=True, check=True).stdout
+def _slurm(*command: str, environment: dict[str, str] | None = None) -> str:
+    return subprocess.run(
+        command, capture_output=True, text=True, check=True, env=environment
+    ).stdout
 
 
 def _accounted(job: str) -> dict[str, dict[str, str]]:
@@ -80,22 +84,19 @@ def _accounted(job: str) -> dict[str, dict[str, str]]:
     return {row["JobID"]: row for row in rows}
 
 
-def _arrays_submitted() -> set[str]:
-    """Every job the cluster has accounted for so far."""
-    lines = _slurm("sacct", "-X", "-n", "-P", "-a", "-S", "2000-01-01", "-o", "JobID")
-    return {line.split("_")[0] for line in lines.split()}
-
-
 def _task_folders(out: Path) -> set[str]:
     """The folders submitit made under the store's jobs/, one per submitted task (sacct learns
     of a job a moment after sbatch returns; these exist before)."""
     return {path.name for path in (out / "jobs").iterdir() if path.is_dir()}
 
 
-def _listed(job: str) -> list[str]:
+def _listed(job: str, environment: dict[str, str] | None = None) -> list[str]:
     """``<job>_<task> <state>`` of the tasks of ``job`` that squeue lists."""
     listing = subprocess.run(
-        ["squeue", "-h", "-r", "-j", job, "-o", "%i %T"], capture_output=True, text=True
+        ["squeue", "-h", "-r", "-j", job, "-o", "%i %T"],
+        capture_output=True,
+        text=True,
+        env=environment,
     )
     return listing.stdout.splitlines()
 
@@ -130,11 +131,11 @@ def test_an_array_runs_as_slurm_jobs_and_the_report_says_where(
         'setup = ["echo setup of task ${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}", '
         '"export SWEEPBOOK_TEST_SETUP=1"]\narray_parallelism = 1\n',
     )
-    before = _arrays_submitted()
     assert main(RUN) == EXIT_OK
     err = capsys.readouterr().err
     assert "2 slurm task(s)" in err and "4 ok, 0 diverged, 0 failed" in err
-    (array,) = _arrays_submitted() - before
+    array = _only_folder_job(cluster)
+    assert array is not None
     out = cluster / "reports" / "tiny"
     runs = pl.read_parquet(out / "runs.parquet")
     assert runs.height == 4 and set(runs["status"]) == {"ok"}
@@ -220,30 +221,68 @@ time = 1
 """
 
 
-def test_cancelled_timed_out_and_failing_tasks_then_a_rerun_trains_only_what_is_missing(
-    cluster: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Four tasks of one run each: task 0 trains; task 1 is cancelled with scancel while it
+@dataclass(frozen=True)
+class Troubled:
+    project: Path
+    coordinator: subprocess.Popen[bytes]
+    array: str
+    err: Path  # the coordinator's error output
+
+
+@pytest.fixture(scope="module", autouse=True)
+def troubled(slurm_conf: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Troubled]:
+    """An array of four tasks of two runs each, started first and waited for by a
+    ``sweepbook run`` process of its own while the other tests run (its time-limit task
+    takes a minute and a half): task 0 trains; task 1 is cancelled with scancel while it
     runs; task 2 outlives its one-minute --time; task 3 raises (JAX_PLATFORMS=cuda, as the
     README advises for GPU partitions, on a node without a GPU)."""
-    monkeypatch.setattr(launch, "STATE_REFRESH_SECONDS", 1.0)
-    _add_launcher(cluster, TROUBLE)
-    before = _arrays_submitted()
-    result: list[int] = []
-    coordinator = threading.Thread(target=lambda: result.append(main([*RUN[:-1], "1"])))
-    coordinator.start()
-    deadline = time.monotonic() + 120
-    while not (new := _arrays_submitted() - before) or f"{min(new)}_1 RUNNING" not in _listed(
-        min(new)
-    ):
-        assert time.monotonic() < deadline and coordinator.is_alive()
-        time.sleep(0.2)
-    (array,) = new
-    _slurm("scancel", f"{array}_1")
-    coordinator.join(timeout=240)
-    assert not coordinator.is_alive() and result == [EXIT_FAILURE]
-    err = capsys.readouterr().err
+    sweep = TINY_SWEEP.replace("seeds = [0, 1]", "seeds = [0, 1, 2, 3]")
+    project = write_project(tmp_path_factory.mktemp("troubled"), {"tiny": sweep})
+    _add_launcher(project, TROUBLE)
+    err = project / "coordinator.err"
+    environment = {
+        **os.environ,
+        "SLURM_CONF": str(slurm_conf),
+        "SWEEPBOOK_COMPILE_CACHE": str(tmp_path_factory.getbasetemp() / "xla-cache"),
+    }
+    with err.open("wb") as stream:
+        coordinator = subprocess.Popen(
+            [sys.executable, "-m", "sweepbook.cli", *RUN],
+            cwd=project,
+            env=environment,
+            stdout=subprocess.DEVNULL,
+            stderr=stream,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while not (array := _only_folder_job(project)) or f"{array}_1 RUNNING" not in _listed(
+            array, environment
+        ):
+            assert time.monotonic() < deadline and coordinator.poll() is None, err.read_text()
+            time.sleep(0.2)
+        _slurm("scancel", f"{array}_1", environment=environment)
+        yield Troubled(project, coordinator, array, err)
+    finally:
+        if coordinator.poll() is None:
+            coordinator.kill()
+            coordinator.wait()
 
+
+def _only_folder_job(project: Path) -> str | None:
+    jobs = project / "reports" / "tiny" / "jobs"
+    arrays = {folder.name.split("_")[0] for folder in jobs.glob("*_*") if folder.is_dir()}
+    return arrays.pop() if len(arrays) == 1 else None
+
+
+def test_cancelled_timed_out_and_failing_tasks_then_a_rerun_trains_only_what_is_missing(
+    troubled: Troubled,
+    cluster: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert troubled.coordinator.wait(timeout=300) == EXIT_FAILURE
+    err = troubled.err.read_text()
+    array = troubled.array
     tasks = _accounted(array)
     assert tasks[f"{array}_0"]["State"] == "COMPLETED"
     assert tasks[f"{array}_1"]["State"].startswith("CANCELLED")
@@ -255,7 +294,7 @@ def test_cancelled_timed_out_and_failing_tasks_then_a_rerun_trains_only_what_is_
         if line.startswith("task failed")
     }
     assert sorted(failures) == [f"{array}_1", f"{array}_2", f"{array}_3"]
-    jobs = cluster / "reports" / "tiny" / "jobs"
+    jobs = troubled.project / "reports" / "tiny" / "jobs"
     host = platform.node()
     for job_id, reason in (
         ("1", "CANCELLED"),
@@ -264,21 +303,22 @@ def test_cancelled_timed_out_and_failing_tasks_then_a_rerun_trains_only_what_is_
     ):
         line = failures[f"{array}_{job_id}"]
         assert reason in line, line
-        assert "\n" not in line
         assert f"(log: {jobs / f'{array}_{job_id}' / f'{array}_{job_id}_0_log.err'})" in line
-    store = Store(cluster / "reports" / "tiny")
+    store = Store(troubled.project / "reports" / "tiny")
     kept = store.read_runs()
-    assert kept.height == 1 and list(kept["job_id"]) == [f"{array}_0"]  # task 0's run kept
+    assert kept.height == 2 and set(kept["job_id"]) == {f"{array}_0"}  # task 0's runs kept
 
-    # The rerun, without the trouble: only the three missing runs are submitted.
-    sweep = cluster / "sweeps" / "tiny.toml"
+    # The rerun, without the trouble: only the six missing runs are submitted.
+    monkeypatch.chdir(troubled.project)
+    sweep = troubled.project / "sweeps" / "tiny.toml"
     sweep.write_text(sweep.read_text().replace(TROUBLE, "time = 1\n"))
-    before = _arrays_submitted()
-    assert main([*RUN[:-1], "1"]) == EXIT_OK
+    assert main(RUN) == EXIT_OK
     err = capsys.readouterr().err
-    assert "1 already stored, 3 to train" in err and "3 slurm task(s)" in err
-    (again,) = _arrays_submitted() - before
+    assert "2 already stored, 6 to train" in err and "3 slurm task(s)" in err
     runs = store.read_runs()
-    assert runs.height == 4 and runs["run_id"].n_unique() == 4  # no stored run trained twice
-    assert runs.filter(pl.col("job_id") == f"{array}_0")["run_id"].to_list() == list(kept["run_id"])
-    assert sorted(runs["job_id"]) == [f"{array}_0", f"{again}_0", f"{again}_1", f"{again}_2"]
+    assert runs.height == 8 and runs["run_id"].n_unique() == 8  # no stored run trained twice
+    again = runs.filter(pl.col("job_id") != f"{array}_0")
+    assert (
+        again["job_id"].n_unique() == 3 and not again["job_id"].str.starts_with(f"{array}_").any()
+    )
+    assert sorted(runs.filter(pl.col("job_id") == f"{array}_0")["run_id"]) == sorted(kept["run_id"])
