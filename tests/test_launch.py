@@ -5,6 +5,7 @@ part files; the coordinator merges and reports)."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import polars as pl
 import pytest
 from submitit.slurm.slurm import _make_sbatch_string
 
+from sweepbook import launch
 from sweepbook.cli import EXIT_BAD_INPUT, EXIT_OK, build_parser, launcher_options, main
 from sweepbook.config import LauncherConfig, load_sweep
 from sweepbook.engine import default_compile_cache, load_splits
@@ -239,3 +241,49 @@ def test_slurm_launcher_without_slurm_is_one_clear_line(
     assert main(["run", str(sweep_file), "--launcher", "slurm"]) == EXIT_BAD_INPUT
     err = capsys.readouterr().err.strip()
     assert "--launcher slurm" in err and "srun" in err and len(err.splitlines()) == 1
+
+
+def _fake_squeue(directory: Path, script: str) -> None:
+    squeue = directory / "squeue"
+    squeue.write_text(f"#!/bin/sh\n{script}\n")
+    squeue.chmod(0o755)
+
+
+def test_the_record_of_submitted_tasks_keeps_what_squeue_still_lists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs = tmp_path / "jobs"
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    launch._write_submitted(
+        jobs,
+        [
+            launch.SubmittedTask("12_0", ("a", "b")),
+            launch.SubmittedTask("12_1", ("c",)),
+            launch.SubmittedTask("9", ("d",)),
+        ],
+    )
+    # squeue --array lists pending array tasks one by one; job 9 has ended.
+    _fake_squeue(tmp_path, 'echo "$@" > "$(dirname "$0")/asked"; echo 12_1')
+    assert launch.in_flight(jobs) == [launch.SubmittedTask("12_1", ("c",))]
+    assert "--jobs=12,9" in (tmp_path / "asked").read_text()
+    assert launch.read_submitted(jobs) == [launch.SubmittedTask("12_1", ("c",))]  # forgotten
+
+    # One job id that SLURM has already purged is an error for squeue, not for us.
+    _fake_squeue(tmp_path, 'echo "slurm_load_jobs error: Invalid job id specified" >&2; exit 1')
+    assert launch.in_flight(jobs) == []
+    assert launch.read_submitted(jobs) == []
+
+
+def test_when_squeue_fails_nothing_is_submitted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs = tmp_path / "jobs"
+    launch._write_submitted(jobs, [launch.SubmittedTask("12_0", ("a",))])
+    monkeypatch.setenv("PATH", str(tmp_path))  # no squeue: a store copied off the cluster
+    assert launch.in_flight(jobs) == []
+    _fake_squeue(tmp_path, 'echo "squeue: error: Unable to contact slurm controller" >&2; exit 1')
+    with pytest.raises(launch.LaunchError, match="Unable to contact slurm controller"):
+        launch.in_flight(jobs)
+    (jobs / launch.SUBMITTED_FILE).write_text("{not json")
+    with pytest.raises(launch.LaunchError, match=r"submitted\.json: unreadable"):
+        launch.read_submitted(jobs)
