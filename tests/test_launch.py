@@ -214,6 +214,12 @@ def test_last_error_line_skips_trailing_blank_lines() -> None:
     log = "Traceback ...\nRuntimeError: no GPU\nsrun: error: vm: task 0: Exited with exit code 1\n"
     assert last_error_line(log) == "RuntimeError: no GPU"
     assert last_error_line("srun: error: only srun\n") == "srun: error: only srun"
+    # A task SLURM stopped at its time limit, as the test cluster logged it.
+    stopped = (
+        "slurmstepd-vm: error: *** JOB 4 ON vm CANCELLED AT 2026-12-02T10:41:20 DUE TO TIME "
+        "LIMIT ***\nTerminated\nsrun: error: Slurm job 4 has expired\n"
+    )
+    assert last_error_line(stopped).endswith("DUE TO TIME LIMIT ***")
 
 
 def test_where_runs_ran_groups_array_tasks_by_job() -> None:

@@ -188,6 +188,13 @@ def test_a_rerun_while_the_array_is_queued_waits_for_it_instead_of_submitting_ag
     out = cluster / "reports" / "tiny"
     before = _task_folders(out)
 
+    # --no-wait again: says so and returns, submitting nothing.
+    assert main([*RUN, "--no-wait"]) == EXIT_OK
+    err = capsys.readouterr().err
+    assert f"SLURM job {array} (squeue -j {array}): not submitted again" in err
+    assert "0 to train" in err and _task_folders(out) == before
+
+    # Without it: waits for the queued array, then merges and reports.
     assert main(RUN) == EXIT_OK
     err = capsys.readouterr().err
     assert (

@@ -396,8 +396,10 @@ def _run_locked(
             + (f" in {groups} compile group(s)" if todo else " — nothing to train")
         )
         write_sweep_record(out, sweep, plan, run_command)
-        if launched is not None and args.no_wait:
-            return launched.submit_only(todo, plan, splits) if todo else EXIT_OK
+        if launched is not None and args.no_wait and todo:
+            return launched.submit_only(todo, plan, splits)
+        if args.no_wait and queued:
+            return EXIT_OK  # nothing new to submit, and not to wait for what is queued
         if todo or queued:
             train(todo, "training", planned=plan, queued=queued)
     else:

@@ -358,13 +358,15 @@ def attach(jobs: Path, job_id: str) -> submitit.Job[TaskResult]:
 
 
 def last_error_line(text: str) -> str:
-    """The last non-empty line of a task's error output: the exception, or SLURM's reason
-    (``slurmstepd: error: *** JOB 12 ON node CANCELLED AT ... DUE TO TIME LIMIT ***``). srun's
-    own closing lines (``srun: error: node: task 0: Exited with exit code 1``) say less than
-    the line before them, and are skipped."""
+    """The line of a task's error output that says why it ended: SLURM's reason when SLURM
+    stopped it (``slurmstepd: error: *** JOB 12 ON node CANCELLED AT ... DUE TO TIME LIMIT
+    ***``; the shell's ``Terminated`` and srun's complaints may follow it), otherwise the last
+    non-empty line, the exception, skipping srun's closing lines (``srun: error: node: task 0:
+    Exited with exit code 1``), which say less than the line before them."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
+    stopped = [line for line in lines if line.startswith("slurmstepd") and "***" in line]
     said = [line for line in lines if not line.startswith("srun: ")]
-    return (said or lines or ["no error output"])[-1]
+    return (stopped or said or lines or ["no error output"])[-1]
 
 
 def _outcome(task: Task, job: submitit.Job[TaskResult]) -> TaskOutcome:
