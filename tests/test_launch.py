@@ -5,6 +5,7 @@ part files; the coordinator merges and reports)."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import polars as pl
 import pytest
 from submitit.slurm.slurm import _make_sbatch_string
 
+from sweepbook import launch
 from sweepbook.cli import EXIT_BAD_INPUT, EXIT_OK, build_parser, launcher_options, main
 from sweepbook.config import LauncherConfig, load_sweep
 from sweepbook.engine import default_compile_cache, load_splits
@@ -104,12 +106,21 @@ def test_slurm_options_become_sbatch_lines(tmp_path: Path) -> None:
         "#SBATCH --mem=15872M",
         "#SBATCH --job-name=sweepbook-tiny",
         "#SBATCH --array=0-9%4",  # ten tasks, four at a time
+        "#SBATCH --signal=USR2@90",  # submitit's warning, 90 s before the 90 minutes
         "module load cuda/12.4",
         "export JAX_PLATFORMS=cuda",
     ):
         assert line in script.splitlines(), line
     assert "qos" not in script and "constraint" not in script  # unset options stay unset
     assert local_parameters(options, gpus=0) == {"timeout_min": 90, "gpus_per_node": 0}
+
+
+@pytest.mark.parametrize(("minutes", "seconds"), [(1, 0), (2, 30), (3, 60), (4, 90), (60, 90)])
+def test_the_time_limit_warning_never_comes_in_the_first_half_of_a_short_limit(
+    minutes: int, seconds: int
+) -> None:
+    parameters = slurm_parameters(LauncherConfig(time=minutes), name="x")
+    assert parameters["signal_delay_s"] == seconds
 
 
 def test_command_line_flags_override_the_launcher_table(project: Path) -> None:
@@ -199,6 +210,16 @@ def test_a_failing_task_is_reported_and_the_others_runs_kept(project: Path) -> N
 def test_last_error_line_skips_trailing_blank_lines() -> None:
     assert last_error_line("Traceback ...\n  File x\nValueError: boom\n\n") == "ValueError: boom"
     assert last_error_line("") == "no error output"
+    # srun's closing lines after a task's traceback, as a real SLURM writes them.
+    log = "Traceback ...\nRuntimeError: no GPU\nsrun: error: vm: task 0: Exited with exit code 1\n"
+    assert last_error_line(log) == "RuntimeError: no GPU"
+    assert last_error_line("srun: error: only srun\n") == "srun: error: only srun"
+    # A task SLURM stopped at its time limit, as the test cluster logged it.
+    stopped = (
+        "slurmstepd-vm: error: *** JOB 4 ON vm CANCELLED AT 2026-12-02T10:41:20 DUE TO TIME "
+        "LIMIT ***\nTerminated\nsrun: error: Slurm job 4 has expired\n"
+    )
+    assert last_error_line(stopped).endswith("DUE TO TIME LIMIT ***")
 
 
 def test_where_runs_ran_groups_array_tasks_by_job() -> None:
@@ -226,3 +247,49 @@ def test_slurm_launcher_without_slurm_is_one_clear_line(
     assert main(["run", str(sweep_file), "--launcher", "slurm"]) == EXIT_BAD_INPUT
     err = capsys.readouterr().err.strip()
     assert "--launcher slurm" in err and "srun" in err and len(err.splitlines()) == 1
+
+
+def _fake_squeue(directory: Path, script: str) -> None:
+    squeue = directory / "squeue"
+    squeue.write_text(f"#!/bin/sh\n{script}\n")
+    squeue.chmod(0o755)
+
+
+def test_the_record_of_submitted_tasks_keeps_what_squeue_still_lists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs = tmp_path / "jobs"
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    launch._write_submitted(
+        jobs,
+        [
+            launch.SubmittedTask("12_0", ("a", "b")),
+            launch.SubmittedTask("12_1", ("c",)),
+            launch.SubmittedTask("9", ("d",)),
+        ],
+    )
+    # squeue --array lists pending array tasks one by one; job 9 has ended.
+    _fake_squeue(tmp_path, 'echo "$@" > "$(dirname "$0")/asked"; echo 12_1')
+    assert launch.in_flight(jobs) == [launch.SubmittedTask("12_1", ("c",))]
+    assert "--jobs=12,9" in (tmp_path / "asked").read_text()
+    assert launch.read_submitted(jobs) == [launch.SubmittedTask("12_1", ("c",))]  # forgotten
+
+    # One job id that SLURM has already purged is an error for squeue, not for us.
+    _fake_squeue(tmp_path, 'echo "slurm_load_jobs error: Invalid job id specified" >&2; exit 1')
+    assert launch.in_flight(jobs) == []
+    assert launch.read_submitted(jobs) == []
+
+
+def test_when_squeue_fails_nothing_is_submitted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs = tmp_path / "jobs"
+    launch._write_submitted(jobs, [launch.SubmittedTask("12_0", ("a",))])
+    monkeypatch.setenv("PATH", str(tmp_path))  # no squeue: a store copied off the cluster
+    assert launch.in_flight(jobs) == []
+    _fake_squeue(tmp_path, 'echo "squeue: error: Unable to contact slurm controller" >&2; exit 1')
+    with pytest.raises(launch.LaunchError, match="Unable to contact slurm controller"):
+        launch.in_flight(jobs)
+    (jobs / launch.SUBMITTED_FILE).write_text("{not json")
+    with pytest.raises(launch.LaunchError, match=r"submitted\.json: unreadable"):
+        launch.read_submitted(jobs)

@@ -29,12 +29,16 @@ from rich.progress import (
 from sweepbook import __version__
 
 if TYPE_CHECKING:  # the heavy modules load inside the commands, after argument parsing
+    import submitit
+
     from sweepbook.config import LauncherConfig, Sweep
     from sweepbook.data import Split
+    from sweepbook.launch import SubmittedTask, Task, TaskResult
     from sweepbook.plan import PlannedRun
     from sweepbook.store import Store
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+MAX_RUNS = 100_000  # sweepbook.plan.MAX_RUNS, without importing the planner to parse arguments
 
 # soft_wrap: messages are single lines that logs and greps can rely on, whatever the width.
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -128,16 +132,44 @@ class _Launched:
         return len(wanted & set().union(*self._seen_parts.values()))
 
     def train(
-        self, runs: list[PlannedRun], planned: list[PlannedRun], *, splits: dict[str, Split]
+        self,
+        runs: list[PlannedRun],
+        planned: list[PlannedRun],
+        *,
+        splits: dict[str, Split],
+        queued: Sequence[SubmittedTask] = (),
     ) -> None:
-        from sweepbook.launch import TaskCounts, plan_tasks, run_tasks
+        """Submit ``runs`` as tasks and wait for them, and for the ``queued`` tasks that an
+        earlier ``sweepbook run`` submitted (SLURM)."""
+        from sweepbook.launch import (
+            Task,
+            TaskCounts,
+            attach,
+            forget_submitted,
+            plan_tasks,
+            run_tasks,
+        )
 
         tasks = plan_tasks(runs, planned, splits, self.settings)
-        stderr.print(
-            f"{len(tasks)} {self.launcher} task(s), one per chunk of a compile group; "
-            f"logs under {self.jobs}"
-        )
-        wanted = {run.run_id for run in runs}
+        if tasks:
+            stderr.print(
+                f"{len(tasks)} {self.launcher} task(s), one per chunk of a compile group; "
+                f"logs under {self.jobs}"
+            )
+        by_id = {run.run_id: run for run in planned}
+        attached = [
+            (
+                Task(
+                    int(recorded.job_id.split("_")[-1]) if "_" in recorded.job_id else 0,
+                    tuple(by_id[run_id] for run_id in recorded.runs if run_id in by_id),
+                    (),
+                    self.settings,
+                ),
+                attach(self.jobs, recorded.job_id),
+            )
+            for recorded in queued
+        ]
+        wanted = {run.run_id for run in runs} | {r for task in queued for r in task.runs}
         with Progress(
             TextColumn("[progress.description]{task.description}"),
             BarColumn(),
@@ -145,7 +177,7 @@ class _Launched:
             TimeElapsedColumn(),
             console=stderr,
         ) as progress:
-            bar = progress.add_task("submitting", total=len(runs))
+            bar = progress.add_task("submitting", total=len(wanted))
 
             def show(counts: TaskCounts) -> None:
                 progress.update(
@@ -161,7 +193,12 @@ class _Launched:
                 parallelism=self.parallelism,
                 poll_seconds=self.poll_seconds,
                 on_poll=show,
+                # Recorded before waiting: a rerun after this process is killed finds them.
+                on_submit=self._record if self.launcher == "slurm" else lambda jobs: None,
+                attached=attached,
             )
+        if self.launcher == "slurm":
+            forget_submitted(self.jobs, {outcome.job_id for outcome in outcomes})
         devices: dict[str, int] = {}
         for outcome in outcomes:
             if outcome.result is None:
@@ -178,6 +215,11 @@ class _Launched:
                 "tasks ran on: " + "; ".join(f"{d} ({n} tasks)" for d, n in devices.items())
             )
 
+    def _record(self, submitted: list[tuple[Task, submitit.Job[TaskResult]]]) -> None:
+        from sweepbook.launch import record_submitted
+
+        record_submitted(self.jobs, submitted)
+
     def submit_only(
         self, todo: list[PlannedRun], plan: list[PlannedRun], splits: dict[str, Split]
     ) -> int:
@@ -186,6 +228,7 @@ class _Launched:
 
         tasks = plan_tasks(todo, plan, splits, self.settings)
         jobs = submit(self.executor, tasks)
+        self._record(list(zip(tasks, jobs, strict=True)))
         array = jobs[0].job_id.split("_")[0]
         again = shlex.join(["sweepbook", *[a for a in sys.argv[1:] if a != "--no-wait"]])
         stderr.print(
@@ -199,6 +242,31 @@ class _Launched:
         return EXIT_OK
 
 
+def _ids(runs: list[PlannedRun]) -> set[str]:
+    return {run.run_id for run in runs}
+
+
+def _still_queued(out: Path, launcher: str) -> list[SubmittedTask]:
+    """The SLURM tasks an earlier ``sweepbook run`` submitted for this store that SLURM still
+    lists, after saying so in one line. Only ``--launcher slurm`` can wait for them; any other
+    launcher would train their runs a second time, so it stops here."""
+    from sweepbook.launch import JOBS_DIR, LaunchError, in_flight
+
+    queued = in_flight(out.resolve() / JOBS_DIR)
+    if not queued:
+        return []
+    arrays = ",".join(sorted({task.job_id.split("_")[0] for task in queued}, key=int))
+    runs = len({run_id for task in queued for run_id in task.runs})
+    where = f"{runs} runs of this store are still queued or running as SLURM job {arrays}"
+    if launcher != "slurm":
+        raise LaunchError(
+            f"{out}: {where} (squeue -j {arrays}); wait until squeue no longer lists it, or "
+            "rerun with --launcher slurm, which waits for it"
+        )
+    stderr.print(f"{where} (squeue -j {arrays}): not submitted again")
+    return queued
+
+
 def command_run(args: argparse.Namespace) -> int:
     from sweepbook.config import ConfigError, load_sweep
     from sweepbook.data import DataError
@@ -210,7 +278,7 @@ def command_run(args: argparse.Namespace) -> int:
     sweep_path = Path(args.sweep)
     # Everything that can be wrong with the input is checked before anything is written.
     sweep = load_sweep(sweep_path)
-    plan = expand(sweep)
+    plan = expand(sweep, max_runs=args.max_runs)
     try:
         splits = load_splits(plan)
     except DataError as error:
@@ -283,10 +351,15 @@ def _run_locked(
         launched = _Launched(args, sweep, out, compile_cache, info)
 
     def train(
-        runs: list[PlannedRun], description: str, planned: list[PlannedRun] | None = None
+        runs: list[PlannedRun],
+        description: str,
+        planned: list[PlannedRun] | None = None,
+        queued: Sequence[SubmittedTask] = (),
     ) -> None:
         if launched is not None:
-            launched.train(runs, planned or runs, splits=load_splits(planned or runs))
+            launched.train(
+                runs, planned or runs, splits=load_splits(planned or runs), queued=queued
+            )
             return
         with Progress(
             TextColumn("[progress.description]{task.description}"),
@@ -312,24 +385,32 @@ def _run_locked(
             )
 
     atomic_write_json(out / PROVENANCE, info)
+    queued = _still_queued(out, args.launcher)
     if sweep.search is None:
-        todo = [run for run in plan if run.run_id not in done]
+        flying = {run_id for task in queued for run_id in task.runs}
+        todo = [run for run in plan if run.run_id not in done and run.run_id not in flying]
         groups = len(group_runs(todo, splits))
         stderr.print(
-            f"[bold]{sweep.name}[/]: {len(plan)} runs planned, {len(plan) - len(todo)} already "
-            f"stored, {len(todo)} to train"
+            f"[bold]{sweep.name}[/]: {len(plan)} runs planned, {len(done & _ids(plan))} already "
+            f"stored, "
+            + (f"{len(flying & _ids(plan))} queued or running in SLURM, " if queued else "")
+            + f"{len(todo)} to train"
             + (f" in {groups} compile group(s)" if todo else " — nothing to train")
         )
         write_sweep_record(out, sweep, plan, run_command)
-        if todo and launched is not None and args.no_wait:
+        if launched is not None and args.no_wait and todo:
             return launched.submit_only(todo, plan, splits)
-        if todo:
-            train(todo, "training", planned=plan)
+        if args.no_wait and queued:
+            return EXIT_OK  # nothing new to submit, and not to wait for what is queued
+        if todo or queued:
+            train(todo, "training", planned=plan, queued=queued)
     else:
         stderr.print(
             f"[bold]{sweep.name}[/]: TPE search, {sweep.search.trials} trials in batches of "
             f"{sweep.search.batch}, {len(plan)} run(s) per trial"
         )
+        if queued:  # a killed coordinator's batch: its runs first, then the search goes on
+            train([], "queued batch", planned=plan, queued=queued)
         rounds = itertools.count(1)
         planned = run_search(
             sweep,
@@ -451,6 +532,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="runs trained together by one vmapped program call, at most (default 32)",
     )
     run.add_argument(
+        "--max-runs",
+        type=_positive_int,
+        default=MAX_RUNS,
+        help=f"refuse a sweep that plans more runs than this (default {MAX_RUNS:,}: planning "
+        "them takes about a minute on 2 CPU cores; a bigger plan is usually a slip)",
+    )
+    run.add_argument(
         "--memory-budget",
         type=float,
         default=0.25,
@@ -537,7 +625,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         stderr.print(f"error: {error}", markup=False, soft_wrap=True)
         return EXIT_BAD_INPUT
-    except StoreError as error:
+    except StoreError as error:  # launch.LaunchError too
         stderr.print(f"error: {error}", markup=False, soft_wrap=True)
         return EXIT_FAILURE
     except KeyboardInterrupt:
