@@ -4,6 +4,7 @@ sweep edited or widened is not, and a moved project keeps its store."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import polars as pl
@@ -66,6 +67,7 @@ def test_a_moved_project_keeps_its_store_but_not_for_another_experiment(project:
     record_path = project / "out" / "sweep.json"
     record = json.loads(record_path.read_text())
     record["sweep_file"] = "/elsewhere/sweeps/tiny.toml"
+    del record["sweep_file_from_store"]  # as in stores written before it was recorded
     record["experiment_file"] = "/elsewhere/experiments/tiny.toml"
     record_path.write_text(json.dumps(record))
 
@@ -75,3 +77,13 @@ def test_a_moved_project_keeps_its_store_but_not_for_another_experiment(project:
     record_path.write_text(json.dumps(record))
     with pytest.raises(ConfigError, match=r"no longer there; its experiment mnist_lenet5\.toml"):
         check_store_owner(project / "out", load_sweep(sweep_path))
+
+
+def test_a_project_copied_whole_keeps_its_store(project: Path) -> None:
+    """cp -r proj proj2: the store in proj2 belongs to proj2's sweep file, found at the same
+    place relative to the store, even though proj's file still exists."""
+    recorded_store(project / "reports" / "tiny", project / "sweeps" / "tiny.toml")
+    copy = project.parent / "copy"
+    shutil.copytree(project, copy)
+
+    check_store_owner(copy / "reports" / "tiny", load_sweep(copy / "sweeps" / "tiny.toml"))

@@ -160,6 +160,7 @@ def test_traced_keys_do_not_change_the_static_spec(make_run_config, key):
         "optimizer.eps": 1e-3,
         "schedule.plateau.patience": 3,
         "compress.quantize.bits": 4,
+        "optimizer.weight_decay_mask": "weights",
     }.get(key, 0.25)
     changed = make_run_config({**run_flat(base), key: value}, seed=7)
     assert base != changed

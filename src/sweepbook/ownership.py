@@ -1,15 +1,18 @@
 """Which sweep a store belongs to, so that two studies never share one ``runs.parquet``.
 
 A store belongs to the sweep file that created it: ``sweep.json`` records that file's resolved
-path. "The same sweep" is that file, however it is edited or widened since. A different sweep
-file is refused, even one of the same name (``other/dir/x.toml`` would otherwise land in
-``reports/x``). When the recorded file no longer exists (the project was moved or cloned, the
-store copied to another machine), the store is taken to be the same sweep if the sweep file and
-its experiment file have the names recorded.
+path, and its path as seen from the store. "The same sweep" is that file, however it is edited
+or widened since, found either at the recorded path or at the recorded place relative to the
+store (a project copied or moved whole, store included). A different sweep file is refused,
+even one of the same name (``other/dir/x.toml`` would otherwise land in ``reports/x``). When
+the recorded file no longer exists (the project was moved, the store copied to another
+machine), the store is taken to be the same sweep if the sweep file and its experiment file
+have the names recorded.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from sweepbook.config import ConfigError, Sweep
@@ -24,7 +27,8 @@ def check_store_owner(directory: Path, sweep: Sweep) -> None:
         return
     record = read_json(record_path)
     recorded = Path(str(record.get("sweep_file", "")))
-    if recorded == sweep.path:
+    from_store = record.get("sweep_file_from_store")  # absent in stores written before it
+    if recorded == sweep.path or from_store == os.path.relpath(sweep.path, directory.resolve()):
         return
     recorded_experiment = Path(str(record.get("experiment_file", "")))
     moved = not recorded.exists()

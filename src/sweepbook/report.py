@@ -14,6 +14,7 @@ import functools
 import hashlib
 import io
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +82,8 @@ def write_sweep_record(
         "replicates": _replicates_text(sweep, plan),
         "run_ids": [run.run_id for run in plan],
         "sweep_file": str(sweep.path),
+        # The same file seen from the store: unchanged when a project is copied or moved whole.
+        "sweep_file_from_store": os.path.relpath(sweep.path, directory.resolve()),
         "experiment_file": str(sweep.experiment_path),
     }
     directory.mkdir(parents=True, exist_ok=True)

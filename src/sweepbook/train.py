@@ -59,8 +59,9 @@ TRACED_KEYS: frozenset[str] = frozenset(
         *(
             f"optimizer.{name}"
             for name in ("learning_rate", *OptimizerHyper._fields)
-            if name not in ("clip_norm", "clip_value")
+            if name not in ("clip_norm", "clip_value", "weight_decay_all")
         ),
+        "optimizer.weight_decay_mask",  # as OptimizerHyper.weight_decay_all
         *(f"regularization.{name}" for name in ("l1", "l2", "max_norm", "clip_norm", "clip_value")),
         *(f"schedule.{name}" for name in schedules.ScheduleParams._fields),
         *(f"schedule.plateau.{name}" for name in ("factor", "patience", "threshold", "min_scale")),
