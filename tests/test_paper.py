@@ -18,9 +18,17 @@ from sweepbook.report import render_report
 from sweepbook.venues import Venue, venue_named
 from synthetic_store import write_synthetic_store
 
+def _latex_packages_installed(*names: str) -> bool:
+    if shutil.which("pdflatex") is None or shutil.which("kpsewhich") is None:
+        return False
+    found = subprocess.run(["kpsewhich", *names], capture_output=True, text=True, check=False)
+    return len(found.stdout.split()) == len(names)
+
+
 needs_pdflatex = pytest.mark.skipif(
-    shutil.which("pdflatex") is None,
-    reason="needs pdflatex (apt-get install texlive-latex-base texlive-latex-recommended)",
+    not _latex_packages_installed("booktabs.sty", "lmodern.sty", "pgf.sty"),
+    reason="needs pdflatex with booktabs, lmodern and pgf (apt-get install texlive-latex-base "
+    "texlive-latex-recommended texlive-pictures)",
 )
 
 QUICKSTART_AXES = {
