@@ -18,6 +18,7 @@ from sweepbook.report import render_report
 from sweepbook.venues import Venue, venue_named
 from synthetic_store import write_synthetic_store
 
+
 def _latex_packages_installed(*names: str) -> bool:
     if shutil.which("pdflatex") is None or shutil.which("kpsewhich") is None:
         return False

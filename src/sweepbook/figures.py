@@ -256,19 +256,24 @@ LEGEND_MAX_COLUMNS = 4
 
 def _legend_within_width(fig: Figure, handles: list[Any], labels: list[str]) -> None:
     """A figure legend below the panels, no wider than the figure: as many columns (up to
-    :data:`LEGEND_MAX_COLUMNS`) as fit, and labels wrapped when even one column is too wide."""
+    :data:`LEGEND_MAX_COLUMNS`) as fit, and labels wrapped when even one column is too wide.
+    The figure grows taller by the legend's height, so that the panels keep theirs."""
     renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
     available = fig.bbox.width * 0.98
+    legend, needed = None, available
     for ncols in range(min(len(labels), LEGEND_MAX_COLUMNS), 0, -1):
         legend = fig.legend(handles, labels, loc="outside lower center", ncols=ncols, frameon=False)
         needed = legend.get_window_extent(renderer).width
         if needed <= available:
-            return
+            break
         legend.remove()
-    longest = max(len(label) for label in labels)
-    characters = max(8, int(longest * available / needed) - 2)
-    wrapped = [textwrap.fill(label, characters) for label in labels]
-    fig.legend(handles, wrapped, loc="outside lower center", ncols=1, frameon=False)
+        legend = None
+    if legend is None:
+        longest = max(len(label) for label in labels)
+        characters = max(8, int(longest * available / needed) - 2)
+        wrapped = [textwrap.fill(label, characters) for label in labels]
+        legend = fig.legend(handles, wrapped, loc="outside lower center", ncols=1, frameon=False)
+    fig.set_figheight(fig.get_figheight() + legend.get_window_extent(renderer).height / fig.dpi)
 
 
 @dataclass(frozen=True)
