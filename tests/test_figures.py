@@ -228,6 +228,7 @@ def test_every_figure_kind_keeps_its_text_inside_the_venues_width(tmp_path, venu
     for figure in planned:
         assert figure.figure.get_figwidth() in (venue.column_width_in, venue.text_width_in)
         assert _outside(figure.figure) == [], figure.name
+        figures.close(figure.figure)
 
 
 def test_a_legend_too_wide_for_four_columns_takes_fewer():

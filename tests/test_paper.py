@@ -50,6 +50,15 @@ def _rendered(root: Path, axes: dict[str, list[object]], name: str, venue: str) 
     return store
 
 
+def _rendered_by_the_cli(root: Path, axes: dict[str, list[object]], name: str) -> Path:
+    """As a user re-renders a store for another venue, by its unversioned name."""
+    from sweepbook.cli import EXIT_OK, main
+
+    store = write_synthetic_store(root / f"{name}-neurips", axes, name=name)
+    assert main(["report", str(store), "--venue", "neurips"]) == EXIT_OK
+    return store
+
+
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The quickstart's shape for two two-column venues (the default article and AAAI, whose
@@ -58,7 +67,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {
         "article": _rendered(root, QUICKSTART_AXES, "quickstart", "article"),
         "aaai2024": _rendered(root, QUICKSTART_AXES, "quickstart", "aaai2024"),
-        "neurips2024": _rendered(root, THREE_AXES, "three_axes", "neurips2024"),
+        "neurips2024": _rendered_by_the_cli(root, THREE_AXES, "three_axes"),
     }
 
 
@@ -211,3 +220,14 @@ def test_a_venue_name_typo_is_bad_input_naming_the_sweep_file_and_key(project, c
     assert len(err.splitlines()) == 1
     assert "tiny.toml: key 'report.venue'" in err and "did you mean 'icml'" in err
     assert not (project / "reports").exists()
+
+
+def test_report_refuses_an_unknown_venue_before_rendering(tmp_path, capsys):
+    from sweepbook.cli import main
+
+    store = write_synthetic_store(tmp_path / "store", {"model.dropout": [0.0, 0.2]})
+    with pytest.raises(SystemExit) as exit_:
+        main(["report", str(store), "--venue", "nips"])
+    assert exit_.value.code == 2
+    assert "unknown venue 'nips'" in capsys.readouterr().err
+    assert not (store / "index.html").exists()

@@ -6,6 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from sweepbook import figures
 from sweepbook.report import (
     ROBUST_STATS_MIN_RUNS,
     build_table,
@@ -189,6 +190,8 @@ def test_learning_curves_show_every_configuration_up_to_the_limit(tmp_path, grid
     store = write_synthetic_store(tmp_path / "store", axes, seeds=2, epochs=4)
     _, planned, _ = build_context(store)
     curves = next(p for p in planned if p.name == "learning_curves_loss")
+    for figure in planned:
+        figures.close(figure.figure)
     assert _training_curves(curves.figure) == shown
     configurations = grid[0] * grid[1]
     assert (f"the {shown} best of {configurations}" in curves.caption) is (configurations > shown)
@@ -202,7 +205,9 @@ def test_latex_tie_mark_is_the_one_the_caption_names(tmp_path):
 
     # Seed noise much larger than the gaps between configurations: ties are certain.
     store = write_synthetic_store(tmp_path / "store", {"model.dropout": [0.0, 0.1, 0.2]}, noise=0.1)
-    context, _, venue = build_context(store)
+    context, planned, venue = build_context(store)
+    for figure in planned:
+        figures.close(figure.figure)
     for name in (PAPER_TABLE, FULL_TABLE):
         tex = paper_table_tex(
             name, context.paper_tables[name], venue, source="sweep.toml", directory=store
