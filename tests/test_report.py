@@ -216,3 +216,31 @@ def test_latex_tie_mark_is_the_one_the_caption_names(tmp_path):
         body = tex[tex.index("\\midrule") :]
         assert "$^\\dagger$ marks" in caption and TIE_MARK in body
         assert "approx" not in tex
+
+
+@pytest.mark.parametrize("labelled", [False, True])
+def test_report_labels_name_the_paper_table_and_figure_axes(tmp_path, labelled):
+    from sweepbook.report import PAPER_TABLE, build_context
+    from synthetic_store import write_synthetic_store
+
+    labels = {"optimizer.learning_rate": "Step size", "test.accuracy": "Accuracy (%)"}
+    store = write_synthetic_store(
+        tmp_path / "store",
+        {"optimizer.learning_rate": [1e-3, 1e-2], "train.batch_size": [16, 64]},
+        report={"labels": labels} if labelled else {},
+    )
+    context, planned, _ = build_context(store)
+    metric_figure = next(p.figure for p in planned if p.name.startswith("test_accuracy_vs_"))
+    axes = metric_figure.axes[0]
+    headers = [column.header for column in context.paper_tables[PAPER_TABLE].columns]
+    for figure in planned:
+        figures.close(figure.figure)
+    if labelled:
+        assert (axes.get_xlabel(), axes.get_ylabel()) == ("Step size", "Accuracy (%)")
+        assert headers == ["Step size", "Batch size", "Accuracy (%)"]
+    else:  # the keys, as the HTML report has always shown them; readable defaults in LaTeX
+        assert (axes.get_xlabel(), axes.get_ylabel()) == (
+            "optimizer.learning_rate",
+            "test.accuracy",
+        )
+        assert headers == ["Learning rate", "Batch size", "Test accuracy"]

@@ -524,11 +524,17 @@ def parallel_figure(
     direction: Literal["max", "min"],
     best: int | None,
     venue: Venue = figures.ARTICLE,
+    labels: dict[str, str] | None = None,
 ) -> Figure:
     """Every configuration across its swept values and its mean metric (three or more axes)."""
     return figures.parallel_coordinates(
-        [figures.ParallelAxis(short_key(axis), summary[axis].to_list()) for axis in compare],
-        metric=figures.ParallelAxis(f"{metric} (mean)", summary[f"{metric}:mean"].to_list()),
+        [
+            figures.ParallelAxis((labels or {}).get(axis, short_key(axis)), summary[axis].to_list())
+            for axis in compare
+        ],
+        metric=figures.ParallelAxis(
+            f"{(labels or {}).get(metric, metric)} (mean)", summary[f"{metric}:mean"].to_list()
+        ),
         best=best,
         higher_is_better=direction == "max",
         venue=venue,
@@ -549,6 +555,7 @@ def heatmap_figure(
     metric: str,
     best: int | None,
     venue: Venue = figures.ARTICLE,
+    labels: dict[str, str] | None = None,
 ) -> Figure:
     """Mean metric on the grid of the two compared axes (rows: the second, columns: the first)."""
     columns_axis, rows_axis = compare
@@ -571,9 +578,9 @@ def heatmap_figure(
         values,
         row_labels=[format_value(v) for v in row_values],
         column_labels=[format_value(v) for v in column_values],
-        xlabel=columns_axis,
-        ylabel=rows_axis,
-        value_label=metric,
+        xlabel=(labels or {}).get(columns_axis, columns_axis),
+        ylabel=(labels or {}).get(rows_axis, rows_axis),
+        value_label=(labels or {}).get(metric, metric),
         best=best_cell,
         venue=venue,
     )
@@ -629,6 +636,7 @@ def pareto_figure(
     cost: str,
     label: str,
     venue: Venue = figures.ARTICLE,
+    labels: dict[str, str] | None = None,
 ) -> Figure:
     costs = summary[f"{cost}:mean"].to_list()
     means = summary[f"{metric}:mean"].to_list()
@@ -645,7 +653,9 @@ def pareto_figure(
         )
         for row, on_front in zip(summary.iter_rows(named=True), front, strict=True)
     ]
-    return figures.pareto(points, xlabel=label, ylabel=metric, venue=venue)
+    return figures.pareto(
+        points, xlabel=label, ylabel=(labels or {}).get(metric, metric), venue=venue
+    )
 
 
 def schedule_figure(
@@ -679,6 +689,7 @@ def metric_figure(
     *,
     sampled: bool,
     venue: Venue = figures.ARTICLE,
+    labels: dict[str, str] | None = None,
 ) -> Figure:
     """Headline metric against the first compared axis; one series per value of the others
     (the :data:`MAX_SERIES` holding the best configurations, when there are more). Sampled
@@ -716,8 +727,8 @@ def metric_figure(
         )
     return figures.metric_vs_axis(
         series,
-        xlabel=axis,
-        ylabel=metric,
+        xlabel=(labels or {}).get(axis, axis),
+        ylabel=(labels or {}).get(metric, metric),
         log_x=log_x,
         ticks=None
         if sampled and numeric
@@ -849,6 +860,8 @@ def build_context(
     sweep file names)."""
     record = read_json(directory / SWEEP_RECORD)
     venue = venue_named(venue_name or record.get("venue", DEFAULT_VENUE))
+    # The sweep's [report.labels] name the axes of figures too; without them, the keys do.
+    axis_labels: dict[str, str] = record.get("labels", {})
     provenance = read_json(directory / PROVENANCE)
     store = Store(directory)
     planned = set(record["run_ids"])
@@ -949,7 +962,7 @@ def build_context(
                     f"heatmap_{short_key(compare[0])}_{short_key(compare[1])}",
                     f"{metric}: {compare[0]} × {compare[1]}",
                     f"Mean {metric} over {seeds_text} per cell; the best configuration is boxed.",
-                    heatmap_figure(summary, compare, metric, best, venue),
+                    heatmap_figure(summary, compare, metric, best, venue, axis_labels),
                 )
             )
         if len(compare) >= 3:
@@ -961,7 +974,7 @@ def build_context(
                     f"each swept axis to its mean {metric} over {seeds_text}; lighter lines are "
                     "better, the best configuration is black. Axes spanning two decades or "
                     "more are logarithmic.",
-                    parallel_figure(summary, compare, metric, direction, best, venue),
+                    parallel_figure(summary, compare, metric, direction, best, venue, axis_labels),
                 )
             )
         if best_row is not None and "test.confusion" in ok.columns:
@@ -998,7 +1011,9 @@ def build_context(
                         f"Mean ± standard deviation over {seeds_text}; the Pareto front (no "
                         f"configuration is both smaller and better) is joined, dominated "
                         "configurations are pale, the uncompressed baseline is the star.",
-                        pareto_figure(summary, compare, metric, direction, cost, label, venue),
+                        pareto_figure(
+                            summary, compare, metric, direction, cost, label, venue, axis_labels
+                        ),
                     )
                 )
         if compare:
@@ -1023,6 +1038,7 @@ def build_context(
                         direction,
                         sampled=sampled,
                         venue=venue,
+                        labels=axis_labels,
                     ),
                 )
             )
