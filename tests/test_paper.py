@@ -1,7 +1,7 @@
-"""The paper files, checked by LaTeX itself: a paper of each venue ``\\input``s the paper table,
-includes every PDF figure at its natural size and one PGF figure, and must compile without an
-error, an overfull box or a font-size substitution; every figure file must be exactly the
-venue's column or text width, with its text at the venue's sizes."""
+"""The paper files, checked by LaTeX itself: a paper of each venue ``\\input``s the paper table
+and the full one, includes every PDF figure at its natural size and one PGF figure, and must
+compile without an error, an overfull box or a font-size substitution; every figure file must
+be exactly the venue's column or text width, with its text at the venue's sizes."""
 
 from __future__ import annotations
 
@@ -120,7 +120,7 @@ def paper(store: Path, venue: Venue) -> str:
     column = venue.column_width_in if venue.two_column else venue.text_width_in
     columnsep = venue.text_width_in - 2 * column if venue.two_column else 0.25
     tex = (store / "tables" / "results.tex").read_text()
-    tabular = tex[tex.index(r"\begin{tabular}") : tex.index(r"\end{tabular}")] + r"\end{tabular}"
+    tabular = tex[tex.index(r"\begin{tabular}") : tex.rindex(r"\end{tabular}")] + r"\end{tabular}"
     environment = re.search(r"\\begin\{(table\*?)\}", tex)
     assert environment is not None
     lines = [
@@ -132,7 +132,7 @@ def paper(store: Path, venue: Venue) -> str:
         r"\usepackage{lmodern}",
         rf"\usepackage[letterpaper,textwidth={venue.text_width_in}in,"
         rf"columnsep={columnsep:.4f}in,textheight=9in]{{geometry}}",
-        r"\usepackage{booktabs,graphicx,pgf}",
+        r"\usepackage{booktabs,graphicx,pgf,rotating}",
         r"\providecommand{\mathdefault}[1]{#1}",
         r"\newsavebox\measured",
         r"\begin{document}",
@@ -140,6 +140,7 @@ def paper(store: Path, venue: Venue) -> str:
         rf"\typeout{{MEASURE table {environment[1]} \the\wd\measured\space"
         r" column \the\columnwidth\space text \the\textwidth}",
         r"\input{tables/results.tex}",
+        r"\input{tables/results_full.tex}",
     ]
     for pdf in sorted((store / "figures").glob("*.pdf")):
         wide = pdf_page_width_in(pdf) > venue.column_width_in * 1.01

@@ -61,6 +61,9 @@ ROBUST_STATS_MIN_RUNS = 8
 MAX_SERIES = 12
 PAPER_TABLE = "results.tex"  # what a paper shows: axes, headline, a few named metrics
 FULL_TABLE = "results_full.tex"  # every column of the HTML table
+# Decimals the full table shows at most: a dozen metric columns fit a landscape page only at
+# three (the HTML table and runs.parquet keep every digit).
+FULL_TABLE_DECIMALS = 3
 
 
 # --- the record a run leaves for its report --------------------------------------------------
@@ -326,6 +329,7 @@ def _stat(
     *,
     ties: set[int] | None = None,
     spread: bool = True,
+    most_decimals: int = 4,
 ) -> PaperColumn:
     """Mean ± std of ``key`` per configuration, the best in bold (none for descriptions such
     as the best epoch); sizes in kB."""
@@ -340,6 +344,7 @@ def _stat(
         ties=ties or set(),
         scale=1e-3 if key == "model_bytes" else 1.0,
         default_decimals={"model_bytes": 1, "best_epoch": 1, "train_seconds": 2}.get(key, 4),
+        most_decimals=most_decimals,
     )
 
 
@@ -372,24 +377,32 @@ def build_paper_tables(
         for axis in compare
     ]
     headline = _stat(rows, metric, labels, ties=ties)
-    decimals = latex.decimals_for([row.get(f"{metric}:std") for row in rows], 4)
-    interval = latex.interval_column(
-        "95% CI",
-        [row.get(f"{metric}:ci_low") for row in rows],
-        [row.get(f"{metric}:ci_high") for row in rows],
-        decimals,
-    )
+    stds = [row.get(f"{metric}:std") for row in rows]
+
+    def interval(most_decimals: int) -> PaperColumn:
+        return latex.interval_column(
+            "95% CI",
+            [row.get(f"{metric}:ci_low") for row in rows],
+            [row.get(f"{metric}:ci_high") for row in rows],
+            latex.decimals_for(stds, 4, most_decimals),
+        )
+
     named = [m for m in dict.fromkeys(record.get("table", [])) if m != metric]
     paper_columns = [
         *axes,
         headline,
-        *([interval] if tested and record.get("table_ci") else []),
+        *([interval(4)] if tested and record.get("table_ci") else []),
         *[_stat(rows, m, labels) for m in named if f"{m}:mean" in summary.columns],
     ]
     full_columns = [
         *axes,
-        latex.axis_column("Runs", [row["n"] for row in rows], [str(row["n"]) for row in rows]),
-        headline,
+        # Runs per configuration, when they differ (the caption gives a count they share).
+        *(
+            [latex.axis_column("Runs", [row["n"] for row in rows], [str(row["n"]) for row in rows])]
+            if len({row["n"] for row in rows}) > 1
+            else []
+        ),
+        _stat(rows, metric, labels, ties=ties, most_decimals=FULL_TABLE_DECIMALS),
         *(
             [
                 latex.stat_column(
@@ -397,6 +410,7 @@ def build_paper_tables(
                     values := [row.get(f"{metric}:{stat}") for row in rows],
                     [None] * len(rows),
                     best=_best_of(values, latex.lower_is_better(metric)),
+                    most_decimals=FULL_TABLE_DECIMALS,
                 )
                 for stat, name in (("median", "Median"), ("iqm", "IQM"))
             ]
@@ -405,7 +419,7 @@ def build_paper_tables(
         ),
         *(
             [
-                interval,
+                interval(FULL_TABLE_DECIMALS),
                 latex.axis_column(
                     "p vs best",
                     [row.get(f"{metric}:p_vs_best") for row in rows],
@@ -415,7 +429,10 @@ def build_paper_tables(
             if tested
             else []
         ),
-        *[_stat(rows, m, labels) for m in dict.fromkeys([*shown[1:], *named])],
+        *[
+            _stat(rows, m, labels, most_decimals=FULL_TABLE_DECIMALS)
+            for m in dict.fromkeys([*shown[1:], *named])
+        ],
         *(
             [_stat(rows, "nonzero_params", labels), _stat(rows, "model_bytes", labels)]
             if sized
@@ -1122,12 +1139,7 @@ def paper_table_tex(
         environment_name = "table" if width <= column_pt else "table*"
     else:
         environment_name = "table"
-    headers = [
-        latex_escape(column.header)
-        if column.span == 1
-        else f"\\multicolumn{{{column.span}}}{{c}}{{{latex_escape(column.header)}}}"
-        for column in table.columns
-    ]
+    headers = [latex.header_tex(column.header, column.span) for column in table.columns]
     rows = [
         [part for column in table.columns for part in column.cells[index]]
         for index in range(table.rows)
