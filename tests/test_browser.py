@@ -45,6 +45,8 @@ class PageVisit:
     console_errors: list[str] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)
     figures: list[dict[str, float]] = field(default_factory=list)
+    page_width: float = 0.0  # what the page's content needs (scrollWidth), in CSS px
+    window_width: float = 0.0
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +73,8 @@ def visit(browser: object, page_path: Path) -> PageVisit:
     page.on("pageerror", lambda error: visit.console_errors.append(str(error)))
     page.on("request", lambda request: visit.requests.append(request.url))
     page.goto(page_path.resolve().as_uri(), wait_until="load")
+    visit.page_width = page.evaluate("document.documentElement.scrollWidth")
+    visit.window_width = page.evaluate("window.innerWidth")
     images = page.locator("figure img")
     for index in range(images.count()):
         image = images.nth(index)
@@ -113,6 +117,13 @@ def test_report_loads_cleanly_offline_and_shows_every_figure(browser, three_axes
     for figure in visit_.figures:
         assert figure["visible"] and figure["decoded"]
         assert figure["width"] > 150 and figure["height"] > 80
+
+
+def test_report_does_not_scroll_sideways_in_a_1280_px_window(browser, three_axes_report):
+    """The comparison table (16 columns here) scrolls inside its own box; the page does not."""
+    visit_ = visit(browser, three_axes_report)
+    assert visit_.window_width == 1280
+    assert visit_.page_width <= visit_.window_width
 
 
 def test_index_of_reports_loads_cleanly(browser, three_axes_report):

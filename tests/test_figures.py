@@ -197,3 +197,47 @@ def test_parallel_coordinates_lower_is_better_puts_the_lowest_on_top():
 def test_crowded_tick_labels_are_blanked_but_the_ends_kept(positions, log, shown):
     labels = [f"{p:g}" for p in positions]
     assert figures._spaced_labels(positions, labels, log=log) == shown
+
+
+def _outside(fig) -> list[float]:
+    """How far (in inches) what the figure draws reaches beyond its left, bottom, right and top
+    edges; a fixed page size would cut that off. Empty when everything is inside."""
+    fig.canvas.draw()
+    drawn = fig.get_tightbbox(fig.canvas.get_renderer())
+    width, height = fig.get_size_inches()
+    overshoot = [-drawn.x0, -drawn.y0, drawn.x1 - width, drawn.y1 - height]
+    return [round(o, 3) for o in overshoot if o > 0.01]
+
+
+@pytest.mark.parametrize("venue_name", ["article", "neurips2024", "jmlr2001"])
+def test_every_figure_kind_keeps_its_text_inside_the_venues_width(tmp_path, venue_name):
+    """No tight bounding box rescues text outside the figure any more: each kind, at the
+    venue's width, lays out its labels, ticks and legend inside it."""
+    from sweepbook.report import build_context
+    from sweepbook.venues import venue_named
+    from synthetic_store import write_synthetic_store
+
+    axes = {
+        "optimizer.learning_rate": [3e-4, 1e-3, 3e-3],
+        "train.batch_size": [16, 64],
+        "model.dropout": [0.0, 0.2],
+    }
+    store = write_synthetic_store(tmp_path / "store", axes, seeds=2, epochs=4)
+    _, planned, venue = build_context(store, venue_name)
+    assert venue == venue_named(venue_name)
+    for figure in planned:
+        assert figure.figure.get_figwidth() in (venue.column_width_in, venue.text_width_in)
+        assert _outside(figure.figure) == [], figure.name
+        figures.close(figure.figure)
+
+
+def test_a_legend_too_wide_for_four_columns_takes_fewer():
+    long = "learning_rate=0.0003, batch_size=16, dropout=0.2, weight_decay=0.0001"
+    curves = [
+        figures.Curve(f"{long} #{i}", np.arange(1, 5), np.ones(4) * i, np.zeros(4))
+        for i in range(6)
+    ]
+    fig = figures.learning_curves([figures.Panel("training", "loss", curves)], columns=1)
+    assert fig.get_figwidth() == figures.ARTICLE.column_width_in
+    assert _outside(fig) == []
+    assert len(fig.legends) == 1

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import polars as pl
 import pytest
 
+from sweepbook import figures
 from sweepbook.report import (
     ROBUST_STATS_MIN_RUNS,
     build_table,
@@ -131,3 +134,113 @@ def test_learning_curves_of_selected_configurations_get_one_panel_per_split(sele
     assert len([ax for ax in fig.axes if ax.get_visible()]) == axes
     titles = {ax.get_title() for ax in fig.axes}
     assert ("training, bs=16" in titles) is not selected
+
+
+# --- issue 14, items 8 and 9: marks beside the metric, every curve up to the limit ----------
+
+
+def test_tie_and_best_marks_sit_beside_the_headline_value_not_the_axis_value():
+    """ "≈ 0.2" in the dropout column read as "dropout is about 0.2": the mark goes beside the
+    headline metric's value instead."""
+    from sweepbook.report import Table, TableRow, environment
+
+    table = Table(
+        caption="",
+        headers=["model.dropout", "runs", "test.accuracy (mean ± std)"],
+        rows=[
+            TableRow(cells=["0.1", "3", "0.9700 ± 0.0040"], best=True),
+            TableRow(cells=["0.2", "3", "0.9650 ± 0.0050"], best=False, tie=True),
+        ],
+        marked_column=2,
+    )
+    html = environment().get_template("partials/table.html.j2").render(table=table)
+    cells = [
+        re.findall(r"<td>(.*?)</td>", row)
+        for row in re.findall(r"<tr[^>]*>(.*?)</tr>", html, re.S)[1:]
+    ]
+    assert cells[0][0] == "0.1" and cells[1][0] == "0.2"  # axis values unmarked
+    assert cells[0][2].startswith("0.9700 ± 0.0040") and "★" in cells[0][2]
+    assert cells[1][2].startswith("0.9650 ± 0.0050") and "≈" in cells[1][2]
+
+
+def _training_curves(figure) -> int:
+    """Configurations drawn: labelled lines over the training panels (a configuration is in
+    exactly one of them)."""
+    return sum(
+        1
+        for ax in figure.axes
+        if ax.get_title().startswith("training")
+        for line in ax.get_lines()
+        if not line.get_label().startswith("_")
+    )
+
+
+@pytest.mark.parametrize(("grid", "shown"), [((3, 3), 9), ((13, 1), 12)])
+def test_learning_curves_show_every_configuration_up_to_the_limit(tmp_path, grid, shown):
+    """9 configurations: all 9 drawn (the "8 best of 9" hid one for no reason); beyond
+    MAX_SERIES (12), the best 12, and the caption says so."""
+    from sweepbook.report import MAX_SERIES, build_context
+    from synthetic_store import write_synthetic_store
+
+    assert MAX_SERIES == 12
+    axes = {
+        "optimizer.learning_rate": [0.001 * (i + 1) for i in range(grid[0])],
+        "train.batch_size": [16 * (i + 1) for i in range(grid[1])],
+    }
+    store = write_synthetic_store(tmp_path / "store", axes, seeds=2, epochs=4)
+    _, planned, _ = build_context(store)
+    curves = next(p for p in planned if p.name == "learning_curves_loss")
+    for figure in planned:
+        figures.close(figure.figure)
+    assert _training_curves(curves.figure) == shown
+    configurations = grid[0] * grid[1]
+    assert (f"the {shown} best of {configurations}" in curves.caption) is (configurations > shown)
+
+
+def test_latex_tie_mark_is_the_one_the_caption_names(tmp_path):
+    """The caption said "$\\approx$ marks ..." while the rows carried a dagger."""
+    from sweepbook.latex import TIE_MARK
+    from sweepbook.report import FULL_TABLE, PAPER_TABLE, build_context, paper_table_tex
+    from synthetic_store import write_synthetic_store
+
+    # Seed noise much larger than the gaps between configurations: ties are certain.
+    store = write_synthetic_store(tmp_path / "store", {"model.dropout": [0.0, 0.1, 0.2]}, noise=0.1)
+    context, planned, venue = build_context(store)
+    for figure in planned:
+        figures.close(figure.figure)
+    for name in (PAPER_TABLE, FULL_TABLE):
+        tex = paper_table_tex(
+            name, context.paper_tables[name], venue, source="sweep.toml", directory=store
+        )
+        caption = tex[tex.index("\\caption{") : tex.index("\\label")]
+        body = tex[tex.index("\\midrule") :]
+        assert "$^\\dagger$ marks" in caption and TIE_MARK in body
+        assert "approx" not in tex
+
+
+@pytest.mark.parametrize("labelled", [False, True])
+def test_report_labels_name_the_paper_table_and_figure_axes(tmp_path, labelled):
+    from sweepbook.report import PAPER_TABLE, build_context
+    from synthetic_store import write_synthetic_store
+
+    labels = {"optimizer.learning_rate": "Step size", "test.accuracy": "Accuracy (%)"}
+    store = write_synthetic_store(
+        tmp_path / "store",
+        {"optimizer.learning_rate": [1e-3, 1e-2], "train.batch_size": [16, 64]},
+        report={"labels": labels} if labelled else {},
+    )
+    context, planned, _ = build_context(store)
+    metric_figure = next(p.figure for p in planned if p.name.startswith("test_accuracy_vs_"))
+    axes = metric_figure.axes[0]
+    headers = [column.header for column in context.paper_tables[PAPER_TABLE].columns]
+    for figure in planned:
+        figures.close(figure.figure)
+    if labelled:
+        assert (axes.get_xlabel(), axes.get_ylabel()) == ("Step size", "Accuracy (%)")
+        assert headers == ["Step size", "Batch size", "Accuracy (%)"]
+    else:  # the keys, as the HTML report has always shown them; readable defaults in LaTeX
+        assert (axes.get_xlabel(), axes.get_ylabel()) == (
+            "optimizer.learning_rate",
+            "test.accuracy",
+        )
+        assert headers == ["Learning rate", "Batch size", "Test accuracy"]

@@ -456,11 +456,11 @@ def command_report(args: argparse.Namespace) -> int:
     for directory in args.directories:
         try:
             with Store(Path(directory)).lock():
-                target = render_report(Path(directory))
+                target = render_report(Path(directory), args.venue)
         except StoreLocked as busy:
             # Reading is safe beside a running sweep: readers see main files plus parts.
             stderr.print(f"note: {busy.busy_line()}; reporting the runs stored so far")
-            target = render_report(Path(directory))
+            target = render_report(Path(directory), args.venue)
         stderr.print(f"report: {target.resolve().as_uri()}")
     return EXIT_OK
 
@@ -494,6 +494,15 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
+
+
+def _venue_name(text: str) -> str:
+    from sweepbook.venues import unknown_venue_message
+
+    problem = unknown_venue_message(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
 
 
 def _non_negative_int(text: str) -> int:
@@ -592,6 +601,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--check",
         action="store_true",
         help="render nothing; exit 1 when a report is older than its stored results",
+    )
+    report.add_argument(
+        "--venue",
+        type=_venue_name,
+        help="draw the figures for this venue (icml2024, neurips2024, ...; default: the sweep "
+        "file's [report] venue, else a two-column article)",
     )
     report.set_defaults(handler=command_report)
 

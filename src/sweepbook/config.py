@@ -419,6 +419,42 @@ class ReportConfig(_Strict):
     metric: str = "test.accuracy"
     direction: Literal["max", "min"] | None = None
     compare: list[str] | None = None
+    # Paper output (figures, tables/results.tex): settings of the report, not of any run, so
+    # run ids never depend on them.
+    venue: str = "article"  # figure widths and font sizes: see sweepbook/venues.py
+    table: Annotated[list[str], Field(max_length=3)] = []  # metrics beside the headline
+    table_ci: bool = False  # the headline's 95% bootstrap CI in the paper table too
+    labels: dict[str, str] = {}  # human names of axes and metrics: {"train.batch_size": "Batch"}
+
+    @field_validator("venue")
+    @classmethod
+    def _known_venue(cls, name: str) -> str:
+        from sweepbook.venues import unknown_venue_message  # tueplots only when a sweep loads
+
+        problem = unknown_venue_message(name)
+        if problem:
+            raise ValueError(problem)
+        return name
+
+    @field_validator("table")
+    @classmethod
+    def _stored_metrics(cls, names: list[str]) -> list[str]:
+        for name in names:
+            split, _, metric = name.partition(".")
+            stored = (split in ("test", "val") and metric in RUN_METRICS) or name in (
+                "train.accuracy",
+                "train.loss",
+                "model_bytes",
+                "nonzero_params",
+                "params",
+                "best_epoch",
+                "train_seconds",
+            )
+            if not stored:
+                raise ValueError(
+                    f"'{name}' is not a stored metric (e.g. test.f1_macro, val.loss, model_bytes)"
+                )
+        return names
 
 
 class LauncherConfig(_Strict):

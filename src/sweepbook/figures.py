@@ -1,7 +1,11 @@
-"""Matplotlib figures: one function per kind, each taking prepared data and returning a Figure.
+"""Matplotlib figures: one function per kind, each taking prepared data and a venue and
+returning a Figure.
 
-Style lives in :data:`STYLE` (serif fonts, paper-column sizes, the Okabe-Ito colour-blind-safe
-palette); functions never set fonts or colours of their own.
+Style lives here (:data:`BASE_STYLE` and :func:`figure_style`: serif fonts, the Okabe-Ito
+colour-blind-safe palette) and the numbers in :mod:`sweepbook.venues`: every figure is exactly
+its venue's column or text width wide, laid out by matplotlib's constrained layout (never a
+tight bounding box, which would change the width), with its text at the venue's two font
+sizes. Functions never set fonts, sizes or colours of their own.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import contextlib
 import functools
 import io
 import shutil
+import textwrap
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -20,11 +25,12 @@ matplotlib.use("Agg")  # files only; never a window
 
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib import ticker
+from matplotlib import font_manager, ticker
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 
 from sweepbook.latex import latex_text
+from sweepbook.venues import DEFAULT_VENUE, MATH_FONTSETS, TYPEFACES, Venue, venue_named
 
 if TYPE_CHECKING:
     from matplotlib.typing import RcKeyType
@@ -33,26 +39,15 @@ if TYPE_CHECKING:
 # deficiencies. Line styles cycle too, so more than eight series stay tellable apart.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
 LINESTYLES = ("-", "--", ":", "-.")
-COLUMN_WIDTH_IN = 3.25  # one column of a two-column paper
 FEW_EPOCHS = 3  # learning curves this short are drawn as points with error bars
-FULL_WIDTH_IN = 6.75  # full text width of the same paper
+ARTICLE = venue_named(DEFAULT_VENUE)
 
-STYLE: dict[RcKeyType, Any] = {
-    "font.family": "serif",
-    "font.serif": ["DejaVu Serif", "Times New Roman", "Times"],
-    "font.size": 8,
-    "axes.titlesize": 8,
-    "axes.labelsize": 8,
-    "legend.fontsize": 7,
-    "xtick.labelsize": 7,
-    "ytick.labelsize": 7,
+BASE_STYLE: dict[RcKeyType, Any] = {
     "axes.spines.top": False,
     "axes.spines.right": False,
     "axes.grid": True,
     "grid.alpha": 0.3,
     "lines.linewidth": 1.2,
-    "savefig.bbox": "tight",
-    "savefig.pad_inches": 0.02,
     "svg.hashsalt": "sweepbook",  # stable ids: same data, same SVG bytes
     "svg.fonttype": "path",  # text as paths: the SVG looks the same without our fonts
     "pdf.fonttype": 42,
@@ -60,6 +55,41 @@ STYLE: dict[RcKeyType, Any] = {
     # (which would fail to render on an unknown command and take the report down with it).
     "text.parse_math": False,
 }
+
+
+@functools.cache
+def installed_family(typeface: str) -> str:
+    """The first installed font family of ``typeface``; DejaVu Serif (which ships with
+    matplotlib) when none of them is."""
+    for family in TYPEFACES[typeface]:
+        try:
+            font_manager.findfont(
+                font_manager.FontProperties(family=family), fallback_to_default=False
+            )
+        except ValueError:
+            continue
+        return family
+    return "DejaVu Serif"
+
+
+def figure_style(venue: Venue) -> dict[RcKeyType, Any]:
+    """rcParams of a figure for ``venue``: its typeface (DejaVu Serif after it, for glyphs the
+    face lacks) and its two sizes: labels and titles, then ticks, legends and cell numbers."""
+    return {
+        **BASE_STYLE,
+        # Named families, not "serif": a text keeps the family it was made with, whereas
+        # "serif" would be looked up again under the rcParams in force when the file is saved.
+        "font.family": [installed_family(venue.typeface), "DejaVu Serif"],
+        "mathtext.fontset": MATH_FONTSETS[venue.typeface],
+        "font.size": venue.font_size,
+        "axes.titlesize": venue.font_size,
+        "axes.labelsize": venue.font_size,
+        "figure.titlesize": venue.font_size,
+        "legend.fontsize": venue.small_font_size,
+        "legend.title_fontsize": venue.small_font_size,
+        "xtick.labelsize": venue.small_font_size,
+        "ytick.labelsize": venue.small_font_size,
+    }
 
 
 # Fixed metadata so that the same data gives the same bytes (no creation dates).
@@ -110,7 +140,7 @@ def _latex_texts(fig: Figure) -> Iterator[None]:
 
 
 def render(fig: Figure, file_format: str) -> bytes:
-    """The figure as ``svg``, ``pdf``, ``png`` or ``pgf`` bytes, saved under :data:`STYLE`.
+    """The figure as ``svg``, ``pdf``, ``png`` or ``pgf`` bytes, at exactly its own size.
 
     A PGF figure goes into LaTeX with ``\\input{name.pgf}`` after ``\\usepackage{pgf}`` and
     ``\\providecommand{\\mathdefault}[1]{#1}`` in the preamble (matplotlib's tick labels use
@@ -120,7 +150,7 @@ def render(fig: Figure, file_format: str) -> bytes:
     # The PGF writer takes no metadata; the others take it to leave dates out.
     options: dict[str, Any] = {} if pgf else {"metadata": _METADATA.get(file_format)}
     with (
-        plt.rc_context({**STYLE, **(_PGF_STYLE if pgf else {})}),
+        plt.rc_context({**BASE_STYLE, **(_PGF_STYLE if pgf else {})}),
         _latex_texts(fig) if pgf else contextlib.nullcontext(),
     ):
         fig.savefig(
@@ -161,14 +191,22 @@ class Panel:
     curves: Sequence[Curve]
 
 
-def learning_curves(panels: Sequence[Panel], columns: int, *, wide: bool = False) -> Figure:
+def learning_curves(
+    panels: Sequence[Panel], columns: int, *, wide: bool = False, venue: Venue = ARTICLE
+) -> Figure:
     """Grid of panels; each curve a mean line with a shaded band of one std over seeds.
-    Full text width when there are several columns or ``wide`` is asked for."""
+    Full text width when there are several columns or ``wide`` is asked for; the legend below
+    the panels, in as many columns as fit that width."""
     rows = max(1, int(np.ceil(len(panels) / columns)))
-    with plt.rc_context(STYLE):
-        width = FULL_WIDTH_IN if columns > 1 or wide else COLUMN_WIDTH_IN
+    with plt.rc_context(figure_style(venue)):
+        width = venue.text_width_in if columns > 1 or wide else venue.column_width_in
         fig, axes = plt.subplots(
-            rows, columns, figsize=(width, 2.0 * rows), squeeze=False, sharex=True
+            rows,
+            columns,
+            figsize=(width, 2.0 * rows),
+            squeeze=False,
+            sharex=True,
+            layout="constrained",
         )
         # A configuration keeps its colour in every panel.
         order = list(dict.fromkeys(curve.label for panel in panels for curve in panel.curves))
@@ -209,15 +247,33 @@ def learning_curves(panels: Sequence[Panel], columns: int, *, wide: bool = False
                 entries.setdefault(label, handle)
         labels, handles = list(entries), list(entries.values())
         if len(labels) > 1:
-            fig.legend(
-                handles,
-                labels,
-                loc="outside lower center",
-                ncols=min(len(labels), 4),
-                frameon=False,
-            )
-        fig.set_layout_engine("constrained")
+            _legend_within_width(fig, handles, labels)
     return fig
+
+
+LEGEND_MAX_COLUMNS = 4
+
+
+def _legend_within_width(fig: Figure, handles: list[Any], labels: list[str]) -> None:
+    """A figure legend below the panels, no wider than the figure: as many columns (up to
+    :data:`LEGEND_MAX_COLUMNS`) as fit, and labels wrapped when even one column is too wide.
+    The figure grows taller by the legend's height, so that the panels keep theirs."""
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    available = fig.bbox.width * 0.98
+    legend, needed = None, available
+    for ncols in range(min(len(labels), LEGEND_MAX_COLUMNS), 0, -1):
+        legend = fig.legend(handles, labels, loc="outside lower center", ncols=ncols, frameon=False)
+        needed = legend.get_window_extent(renderer).width
+        if needed <= available:
+            break
+        legend.remove()
+        legend = None
+    if legend is None:
+        longest = max(len(label) for label in labels)
+        characters = max(8, int(longest * available / needed) - 2)
+        wrapped = [textwrap.fill(label, characters) for label in labels]
+        legend = fig.legend(handles, wrapped, loc="outside lower center", ncols=1, frameon=False)
+    fig.set_figheight(fig.get_figheight() + legend.get_window_extent(renderer).height / fig.dpi)
 
 
 @dataclass(frozen=True)
@@ -241,6 +297,7 @@ def metric_vs_axis(
     ticks: Sequence[tuple[float, str]] | None,
     categorical: bool,
     join: bool = True,
+    venue: Venue = ARTICLE,
 ) -> Figure:
     """Mean ± std error bars per value of the axis, one series per other configuration, seeds
     as dots.
@@ -249,8 +306,8 @@ def metric_vs_axis(
     axis, so the axis names exactly the values that were run (None: automatic ticks, for
     sampled values). ``join=False`` draws points only. On a categorical axis points are
     not joined (there is nothing between two categories) and series are dodged sideways."""
-    with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 2.4))
+    with plt.rc_context(figure_style(venue)):
+        fig, ax = plt.subplots(figsize=(venue.column_width_in, 2.4), layout="constrained")
         for index, item in enumerate(series):
             style = series_style(index)
             shift = (index - (len(series) - 1) / 2) * 0.12 if categorical else 0.0
@@ -288,7 +345,6 @@ def metric_vs_axis(
         ax.set_ylabel(ylabel)
         if len(series) > 1:
             ax.legend(frameon=False)
-        fig.set_layout_engine("constrained")
     return fig
 
 
@@ -323,11 +379,13 @@ class ParetoPoint:
     baseline: bool
 
 
-def pareto(points: Sequence[ParetoPoint], *, xlabel: str, ylabel: str) -> Figure:
+def pareto(
+    points: Sequence[ParetoPoint], *, xlabel: str, ylabel: str, venue: Venue = ARTICLE
+) -> Figure:
     """Value against cost on a log axis, ± std bars over seeds; the front joined and dark, the
     dominated points pale, the uncompressed baseline as a star."""
-    with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 2.6))
+    with plt.rc_context(figure_style(venue)):
+        fig, ax = plt.subplots(figsize=(venue.column_width_in, 2.6), layout="constrained")
         front = sorted((p for p in points if p.on_front), key=lambda p: p.cost)
         ax.plot(
             [p.cost for p in front], [p.mean for p in front], color=PALETTE[0], lw=1.0, zorder=1
@@ -349,14 +407,13 @@ def pareto(points: Sequence[ParetoPoint], *, xlabel: str, ylabel: str) -> Figure
             ax.annotate(
                 point.label,
                 (point.cost, point.mean),
-                fontsize=5.5,
+                fontsize=venue.small_font_size,
                 xytext=(3, -8),
                 textcoords="offset points",
             )
         ax.set_xscale("log")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
-        fig.set_layout_engine("constrained")
     return fig
 
 
@@ -379,13 +436,14 @@ def heatmap(
     ylabel: str,
     value_label: str,
     best: tuple[int, int] | None,
+    venue: Venue = ARTICLE,
 ) -> Figure:
     """A two-axis grid: one cell per configuration, its value written in it, the best boxed.
     Missing configurations are NaN and left blank. Viridis is colour-blind safe and prints in
     grey."""
-    with plt.rc_context(STYLE):
+    with plt.rc_context(figure_style(venue)):
         fig, ax = plt.subplots(
-            figsize=(COLUMN_WIDTH_IN, 0.45 * len(row_labels) + 1.0), layout="constrained"
+            figsize=(venue.column_width_in, 0.45 * len(row_labels) + 1.0), layout="constrained"
         )
         image = _cells(ax, values, cmap="viridis")
         ax.set_xticks(range(len(column_labels)), column_labels)
@@ -398,7 +456,15 @@ def heatmap(
         for (i, j), value in np.ndenumerate(values):
             if np.isfinite(value):
                 colour = "black" if value > middle else "white"
-                ax.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=6, color=colour)
+                ax.text(
+                    j,
+                    i,
+                    f"{value:.3f}",
+                    ha="center",
+                    va="center",
+                    fontsize=venue.small_font_size,
+                    color=colour,
+                )
         if best is not None:
             ax.add_patch(
                 plt.Rectangle(
@@ -411,13 +477,14 @@ def heatmap(
     return fig
 
 
-def confusion_matrix(counts: np.ndarray, *, title: str) -> Figure:
+def confusion_matrix(counts: np.ndarray, *, title: str, venue: Venue = ARTICLE) -> Figure:
     """Row-normalized confusion matrix (rows: true class), the share written in each cell."""
     totals = counts.sum(axis=1, keepdims=True)
     shares = np.divide(counts, totals, out=np.zeros(counts.shape, dtype=float), where=totals > 0)
     classes = counts.shape[0]
-    with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, COLUMN_WIDTH_IN))
+    with plt.rc_context(figure_style(venue)):
+        side = venue.column_width_in
+        fig, ax = plt.subplots(figsize=(side, side), layout="constrained")
         _cells(ax, shares, cmap="Blues", vmin=0.0, vmax=1.0)
         ax.set_aspect("equal")
         ax.set_xticks(range(classes))
@@ -431,14 +498,24 @@ def confusion_matrix(counts: np.ndarray, *, title: str) -> Figure:
                 if share >= 0.005:
                     colour = "white" if share > 0.5 else "black"
                     ax.text(
-                        j, i, f"{share:.2f}", ha="center", va="center", fontsize=5, color=colour
+                        j,
+                        i,
+                        f"{share:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=venue.small_font_size,
+                        color=colour,
                     )
-        fig.set_layout_engine("constrained")
     return fig
 
 
 def reliability_diagram(
-    counts: np.ndarray, confidence_sums: np.ndarray, correct_sums: np.ndarray, *, title: str
+    counts: np.ndarray,
+    confidence_sums: np.ndarray,
+    correct_sums: np.ndarray,
+    *,
+    title: str,
+    venue: Venue = ARTICLE,
 ) -> Figure:
     """Accuracy against confidence per bin (Guo et al., 2017): bars on the diagonal are
     calibrated, below it over-confident. Empty bins are left out."""
@@ -447,8 +524,9 @@ def reliability_diagram(
     centers = (np.arange(bins) + 0.5) / bins
     accuracy = np.divide(correct_sums, counts, out=np.zeros(bins), where=occupied)
     confidence = np.divide(confidence_sums, counts, out=np.zeros(bins), where=occupied)
-    with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, COLUMN_WIDTH_IN), layout="constrained")
+    with plt.rc_context(figure_style(venue)):
+        side = venue.column_width_in
+        fig, ax = plt.subplots(figsize=(side, side), layout="constrained")
         ax.bar(
             centers[occupied],
             accuracy[occupied],
@@ -512,6 +590,7 @@ def parallel_coordinates(
     metric: ParallelAxis,
     best: int | None,
     higher_is_better: bool,
+    venue: Venue = ARTICLE,
 ) -> Figure:
     """One line per configuration through its value on every swept axis, ending at its metric.
     Lines are coloured by the metric (cividis: colour-blind safe, prints in grey), better ones
@@ -525,8 +604,8 @@ def parallel_coordinates(
     low, high = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
     shade = (score - low) / ((high - low) or 1.0)
     goodness = shade if higher_is_better else 1.0 - shade
-    with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(FULL_WIDTH_IN, 2.6))
+    with plt.rc_context(figure_style(venue)):
+        fig, ax = plt.subplots(figsize=(venue.text_width_in, 2.6), layout="constrained")
         colormap = plt.get_cmap("cividis")
         for index in np.argsort(np.nan_to_num(goodness, nan=-1.0)):
             if index == best:
@@ -542,7 +621,7 @@ def parallel_coordinates(
                     column + 0.03,
                     position,
                     label,
-                    fontsize=6,
+                    fontsize=venue.small_font_size,
                     va="center",
                     zorder=3,
                     bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 0.5},
@@ -553,5 +632,4 @@ def parallel_coordinates(
         ax.set_yticks([])
         ax.grid(False)
         ax.spines["left"].set_visible(False)
-        fig.set_layout_engine("constrained")
     return fig

@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,13 +26,14 @@ import numpy as np
 import polars as pl
 from matplotlib.figure import Figure
 
-from sweepbook import figures
+from sweepbook import figures, latex
 from sweepbook.config import Sweep, metric_direction
-from sweepbook.latex import latex_escape
+from sweepbook.latex import PaperColumn, PaperTable, latex_escape
 from sweepbook.plan import PlannedRun
 from sweepbook.provenance import describe_devices
 from sweepbook.stats import best_index, compare_to_best, pareto_front, per_epoch, summarize
 from sweepbook.store import Store, StoreError, atomic_write, atomic_write_json, atomic_write_text
+from sweepbook.venues import DEFAULT_VENUE, Venue, venue_named
 
 SWEEP_RECORD = "sweep.json"
 PROVENANCE = "provenance.json"
@@ -56,9 +58,14 @@ CURVE_SPLITS = (("train", "training"), ("val", "validation"))
 # Median and IQM join the table when every configuration has at least this many runs: with
 # fewer, the IQM trims nothing (n < 4) or next to nothing and both repeat the mean.
 ROBUST_STATS_MIN_RUNS = 8
-# Series a line figure draws at most: the palette has eight colours, and beyond about that
-# many lines a reader can no longer tell them apart. Larger sweeps show their best ones.
-MAX_SERIES = 8
+# Series a line figure draws at most: eight colours, then the same colours dashed; beyond
+# about this many lines a reader can no longer tell them apart. Larger sweeps show their best.
+MAX_SERIES = 12
+PAPER_TABLE = "results.tex"  # what a paper shows: axes, headline, a few named metrics
+FULL_TABLE = "results_full.tex"  # every column of the HTML table
+# Decimals the full table shows at most: a dozen metric columns fit a landscape page only at
+# three (the HTML table and runs.parquet keep every digit).
+FULL_TABLE_DECIMALS = 3
 
 
 # --- the record a run leaves for its report --------------------------------------------------
@@ -85,6 +92,11 @@ def write_sweep_record(
         # The same file seen from the store: unchanged when a project is copied or moved whole.
         "sweep_file_from_store": os.path.relpath(sweep.path, directory.resolve()),
         "experiment_file": str(sweep.experiment_path),
+        # Paper output; stores written before these keys existed render with the defaults.
+        "venue": sweep.report.venue,
+        "table": sweep.report.table,
+        "table_ci": sweep.report.table_ci,
+        "labels": sweep.report.labels,
     }
     directory.mkdir(parents=True, exist_ok=True)
     atomic_write_text(directory / SWEEP_COPY, sweep.path.read_text(encoding="utf-8"))
@@ -143,6 +155,9 @@ class Table:
     caption: str
     headers: list[str]
     rows: list[TableRow]
+    # The headline metric's column: the best (★) and tie (≈) marks go beside its value, not
+    # beside the first axis value, where "≈ 0.2" would read as "about 0.2".
+    marked_column: int | None = None
 
 
 @dataclass(frozen=True)
@@ -153,6 +168,14 @@ class FigureView:
     data_uri: str
     files: list[tuple[str, str]]  # (label, relative href)
     wide: bool  # full text width rather than one column
+    latex: str  # a figure environment to paste into a paper
+
+
+@dataclass(frozen=True)
+class TableFile:
+    label: str
+    href: str
+    latex: str  # what to paste into a paper
 
 
 @dataclass(frozen=True)
@@ -174,6 +197,7 @@ class RunProblem:
 
 @dataclass(frozen=True)
 class ReportContext:
+    name: str  # the sweep's, for LaTeX labels
     title: str
     question: str
     run_command: str
@@ -189,6 +213,7 @@ class ReportContext:
     experiment_name: str
     provenance: list[tuple[str, str]]
     placement: Table
+    paper_tables: dict[str, PaperTable]  # file name under tables/ -> table
     generated_at: str
     data_sha256: str
     notes: list[str]
@@ -286,7 +311,169 @@ def build_table(
             else "."
         )
     )
-    return Table(caption=caption, headers=headers, rows=rows)
+    return Table(caption=caption, headers=headers, rows=rows, marked_column=len(compare) + 1)
+
+
+# --- the paper tables (tables/*.tex) ---------------------------------------------------------
+
+
+def _best_of(values: list[float | None], lower: bool) -> set[int]:
+    """Rows holding the best of ``values`` (several when tied exactly)."""
+    finite = [v for v in values if v is not None and np.isfinite(v)]
+    if not finite:
+        return set()
+    target = min(finite) if lower else max(finite)
+    return {i for i, v in enumerate(values) if v == target}
+
+
+def _stat(
+    rows: list[dict[str, Any]],
+    key: str,
+    labels: dict[str, str],
+    *,
+    ties: set[int] | None = None,
+    spread: bool = True,
+    most_decimals: int = 4,
+) -> PaperColumn:
+    """Mean ± std of ``key`` per configuration, the best in bold (none for descriptions such
+    as the best epoch); sizes in kB."""
+    means = [row.get(f"{key}:mean") for row in rows]
+    stds = [row.get(f"{key}:std") if spread else None for row in rows]
+    best = set() if key in latex.NO_BEST else _best_of(means, latex.lower_is_better(key))
+    return latex.stat_column(
+        latex.human_label(key, labels),
+        means,
+        stds,
+        best=best,
+        ties=ties or set(),
+        scale=1e-3 if key == "model_bytes" else 1.0,
+        default_decimals={"model_bytes": 1, "best_epoch": 1, "train_seconds": 2}.get(key, 4),
+        most_decimals=most_decimals,
+    )
+
+
+def build_paper_tables(
+    summary: pl.DataFrame,
+    record: dict[str, Any],
+    compare: list[str],
+    shown: list[str],
+    best: int | None,
+    replicates: str,
+    *,
+    sized: bool,
+) -> dict[str, PaperTable]:
+    """``results.tex``: what a paper shows (the compared axes, the headline metric as mean ± std,
+    its CI when the sweep asks, the few metrics the sweep names); ``results_full.tex``: every
+    column of the HTML table. Both mark the best in bold and ties with a dagger, as their
+    captions say."""
+    labels: dict[str, str] = record.get("labels", {})
+    metric = shown[0]
+    rows = list(summary.iter_rows(named=True))
+    tested = f"{metric}:p_vs_best" in summary.columns
+    robust = tested and summary["n"].min() >= ROBUST_STATS_MIN_RUNS  # type: ignore[operator]
+    ties = {i for i, row in enumerate(rows) if tested and row.get(f"{metric}:tie") and i != best}
+    axes = [
+        latex.axis_column(
+            latex.human_label(axis, labels),
+            [row[axis] for row in rows],
+            [format_value(row[axis]) for row in rows],
+        )
+        for axis in compare
+    ]
+    headline = _stat(rows, metric, labels, ties=ties)
+    stds = [row.get(f"{metric}:std") for row in rows]
+
+    def interval(most_decimals: int) -> PaperColumn:
+        return latex.interval_column(
+            "95% CI",
+            [row.get(f"{metric}:ci_low") for row in rows],
+            [row.get(f"{metric}:ci_high") for row in rows],
+            latex.decimals_for(stds, 4, most_decimals),
+        )
+
+    named = [m for m in dict.fromkeys(record.get("table", [])) if m != metric]
+    paper_columns = [
+        *axes,
+        headline,
+        *([interval(4)] if tested and record.get("table_ci") else []),
+        *[_stat(rows, m, labels) for m in named if f"{m}:mean" in summary.columns],
+    ]
+    full_columns = [
+        *axes,
+        # Runs per configuration, when they differ (the caption gives a count they share).
+        *(
+            [latex.axis_column("Runs", [row["n"] for row in rows], [str(row["n"]) for row in rows])]
+            if len({row["n"] for row in rows}) > 1
+            else []
+        ),
+        _stat(rows, metric, labels, ties=ties, most_decimals=FULL_TABLE_DECIMALS),
+        *(
+            [
+                latex.stat_column(
+                    name,
+                    values := [row.get(f"{metric}:{stat}") for row in rows],
+                    [None] * len(rows),
+                    best=_best_of(values, latex.lower_is_better(metric)),
+                    most_decimals=FULL_TABLE_DECIMALS,
+                )
+                for stat, name in (("median", "Median"), ("iqm", "IQM"))
+            ]
+            if robust
+            else []
+        ),
+        *(
+            [
+                interval(FULL_TABLE_DECIMALS),
+                latex.axis_column(
+                    "p vs best",
+                    [row.get(f"{metric}:p_vs_best") for row in rows],
+                    [_p_value(row.get(f"{metric}:p_vs_best")) for row in rows],
+                ),
+            ]
+            if tested
+            else []
+        ),
+        *[
+            _stat(rows, m, labels, most_decimals=FULL_TABLE_DECIMALS)
+            for m in dict.fromkeys([*shown[1:], *named])
+        ],
+        *(
+            [_stat(rows, "nonzero_params", labels), _stat(rows, "model_bytes", labels)]
+            if sized
+            else []
+        ),
+        _stat(rows, "best_epoch", labels, spread=False),
+        _stat(rows, "train_seconds", labels, spread=False),
+    ]
+    headline_label = latex_escape(latex.human_label(metric, labels))
+    marks = (
+        f"; $^\\dagger$ marks configurations whose {headline_label} does not differ from the "
+        "best's by more than seed noise (Welch's t-test, $p \\geq 0.05$)"
+        if ties
+        else ""
+    )
+    spread = f"mean $\\pm$ standard deviation over {latex_escape(replicates)} per configuration"
+    interval_note = "; 95\\% CI: percentile bootstrap interval of the mean"
+    name = str(record["name"])
+    paper_caption = (
+        f"{headline_label}: {spread}"
+        + (interval_note if tested and record.get("table_ci") else "")
+        + f". Best of each column in bold{marks}."
+    )
+    full_caption = (
+        f"{latex_escape(str(record['title']))}. Every configuration: {spread}"
+        + (interval_note + "; p: Welch's t-test against the best" if tested else "")
+        + (". Median and IQM (interquartile mean) over the runs" if robust else "")
+        + f". Best of each column in bold{marks}."
+    )
+    return {
+        PAPER_TABLE: PaperTable(paper_caption, latex.table_label(name), paper_columns),
+        FULL_TABLE: PaperTable(full_caption, latex.table_label(name, "-full"), full_columns),
+    }
+
+
+def _p_value(p: float | None) -> str:
+    return "—" if p is None or not np.isfinite(p) else f"{p:.3f}"
 
 
 def _is_numeric(values: Sequence[Any]) -> bool:
@@ -309,6 +496,7 @@ def learning_curve_figure(
     metric: str,
     *,
     selected: bool = False,
+    venue: Venue = figures.ARTICLE,
 ) -> Figure:
     """One metric over epochs: a row of panels per split (training, validation) that the history
     records; columns are values of the last compared axis (when there are two or more). When
@@ -343,7 +531,10 @@ def learning_curve_figure(
                 figures.Panel(title=title, ylabel=f"{split_label} {metric}", curves=curves)
             )
     return figures.learning_curves(
-        panels, columns=len(panel_values) if panel_axis else len(splits), wide=selected
+        panels,
+        columns=len(panel_values) if panel_axis else len(splits),
+        wide=selected,
+        venue=venue,
     )
 
 
@@ -353,13 +544,21 @@ def parallel_figure(
     metric: str,
     direction: Literal["max", "min"],
     best: int | None,
+    venue: Venue = figures.ARTICLE,
+    labels: dict[str, str] | None = None,
 ) -> Figure:
     """Every configuration across its swept values and its mean metric (three or more axes)."""
     return figures.parallel_coordinates(
-        [figures.ParallelAxis(short_key(axis), summary[axis].to_list()) for axis in compare],
-        metric=figures.ParallelAxis(f"{metric} (mean)", summary[f"{metric}:mean"].to_list()),
+        [
+            figures.ParallelAxis((labels or {}).get(axis, short_key(axis)), summary[axis].to_list())
+            for axis in compare
+        ],
+        metric=figures.ParallelAxis(
+            f"{(labels or {}).get(metric, metric)} (mean)", summary[f"{metric}:mean"].to_list()
+        ),
         best=best,
         higher_is_better=direction == "max",
+        venue=venue,
     )
 
 
@@ -372,7 +571,12 @@ def _schedules_vary(history: pl.DataFrame) -> bool:
 
 
 def heatmap_figure(
-    summary: pl.DataFrame, compare: list[str], metric: str, best: int | None
+    summary: pl.DataFrame,
+    compare: list[str],
+    metric: str,
+    best: int | None,
+    venue: Venue = figures.ARTICLE,
+    labels: dict[str, str] | None = None,
 ) -> Figure:
     """Mean metric on the grid of the two compared axes (rows: the second, columns: the first)."""
     columns_axis, rows_axis = compare
@@ -395,10 +599,11 @@ def heatmap_figure(
         values,
         row_labels=[format_value(v) for v in row_values],
         column_labels=[format_value(v) for v in column_values],
-        xlabel=columns_axis,
-        ylabel=rows_axis,
-        value_label=metric,
+        xlabel=(labels or {}).get(columns_axis, columns_axis),
+        ylabel=(labels or {}).get(rows_axis, rows_axis),
+        value_label=(labels or {}).get(metric, metric),
         best=best_cell,
+        venue=venue,
     )
 
 
@@ -408,12 +613,16 @@ def summed_over_runs(runs: pl.DataFrame, run_ids: list[str], column: str) -> np.
     return np.sum([np.array(value, dtype=float) for value in values], axis=0)
 
 
-def confusion_figure(runs: pl.DataFrame, run_ids: list[str]) -> Figure:
+def confusion_figure(
+    runs: pl.DataFrame, run_ids: list[str], venue: Venue = figures.ARTICLE
+) -> Figure:
     counts = summed_over_runs(runs, run_ids, "test.confusion")
-    return figures.confusion_matrix(counts, title="test set")
+    return figures.confusion_matrix(counts, title="test set", venue=venue)
 
 
-def reliability_figure(runs: pl.DataFrame, run_ids: list[str]) -> Figure:
+def reliability_figure(
+    runs: pl.DataFrame, run_ids: list[str], venue: Venue = figures.ARTICLE
+) -> Figure:
     return figures.reliability_diagram(
         *(
             summed_over_runs(runs, run_ids, f"test.{name}")
@@ -424,6 +633,7 @@ def reliability_figure(runs: pl.DataFrame, run_ids: list[str]) -> Figure:
             )
         ),
         title="test set",
+        venue=venue,
     )
 
 
@@ -446,6 +656,8 @@ def pareto_figure(
     direction: Literal["max", "min"],
     cost: str,
     label: str,
+    venue: Venue = figures.ARTICLE,
+    labels: dict[str, str] | None = None,
 ) -> Figure:
     costs = summary[f"{cost}:mean"].to_list()
     means = summary[f"{metric}:mean"].to_list()
@@ -462,10 +674,17 @@ def pareto_figure(
         )
         for row, on_front in zip(summary.iter_rows(named=True), front, strict=True)
     ]
-    return figures.pareto(points, xlabel=label, ylabel=metric)
+    return figures.pareto(
+        points, xlabel=label, ylabel=(labels or {}).get(metric, metric), venue=venue
+    )
 
 
-def schedule_figure(summary: pl.DataFrame, history: pl.DataFrame, compare: list[str]) -> Figure:
+def schedule_figure(
+    summary: pl.DataFrame,
+    history: pl.DataFrame,
+    compare: list[str],
+    venue: Venue = figures.ARTICLE,
+) -> Figure:
     """The learning rate over epochs, one curve per configuration."""
     curves = []
     for row in summary.iter_rows(named=True):
@@ -479,7 +698,7 @@ def schedule_figure(summary: pl.DataFrame, history: pl.DataFrame, compare: list[
             )
         )
     panel = figures.Panel(title="learning rate", ylabel="learning rate", curves=curves)
-    return figures.learning_curves([panel], columns=1, wide=True)
+    return figures.learning_curves([panel], columns=1, wide=True, venue=venue)
 
 
 def metric_figure(
@@ -490,6 +709,8 @@ def metric_figure(
     direction: Literal["max", "min"],
     *,
     sampled: bool,
+    venue: Venue = figures.ARTICLE,
+    labels: dict[str, str] | None = None,
 ) -> Figure:
     """Headline metric against the first compared axis; one series per value of the others
     (the :data:`MAX_SERIES` holding the best configurations, when there are more). Sampled
@@ -527,14 +748,15 @@ def metric_figure(
         )
     return figures.metric_vs_axis(
         series,
-        xlabel=axis,
-        ylabel=metric,
+        xlabel=(labels or {}).get(axis, axis),
+        ylabel=(labels or {}).get(metric, metric),
         log_x=log_x,
         ticks=None
         if sampled and numeric
         else [(positions[format_value(v)], format_value(v)) for v in x_values],
         categorical=not numeric,
         join=not sampled,
+        venue=venue,
     )
 
 
@@ -652,8 +874,15 @@ def data_fingerprint(runs: pl.DataFrame, history: pl.DataFrame) -> str:
     return digest.hexdigest()
 
 
-def build_context(directory: Path) -> tuple[ReportContext, list[PlannedFigure]]:
+def build_context(
+    directory: Path, venue_name: str | None = None
+) -> tuple[ReportContext, list[PlannedFigure], Venue]:
+    """What the report shows, and its figures drawn for ``venue_name`` (default: the venue the
+    sweep file names)."""
     record = read_json(directory / SWEEP_RECORD)
+    venue = venue_named(venue_name or record.get("venue", DEFAULT_VENUE))
+    # The sweep's [report.labels] name the axes of figures too; without them, the keys do.
+    axis_labels: dict[str, str] = record.get("labels", {})
     provenance = read_json(directory / PROVENANCE)
     store = Store(directory)
     planned = set(record["run_ids"])
@@ -679,6 +908,7 @@ def build_context(directory: Path) -> tuple[ReportContext, list[PlannedFigure]]:
     replicates_text = record.get("replicates", f"{len(record['seeds'])} seeds")
     seeds_text = f"{replicates_text} (seeds {', '.join(map(str, record['seeds']))})"
     figs: list[PlannedFigure] = []
+    paper_tables: dict[str, PaperTable] = {}
     if ok.is_empty():
         table = Table(caption="No run finished successfully.", headers=[], rows=[])
         best_summary = "No run finished successfully."
@@ -687,7 +917,10 @@ def build_context(directory: Path) -> tuple[ReportContext, list[PlannedFigure]]:
         shown = [m for m in dict.fromkeys([metric, *TABLE_METRICS]) if m in ok.columns]
         compressed = _compressed(ok)
         sizes = ["model_bytes", "nonzero_params", "params"] if compressed else []
-        summary = summarize(ok, compare, [*shown, *sizes, "best_epoch", "train_seconds"])
+        described = [*shown, *sizes, "best_epoch", "train_seconds"]
+        # Metrics the sweep names for the paper table, where the store has them.
+        named = [m for m in record.get("table", []) if m in ok.columns and m not in described]
+        summary = summarize(ok, compare, [*described, *named])
         best = best_index(summary, metric, direction)
         if best is not None:
             summary = compare_to_best(summary, ok, metric, best)
@@ -698,6 +931,9 @@ def build_context(directory: Path) -> tuple[ReportContext, list[PlannedFigure]]:
             else f"the runs counted ({replicates_text})"
         )
         table = build_table(summary, compare, shown, best, replicates)
+        paper_tables = build_paper_tables(
+            summary, record, compare, shown, best, replicates, sized=compressed
+        )
         best_row = summary.row(best, named=True) if best is not None else None
         best_summary = ""
         if best_row is not None:
@@ -727,7 +963,7 @@ def build_context(directory: Path) -> tuple[ReportContext, list[PlannedFigure]]:
                     "epochs). Training values are averaged over each epoch's mini-batches."
                     + shown_note,
                     learning_curve_figure(
-                        curve_rows, history, compare, curve_metric, selected=crowded
+                        curve_rows, history, compare, curve_metric, selected=crowded, venue=venue
                     ),
                 )
             )
@@ -738,7 +974,7 @@ def build_context(directory: Path) -> tuple[ReportContext, list[PlannedFigure]]:
                     "Learning-rate schedules",
                     "Learning rate at the first step of each epoch, per configuration (mean over "
                     "its runs: reduce-on-plateau can differ between seeds)." + shown_note,
-                    schedule_figure(curve_rows, history, compare),
+                    schedule_figure(curve_rows, history, compare, venue),
                 )
             )
         if len(compare) == 2 and all(summary[axis].n_unique() > 1 for axis in compare):
@@ -747,7 +983,7 @@ def build_context(directory: Path) -> tuple[ReportContext, list[PlannedFigure]]:
                     f"heatmap_{short_key(compare[0])}_{short_key(compare[1])}",
                     f"{metric}: {compare[0]} × {compare[1]}",
                     f"Mean {metric} over {seeds_text} per cell; the best configuration is boxed.",
-                    heatmap_figure(summary, compare, metric, best),
+                    heatmap_figure(summary, compare, metric, best, venue, axis_labels),
                 )
             )
         if len(compare) >= 3:
@@ -759,7 +995,7 @@ def build_context(directory: Path) -> tuple[ReportContext, list[PlannedFigure]]:
                     f"each swept axis to its mean {metric} over {seeds_text}; lighter lines are "
                     "better, the best configuration is black. Axes spanning two decades or "
                     "more are logarithmic.",
-                    parallel_figure(summary, compare, metric, direction, best),
+                    parallel_figure(summary, compare, metric, direction, best, venue, axis_labels),
                 )
             )
         if best_row is not None and "test.confusion" in ok.columns:
@@ -769,7 +1005,7 @@ def build_context(directory: Path) -> tuple[ReportContext, list[PlannedFigure]]:
                     "Confusion matrix of the best configuration",
                     f"Test-set predictions of {config_label(best_row, compare)}, summed over its "
                     f"{best_row['n']} runs and normalized per true class.",
-                    confusion_figure(ok, best_row["run_ids"]),
+                    confusion_figure(ok, best_row["run_ids"], venue),
                 )
             )
         if best_row is not None and "test.reliability_count" in ok.columns:
@@ -781,7 +1017,7 @@ def build_context(directory: Path) -> tuple[ReportContext, list[PlannedFigure]]:
                     f"Test-set accuracy against confidence in {bins} equal-width bins, over the "
                     f"{best_row['n']} runs of {config_label(best_row, compare)}; bars under the "
                     "diagonal are over-confident.",
-                    reliability_figure(ok, best_row["run_ids"]),
+                    reliability_figure(ok, best_row["run_ids"], venue),
                 )
             )
         if compressed:
@@ -796,7 +1032,9 @@ def build_context(directory: Path) -> tuple[ReportContext, list[PlannedFigure]]:
                         f"Mean ± standard deviation over {seeds_text}; the Pareto front (no "
                         f"configuration is both smaller and better) is joined, dominated "
                         "configurations are pale, the uncompressed baseline is the star.",
-                        pareto_figure(summary, compare, metric, direction, cost, label),
+                        pareto_figure(
+                            summary, compare, metric, direction, cost, label, venue, axis_labels
+                        ),
                     )
                 )
         if compare:
@@ -820,6 +1058,8 @@ def build_context(directory: Path) -> tuple[ReportContext, list[PlannedFigure]]:
                         metric,
                         direction,
                         sampled=sampled,
+                        venue=venue,
+                        labels=axis_labels,
                     ),
                 )
             )
@@ -835,6 +1075,7 @@ def build_context(directory: Path) -> tuple[ReportContext, list[PlannedFigure]]:
         for r in runs.filter(pl.col("status") != "ok").iter_rows(named=True)
     ]
     context = ReportContext(
+        name=str(record["name"]),
         title=record["title"],
         question=record["question"],
         run_command=record["run_command"],
@@ -850,11 +1091,12 @@ def build_context(directory: Path) -> tuple[ReportContext, list[PlannedFigure]]:
         experiment_name=Path(record["experiment_file"]).name,
         provenance=provenance_rows(provenance, runs, data_hash, verification),
         placement=placement_table(runs),
+        paper_tables=paper_tables,
         data_sha256=data_hash,
         generated_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         notes=format_notes(),
     )
-    return context, figs
+    return context, figs, venue
 
 
 def format_notes() -> list[str]:
@@ -885,31 +1127,82 @@ def environment(*, autoescape: bool = True) -> jinja2.Environment:
     )
 
 
-def latex_table(table: Table, *, source: str, directory: Path) -> str:
-    """The comparison table as a booktabs ``table`` environment: best row in bold."""
+def paper_table_tex(
+    file_name: str, table: PaperTable, venue: Venue, *, source: str, directory: Path
+) -> str:
+    """A table as LaTeX for ``venue``. The paper table takes one column (``table``) when it
+    fits there and the text width (``table*``) when not; the full table takes the text width,
+    or a page of its own turned sideways (``sidewaystable``, package rotating) beyond that."""
+    column_pt = venue.column_width_in * latex.POINTS_PER_INCH
+    text_pt = venue.text_width_in * latex.POINTS_PER_INCH
+    full = file_name == FULL_TABLE
+    width = table.estimated_width_pt(8.0 if full else 10.0)
+    if full:
+        environment_name = "table*" if width <= text_pt else "sidewaystable"
+    elif venue.two_column:
+        # A percent of room for the estimate's error; the paper test measures the real width.
+        environment_name = "table" if width <= 0.99 * column_pt else "table*"
+    else:
+        environment_name = "table"
+    headers = [latex.header_tex(column.header, column.span) for column in table.columns]
     rows = [
-        [
-            f"\\textbf{{{latex_escape(cell)}}}" if row.best else latex_escape(cell)
-            for cell in row.cells
-        ]
-        if not row.tie
-        else [f"{latex_escape(row.cells[0])}$^\\dagger$", *map(latex_escape, row.cells[1:])]
-        for row in table.rows
+        [part for column in table.columns for part in column.cells[index]]
+        for index in range(table.rows)
     ]
     return (
         environment(autoescape=False)
-        .get_template("table.tex.j2")
+        .get_template("paper_table.tex.j2")
         .render(
-            # Escape first: the dagger is LaTeX the escaping must not touch.
-            caption=latex_escape(table.caption.replace("marked ★", "in bold")).replace(
-                "≈ marks", "$\\dagger$ marks"
-            ),
-            headers=[latex_escape(header) for header in table.headers],
+            table_environment=environment_name,
+            small=full,
+            note="" if full else f"Sized for {venue.title}.",
+            caption=table.caption,
+            label=table.label,
+            alignment="".join(column.spec for column in table.columns),
+            headers=headers,
             rows=rows,
-            alignment="l" * len(table.headers),
             source=source,
             directory=directory,
         )
+        + "\n"
+    )
+
+
+def figure_snippet(planned: PlannedFigure, sweep_name: str, *, wide: bool) -> str:
+    """A figure environment that includes the PDF at its natural size (it is drawn at the
+    venue's width, so LaTeX must not scale it), captioned with the report's own caption."""
+    environment_name = "figure*" if wide else "figure"
+    label = "fig:" + re.sub(r"[^A-Za-z0-9:._-]", "-", f"{sweep_name}-{planned.name}")
+    return "\n".join(
+        [
+            f"\\begin{{{environment_name}}}[t]",
+            "  \\centering",
+            f"  \\includegraphics{{{FIGURES_DIR}/{planned.name}.pdf}}",
+            *(
+                [f"  % or, set in the paper's fonts: \\input{{{FIGURES_DIR}/{planned.name}.pgf}}"]
+                if "pgf" in figures.available_formats()
+                else []
+            ),
+            f"  \\caption{{{latex_escape(planned.caption)}}}",
+            f"  \\label{{{label}}}",
+            f"\\end{{{environment_name}}}",
+        ]
+    )
+
+
+def venue_line(venue: Venue) -> str:
+    """What the figures were drawn for, in one sentence of the report."""
+    widths = (
+        f"columns {venue.column_width_in:g} in and text {venue.text_width_in:g} in wide"
+        if venue.two_column
+        else f"half the text ({venue.column_width_in:g} in) or all of it "
+        f"({venue.text_width_in:g} in)"
+    )
+    return (
+        f"Figures are drawn for {venue.title} (venue '{venue.name}'): {widths}, text at "
+        f"{venue.font_size:g} and {venue.small_font_size:g} pt in "
+        f"{figures.installed_family(venue.typeface)}. Include the PDFs at their natural size "
+        "(no width=), so that their text keeps these sizes."
     )
 
 
@@ -948,17 +1241,19 @@ def render_index(root: Path) -> Path:
     return target
 
 
-def render_report(directory: Path) -> Path:
+def render_report(directory: Path, venue: str | None = None) -> Path:
     """Render ``index.html``, its figure and table files from the store in ``directory``, and
-    refresh the list of reports in the directory above it."""
+    refresh the list of reports in the directory above it. Figures are drawn for ``venue``
+    (default: the one the sweep file names, else a generic two-column article)."""
     directory = Path(directory)
-    context, figs = build_context(directory)
+    context, figs, drawn_for = build_context(directory, venue)
     views = []
     for planned in figs:
-        wide = planned.figure.get_figwidth() > figures.COLUMN_WIDTH_IN
+        wide = planned.figure.get_figwidth() > drawn_for.column_width_in + 1e-6
         data_uri, files = save_figure(planned.figure, directory, planned.name)
+        snippet = figure_snippet(planned, context.name, wide=wide and drawn_for.two_column)
         views.append(
-            FigureView(planned.name, planned.title, planned.caption, data_uri, files, wide)
+            FigureView(planned.name, planned.title, planned.caption, data_uri, files, wide, snippet)
         )
     # Figures of a previous render may no longer apply. Removed after writing, not by emptying
     # the folder first, so that a report rendered beside a running sweep cannot pull figure
@@ -967,15 +1262,27 @@ def render_report(directory: Path) -> Path:
     for stale in (directory / FIGURES_DIR).glob("[!.]*"):  # not another writer's temp files
         if stale.is_file() and stale.name not in written:
             stale.unlink(missing_ok=True)
-    tables = []
-    if context.table.rows:
-        tex = latex_table(context.table, source=SWEEP_COPY, directory=directory)
-        atomic_write_text(directory / TABLES_DIR / "results.tex", tex)
-        tables.append(("LaTeX (booktabs)", f"{TABLES_DIR}/results.tex"))
+    tables: list[TableFile] = []
+    for file_name, paper_table in context.paper_tables.items():
+        tex = paper_table_tex(
+            file_name, paper_table, drawn_for, source=SWEEP_COPY, directory=directory
+        )
+        atomic_write_text(directory / TABLES_DIR / file_name, tex)
+        full = file_name == FULL_TABLE
+        href = f"{TABLES_DIR}/{file_name}"
+        packages = "booktabs" + (", rotating" if "sidewaystable" in tex else "")
+        tables.append(
+            TableFile(
+                "every column" if full else "paper table",
+                href,
+                f"\\input{{{href}}}  % needs \\usepackage{{{packages}}}; "
+                f"cite it as Table~\\ref{{{paper_table.label}}}",
+            )
+        )
     html = (
         environment()
         .get_template("report.html.j2")
-        .render(report=context, figures=views, tables=tables)
+        .render(report=context, figures=views, tables=tables, venue=venue_line(drawn_for))
     )
     target = directory / REPORT_FILE
     atomic_write_text(target, html)
