@@ -40,7 +40,7 @@ def test_training_flops_counts_dense_layers():
 )
 def test_multiply_adds_of_conv_nets(kind, expected):
     config = bench._configs(bench.CONV_NETS[kind][1], [1e-3], [0])[0]
-    assert bench.multiply_adds(config, (28, 28, 1), 10) == expected
+    assert bench.multiply_adds(config.model, (28, 28, 1), 10) == expected
 
 
 @pytest.mark.parametrize(("kind", "params"), [("lenet5", 61_706), ("cnn", 119_530)])

@@ -39,7 +39,7 @@ from sweepbook import figures
 from sweepbook.config import RunConfig, flatten, unflatten
 from sweepbook.data import Split, load_split
 from sweepbook.engine import forget_compiled_programs, group_runs, load_splits, train_runs
-from sweepbook.models import LEGACY_NUMERICS, build_model, choose_numerics
+from sweepbook.models import LEGACY_NUMERICS, build_model, choose_numerics, multiply_adds
 from sweepbook.plan import PlannedRun, run_id
 from sweepbook.store import Store, atomic_write_json
 from sweepbook.train import data_arrays, hyper_from_config, static_spec, train_run
@@ -232,28 +232,10 @@ def matmul_peak_flops(size: int = 2048, repeats: int = 10) -> float:
     return 2 * size**3 * repeats / (time.perf_counter() - started)
 
 
-def multiply_adds(config: RunConfig, image: tuple[int, ...], num_classes: int) -> int:
-    """Multiply-adds of one example's forward pass through the model's dense and convolution
-    layers (pooling, biases and activations are not counted), from the model's own shapes."""
-    model = build_model(config.model, num_classes)
-    total, features = 0, int(np.prod(image))
-    if config.model.kind != "mlp":
-        size, channels = image[0], image[-1]
-        for layer, out_channels in enumerate(model.convolutions):
-            kernel = model.kernel
-            if model.padding(layer, size) == "VALID":
-                size = size - kernel + 1
-            total += size * size * out_channels * kernel * kernel * channels
-            size, channels = -(-size // 2), out_channels  # 2x2 pooling, SAME
-        features = size * size * channels
-    widths = [features, *(config.model.widths or model.head), num_classes]
-    return total + sum(a * b for a, b in itertools.pairwise(widths))
-
-
 def training_flops(config: RunConfig, split: Split) -> float:
     """FLOPs of one run: 6 per multiply-add per training example-step (forward 2, backward
     4), 2 per multiply-add per evaluated example (validation each epoch, test once)."""
-    macs = multiply_adds(config, split.x_train.shape[1:], split.num_classes)
+    macs = multiply_adds(config.model, split.x_train.shape[1:], split.num_classes)
     epochs = config.train.epochs
     trained = len(split.y_train) * epochs
     evaluated = len(split.y_val) * (epochs + 1) + len(split.y_test)

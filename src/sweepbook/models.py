@@ -19,6 +19,7 @@ a run can be replayed in the formulation it was trained with.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -26,6 +27,7 @@ from typing import Any, Literal
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from sweepbook.config import ModelConfig
@@ -273,6 +275,26 @@ class SmallCNN(_ConvNet):
     convolutions: Sequence[int] = (32, 64)
     kernel: int = 3
     head: Sequence[int] = (32,)
+
+
+def multiply_adds(config: ModelConfig, image: Sequence[int], num_classes: int) -> int:
+    """Multiply-adds of one example's forward pass through the model's dense and convolution
+    layers (pooling, biases and activations are not counted), from the model's own shapes."""
+    model = build_model(config, num_classes)
+    total, features = 0, int(np.prod(image))
+    if isinstance(model, _ConvNet):
+        size, channels = image[0], image[-1]
+        for layer, out_channels in enumerate(model.convolutions):
+            kernel = model.kernel
+            if model.padding(layer, size) == "VALID":
+                size = size - kernel + 1
+            total += size * size * out_channels * kernel * kernel * channels
+            size, channels = -(-size // 2), out_channels  # 2x2 pooling, SAME
+        features = size * size * channels
+        widths = [features, *model.head, num_classes]
+    else:
+        widths = [features, *config.widths, num_classes]
+    return total + sum(a * b for a, b in itertools.pairwise(widths))
 
 
 def build_model(config: ModelConfig, num_classes: int, numerics: str | None = None) -> nn.Module:
