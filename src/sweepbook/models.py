@@ -102,7 +102,7 @@ def choose_numerics(kind: str, platform: str) -> str:
     name): a pure function of the two, so that a plan trains with the same bits on any machine
     of the same backend, whatever its load.
 
-    On CPU, conv nets use patches and reshape pooling: LeNet-5 trains about 1.7x faster
+    On CPU, conv nets use patches and reshape pooling: LeNet-5 trains 1.6-1.7x faster
     (``sweepbook bench`` measures it against the legacy formulation side by side). Elsewhere
     they keep XLA's convolution, which GPU libraries run as a native grouped convolution; the
     patches would multiply activation memory by the kernel area there.
