@@ -29,6 +29,28 @@ def test_training_flops_counts_dense_layers():
     assert bench.training_flops(configs[0], split) == expected
 
 
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        # conv 6@5x5 same on 28x28, conv 16@5x5 valid on 14x14, dense 400-120-84-10
+        ("lenet5", 28 * 28 * 6 * 25 + 10 * 10 * 16 * 6 * 25 + 400 * 120 + 120 * 84 + 84 * 10),
+        # conv 32@3x3 on 28x28, conv 64@3x3 on 14x14, dense 7*7*64-32-10
+        ("cnn", 28 * 28 * 32 * 9 + 14 * 14 * 64 * 32 * 9 + 7 * 7 * 64 * 32 + 32 * 10),
+    ],
+)
+def test_multiply_adds_of_conv_nets(kind, expected):
+    config = bench._configs(bench.CONV_NETS[kind][1], [1e-3], [0])[0]
+    assert bench.multiply_adds(config.model, (28, 28, 1), 10) == expected
+
+
+@pytest.mark.parametrize(("kind", "params"), [("lenet5", 61_706), ("cnn", 119_530)])
+def test_the_pytorch_baseline_is_the_same_architecture(kind, params):
+    pytest.importorskip("torch")
+    config = bench._configs(bench.CONV_NETS[kind][1], [1e-3], [0])[0]
+    model = bench._torch_model(config, (28, 28, 1), 10)
+    assert sum(p.numel() for p in model.parameters()) == params
+
+
 def test_matmul_peak_is_a_plausible_rate():
     peak = bench.matmul_peak_flops(size=256, repeats=3)
     assert 1e8 < peak < 1e14
@@ -41,8 +63,17 @@ def test_quick_benchmark_runs_and_writes_json(tmp_path):
     assert result["compilations"]["engine"] == result["compilations"]["static_groups"] == 1
     assert 0 < result["mnist_mlp_784_784_10"]["engine_fraction_of_peak"] < 1.5
     assert result["report_render"]["runs"] == 100 and result["report_render"]["seconds"] > 0
+    [lenet5] = result["conv_nets"]
+    names = [t["name"] for t in lenet5["timings"]]
+    assert names[:3] == [
+        "engine (conv=patches,pool=reshape)",
+        "engine, legacy (conv=xla,pool=reduce_window)",
+        "sequential JAX (jit once)",
+    ]
+    assert lenet5["speedup_over_legacy"] > 0 and all(t["gflops"] > 0 for t in lenet5["timings"])
     table = bench.format_table(result)
     assert "faster" in table and "% of peak" in table
+    assert "LeNet-5, 2 configs, 700 images, batch 32" in table
     path = bench.write_result(result, tmp_path)
     assert json.loads(path.read_text())["digits_sweep"]["configurations"] == 16
 

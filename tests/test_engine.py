@@ -161,3 +161,35 @@ def test_run_memory_grows_with_the_model(plan):
     small = engine.run_memory_bytes(group.static, group.num_classes, split)
     wide = dataclasses.replace(group.static, model=group.static.model.replace("[32]", "[4096]"))
     assert engine.run_memory_bytes(wide, group.num_classes, split) > 10 * small > 0
+
+
+def _static(overrides: dict, make_run_config):
+    from sweepbook.train import static_spec
+
+    return static_spec(make_run_config(overrides))
+
+
+def test_a_run_that_saturates_the_cpu_trains_alone(make_run_config):
+    big = {"model.widths": [784], "train.batch_size": 256}
+    static = _static(big, make_run_config)
+    # MLP 784-784-10: 6 FLOPs per multiply-add, 256 examples a step.
+    assert engine.step_flops(static, 10, (28, 28, 1)) == 6 * 256 * (784 * 784 + 784 * 10)
+    assert engine.saturation_limit(static, 10, (28, 28, 1), "cpu") == 1
+    # The rule is the backend's: where no threshold was measured, chunks are not limited.
+    assert engine.saturation_limit(static, 10, (28, 28, 1), "gpu") is None
+    small = _static({}, make_run_config)  # the tiny MLP: 64-32-10 at batch 128
+    assert engine.saturation_limit(small, 10, (8, 8, 1), "cpu") is None
+
+
+def test_saturating_groups_train_in_chunks_of_one_also_when_resumed(
+    plan, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setitem(engine.SATURATING_STEP_FLOPS, "cpu", 1.0)  # every run saturates
+    splits = engine.load_splits(plan)
+    whole = Store(tmp_path / "whole")
+    engine.train_runs(plan, whole, splits=splits)
+    resumed = Store(tmp_path / "resumed")
+    engine.train_runs(plan[:3], resumed, splits=splits, planned=plan)
+    engine.train_runs(plan[3:], resumed, splits=splits, planned=plan)
+    assert set(_rows(whole)["chunk_size"]) == {1}
+    assert _rows(resumed).equals(_rows(whole))

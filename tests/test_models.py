@@ -1,12 +1,25 @@
 from __future__ import annotations
 
+import functools
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from sweepbook.config import ModelConfig
-from sweepbook.models import build_model, dropout
+from sweepbook.models import (
+    DENSE_NUMERICS,
+    FAST_CPU_NUMERICS,
+    LEGACY_NUMERICS,
+    Numerics,
+    build_model,
+    choose_numerics,
+    conv_as_patches,
+    dropout,
+    max_pool_2x2,
+)
 
 NO_DROPOUT = {"dropout_rate": jnp.float32(0.0), "dropout_key": None}
 
@@ -111,3 +124,104 @@ def test_dropout_rate_is_traced_one_program_for_all_rates():
     traced(x, jnp.float32(0.1), key)
     traced(x, jnp.float32(0.7), key)
     assert traced._cache_size() == 1
+
+
+# --- numerics: formulations of convolution and pooling ----------------------------------------
+
+
+def _legacy_reference(x, variables, kind):
+    """The conv net as it was written before formulations existed (nn.Conv, nn.max_pool)."""
+
+    class Reference(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            convs, kernel = ((6, 16), 5) if kind == "lenet5" else ((32, 64), 3)
+            for layer, features in enumerate(convs):
+                valid = kind == "lenet5" and layer == 1 and x.shape[1] >= kernel
+                x = nn.Conv(features, (kernel, kernel), padding="VALID" if valid else "SAME")(x)
+                x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2), padding="SAME")
+            x = x.reshape(x.shape[0], -1)
+            for layer, width in enumerate((120, 84) if kind == "lenet5" else (32,)):
+                x = nn.relu(nn.Dense(width, name=f"dense_{layer}")(x))
+            return nn.Dense(10, name="classifier")(x)
+
+    params = {**variables["params"], **variables["params"].pop("MLP_0")}
+    return Reference().apply({"params": params}, x)
+
+
+@pytest.mark.parametrize("kind", ["lenet5", "cnn"])
+def test_the_legacy_formulation_is_the_program_conv_nets_were_trained_with(kind):
+    """Stores without a numerics column replay in the legacy formulation: it must compile to
+    exactly the program of the code before formulations (same jaxpr, same bits)."""
+    x = jax.random.normal(jax.random.key(1), (4, 28, 28, 1))
+    model = build_model(ModelConfig(kind=kind, activation="relu"), 10, LEGACY_NUMERICS.name)
+    variables = model.init(jax.random.key(0), x, train=False, **NO_DROPOUT)
+
+    def ours(x):
+        return model.apply(variables, x, train=False, **NO_DROPOUT)
+
+    def reference(x):
+        return _legacy_reference(x, jax.tree.map(lambda a: a, dict(variables)), kind)
+
+    ops = [str(eqn.primitive) for eqn in jax.make_jaxpr(ours)(x).jaxpr.eqns]
+    assert ops == [str(eqn.primitive) for eqn in jax.make_jaxpr(reference)(x).jaxpr.eqns]
+    assert "conv_general_dilated" in ops and "reduce_window_max" in ops
+    assert np.array_equal(np.asarray(ours(x)), np.asarray(reference(x)))
+
+
+@pytest.mark.parametrize("kind", ["lenet5", "cnn"])
+@pytest.mark.parametrize("size", [28, 8])
+def test_fast_formulation_agrees_with_legacy_up_to_rounding(kind, size):
+    config = ModelConfig(kind=kind, activation="relu")
+    legacy = build_model(config, 10, LEGACY_NUMERICS.name)
+    fast = build_model(config, 10, FAST_CPU_NUMERICS.name)
+    x = jax.random.normal(jax.random.key(1), (6, size, size, 1))
+    y = jnp.arange(6) % 10
+    variables = legacy.init(jax.random.key(0), x, train=False, **NO_DROPOUT)
+    # Same parameter names and shapes: a formulation is not an architecture.
+    assert jax.tree.structure(variables) == jax.tree.structure(
+        fast.init(jax.random.key(0), x, train=False, **NO_DROPOUT)
+    )
+
+    def loss(model, params):
+        logits = model.apply({"params": params}, x, train=True, **NO_DROPOUT)
+        return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(6), y])
+
+    for a, b in zip(
+        jax.tree.leaves(jax.grad(functools.partial(loss, legacy))(variables["params"])),
+        jax.tree.leaves(jax.grad(functools.partial(loss, fast))(variables["params"])),
+        strict=True,
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(loss(legacy, variables["params"]), loss(fast, variables["params"]))
+    fast_ops = str(jax.make_jaxpr(functools.partial(loss, fast))(variables["params"]))
+    assert "reduce_window" not in fast_ops and "feature_group_count=1" in fast_ops
+
+
+@pytest.mark.parametrize("padding", ["SAME", "VALID"])
+def test_conv_as_patches_computes_the_convolution(padding):
+    x = jax.random.normal(jax.random.key(0), (3, 9, 10, 4))
+    kernel = jax.random.normal(jax.random.key(1), (5, 3, 4, 7))
+    expected = jax.lax.conv_general_dilated(
+        x, kernel, (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+    np.testing.assert_allclose(
+        conv_as_patches(x, kernel, (1, 1), padding), expected, rtol=1e-5, atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 8, 3), (2, 7, 5, 3), (1, 1, 1, 2)])
+def test_reshape_pooling_equals_reduce_window_on_even_and_odd_sizes(shape):
+    x = jax.random.normal(jax.random.key(0), shape)
+    expected = max_pool_2x2(x, LEGACY_NUMERICS)
+    assert np.array_equal(np.asarray(max_pool_2x2(x, FAST_CPU_NUMERICS)), np.asarray(expected))
+
+
+def test_numerics_are_chosen_from_the_backend_alone():
+    assert choose_numerics("mlp", "cpu") == choose_numerics("mlp", "gpu") == DENSE_NUMERICS
+    assert choose_numerics("lenet5", "cpu") == "conv=patches,pool=reshape"
+    assert choose_numerics("cnn", "cpu") == FAST_CPU_NUMERICS.name
+    assert choose_numerics("lenet5", "gpu") == LEGACY_NUMERICS.name
+    assert Numerics.parse("conv=patches,pool=reshape") == FAST_CPU_NUMERICS
+    with pytest.raises(ValueError, match="unknown numerics 'conv=winograd"):
+        Numerics.parse("conv=winograd,pool=reshape")

@@ -12,7 +12,9 @@ import polars as pl
 import pytest
 
 from conftest import write_project
+from sweepbook import engine
 from sweepbook.cli import EXIT_FAILURE, EXIT_OK, main
+from sweepbook.models import FAST_CPU_NUMERICS, LEGACY_NUMERICS, choose_numerics
 from sweepbook.store import Store, atomic_write
 from sweepbook.verify import same_bits
 
@@ -43,6 +45,8 @@ def test_verify_reproduces_stored_runs_bit_for_bit(store_dir: Path, capsys) -> N
     chosen = sorted(Store(store_dir).read_runs()["run_id"])[:2]  # first two by run id
     assert [run["run_id"] for run in record["runs"]] == chosen
     assert all(run["chunk_size"] == 4 and run["difference"] is None for run in record["runs"])
+    assert {run["numerics"] for run in record["runs"]} == {"dense"}
+    assert set(Store(store_dir).read_runs()["numerics"]) == {"dense"}
     assert record["verified_at"] and record["device"].startswith("cpu")
     err = capsys.readouterr().err
     assert f"reproduced {chosen[0]} (chunk of 4)" in err
@@ -103,3 +107,78 @@ def test_a_tampered_metric_is_reported_and_fails(store_dir: Path, capsys) -> Non
 )
 def test_same_bits(stored, retrained, same) -> None:
     assert same_bits(stored, retrained) is same
+
+
+# --- conv nets: numerics recorded per run; stores from before the column ----------------------
+
+CONV_SWEEP = """\
+# Does LeNet-5 train on the 8x8 digits?
+# Run: sweepbook run sweeps/conv.toml
+experiment = "tiny"
+seeds = [0, 1]
+
+[set]
+"model.kind" = "lenet5"
+"model.widths" = []
+"train.epochs" = 2
+"""
+
+
+@pytest.fixture(scope="module")
+def older_conv_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LeNet-5 store as sweepbook wrote it before numerics existed: trained in the legacy
+    formulation, with no ``numerics`` column."""
+    root = write_project(tmp_path_factory.mktemp("older"), {"conv": CONV_SWEEP})
+    out = root / "reports" / "conv"
+    cache = tmp_path_factory.getbasetemp() / "xla-cache"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(engine, "choose_numerics", lambda kind, platform: LEGACY_NUMERICS.name)
+        command = ["run", str(root / "sweeps" / "conv.toml"), "--out", str(out), "--no-report"]
+        assert main([*command, "--compile-cache", str(cache)]) == EXIT_OK
+    store = Store(out)
+    assert set(store.read_runs()["numerics"]) == {LEGACY_NUMERICS.name}
+    atomic_write(store.runs_path, store.read_runs().drop("numerics").write_parquet)
+    return root
+
+
+@pytest.fixture
+def older_conv(older_conv_store: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "project"
+    shutil.copytree(older_conv_store, copy)
+    return copy
+
+
+def test_an_older_conv_store_verifies_resumes_and_renders(older_conv: Path, capsys) -> None:
+    out = older_conv / "reports" / "conv"
+    assert main(["verify", str(out), "--runs", "2", "--no-report"]) == EXIT_OK
+    record = json.loads((out / "verification.json").read_text())
+    assert record["reproduced"] == 2
+    assert {run["numerics"] for run in record["runs"]} == {LEGACY_NUMERICS.name}
+
+    sweep = older_conv / "sweeps" / "conv.toml"
+    sweep.write_text(sweep.read_text().replace("seeds = [0, 1]", "seeds = [0, 1, 2]"))
+    assert main(["run", str(sweep), "--out", str(out)]) == EXIT_OK
+    assert "3 runs planned, 2 already stored, 1 to train" in capsys.readouterr().err
+    runs = Store(out).read_runs().sort("seed")
+    # The older runs keep their ids and say nothing; the new one says how it was trained.
+    assert runs["numerics"].to_list() == [None, None, choose_numerics("lenet5", "cpu")]
+    assert (out / "index.html").is_file()
+    assert main(["report", "--check", str(out)]) == EXIT_OK
+
+
+def test_verify_names_the_formulation_of_a_differing_run(older_conv: Path, capsys) -> None:
+    out = older_conv / "reports" / "conv"
+    store = Store(out)
+    # Claim the fast formulation for runs trained in the legacy one: they differ by rounding.
+    claimed = store.read_runs().with_columns(numerics=pl.lit(FAST_CPU_NUMERICS.name))
+    atomic_write(store.runs_path, claimed.write_parquet)
+    assert main(["verify", str(out), "--runs", "1", "--no-report"]) == EXIT_FAILURE
+    err = capsys.readouterr().err
+    assert f"trained in numerics {FAST_CPU_NUMERICS.name}, replayed in the same" in err
+
+    unknown = claimed.with_columns(numerics=pl.lit("conv=winograd,pool=reshape"))
+    atomic_write(store.runs_path, unknown.write_parquet)
+    assert main(["verify", str(out), "--runs", "1", "--no-report"]) == EXIT_FAILURE
+    err = capsys.readouterr().err
+    assert "not retrained: trained in numerics conv=winograd,pool=reshape" in err
+    assert "cannot build" in err

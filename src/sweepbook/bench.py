@@ -8,8 +8,12 @@ in one process, on the same sweep, written as a table and as JSON.
    Compile time is reported apart; ratios compare training time.
 2. An MNIST-sized MLP 784-784-10 at batch 256 trained by the engine: achieved FLOP/s against
    the machine's float32 matmul peak, measured here with a large ``jnp.dot``.
-3. Compilations: the engine compiles once per static group.
-4. Report rendering: a store of 1,000 runs x 50 epochs (100 configurations of three axes x 10
+3. Conv nets: LeNet-5 and the small CNN on MNIST-5k, trained by the engine in the layer
+   formulation it chooses for this backend, by the engine in the legacy formulation (XLA's
+   convolution and ``reduce_window`` pooling, what every conv net used before), by sequential
+   JAX and by eager PyTorch; GFLOP/s from the layers' multiply-adds.
+4. Compilations: the engine compiles once per static group.
+5. Report rendering: a store of 1,000 runs x 50 epochs (100 configurations of three axes x 10
    seeds; :mod:`sweepbook.bench_render`) rendered into its report, every figure format included.
 """
 
@@ -35,6 +39,7 @@ from sweepbook import figures
 from sweepbook.config import RunConfig, flatten, unflatten
 from sweepbook.data import Split, load_split
 from sweepbook.engine import forget_compiled_programs, group_runs, load_splits, train_runs
+from sweepbook.models import LEGACY_NUMERICS, build_model, choose_numerics, multiply_adds
 from sweepbook.plan import PlannedRun, run_id
 from sweepbook.store import Store, atomic_write_json
 from sweepbook.train import data_arrays, hyper_from_config, static_spec, train_run
@@ -65,6 +70,20 @@ MNIST_EXPERIMENT = (
     .replace("widths = [128, 64]", "widths = [784]")
     .replace("batch_size = 32", "batch_size = 256")
 )
+# LeNet-5 as the course's batch-size study trains it: 3,500 MNIST-5k training images, batch 32.
+LENET5_EXPERIMENT = (
+    DIGITS_EXPERIMENT.replace('name = "digits"', 'name = "mnist5k"')
+    .replace("val_fraction = 0.15", "val_fraction = 0.1")
+    .replace("test_fraction = 0.15", "test_fraction = 0.2")
+    .replace('kind = "mlp"\nwidths = [128, 64]', 'kind = "lenet5"')
+    .replace("epochs = 10", "epochs = 2")
+)
+# The small CNN (two 3x3 convolutions, 32 and 64 filters) does ~9x LeNet-5's work per image.
+CNN_EXPERIMENT = (
+    LENET5_EXPERIMENT.replace('kind = "lenet5"', 'kind = "cnn"')
+    .replace("split_seed = 0", "split_seed = 0\nmax_samples = 2000")
+    .replace("epochs = 2", "epochs = 1")
+)
 
 
 @dataclass
@@ -90,15 +109,23 @@ def _planned(configs: list[RunConfig]) -> list[PlannedRun]:
 
 
 def time_engine(
-    configs: list[RunConfig], name: str = "sweepbook engine", runs_per_chunk: int = 32
+    configs: list[RunConfig],
+    name: str = "sweepbook engine",
+    runs_per_chunk: int = 32,
+    numerics: str | None = None,
 ) -> Timing:
+    """The engine as ``sweepbook run`` trains; ``numerics`` overrides its layer formulation."""
     forget_compiled_programs()
     runs = _planned(configs)
     splits = load_splits(runs)
     with tempfile.TemporaryDirectory() as directory:
         started = time.perf_counter()
         summary = train_runs(
-            runs, Store(Path(directory)), splits=splits, runs_per_chunk=runs_per_chunk
+            runs,
+            Store(Path(directory)),
+            splits=splits,
+            runs_per_chunk=runs_per_chunk,
+            numerics=numerics,
         )
         total = time.perf_counter() - started
     training = total - summary.compile_seconds
@@ -106,9 +133,12 @@ def time_engine(
 
 
 def time_sequential_jax(configs: list[RunConfig]) -> Timing:
+    """One run per call of the same program, in the formulation the engine chooses here."""
     split = load_split(configs[0].data)
     data = data_arrays(split)
-    trainer = jax.jit(functools.partial(train_run, static_spec(configs[0]), split.num_classes))
+    numerics = choose_numerics(configs[0].model.kind, jax.devices()[0].platform)
+    program = functools.partial(train_run, static_spec(configs[0]), split.num_classes)
+    trainer = jax.jit(functools.partial(program, numerics=numerics))
     started = time.perf_counter()
     compiled = trainer.lower(hyper_from_config(configs[0]), data).compile()
     compile_seconds = time.perf_counter() - started
@@ -119,8 +149,36 @@ def time_sequential_jax(configs: list[RunConfig]) -> Timing:
     return Timing("sequential JAX (jit once)", len(configs), seconds, compile_seconds, 1)
 
 
+def _torch_model(config: RunConfig, image: tuple[int, ...], num_classes: int) -> Any:
+    """The model of ``config`` in PyTorch, layer for layer as :mod:`sweepbook.models` builds it
+    (channels first; SAME pooling of odd sizes is ``ceil_mode``)."""
+    import torch
+
+    flax_model = build_model(config.model, num_classes)
+    layers: list[Any] = []
+    features = int(np.prod(image))
+    if config.model.kind != "mlp":
+        size, channels = image[0], image[-1]
+        for layer, out_channels in enumerate(flax_model.convolutions):
+            kernel = flax_model.kernel
+            same = flax_model.padding(layer, size) == "SAME"
+            layers += [
+                torch.nn.Conv2d(channels, out_channels, kernel, padding="same" if same else 0),
+                torch.nn.ReLU(),
+                torch.nn.MaxPool2d(2, ceil_mode=True),
+            ]
+            size = -(-(size if same else size - kernel + 1) // 2)
+            channels = out_channels
+        features = size * size * channels
+    widths = [features, *(config.model.widths or flax_model.head)]
+    layers.append(torch.nn.Flatten())
+    for fan_in, fan_out in itertools.pairwise(widths):
+        layers += [torch.nn.Linear(fan_in, fan_out), torch.nn.ReLU()]
+    return torch.nn.Sequential(*layers, torch.nn.Linear(widths[-1], num_classes))
+
+
 def time_torch_eager(configs: list[RunConfig]) -> Timing | None:
-    """The same MLP, Adam and data order semantics (shuffle each epoch, partial last batch,
+    """The same model, Adam and data order semantics (shuffle each epoch, partial last batch,
     validation every epoch, test at the end) in eager PyTorch, one run at a time."""
     try:
         import torch
@@ -132,18 +190,16 @@ def time_torch_eager(configs: list[RunConfig]) -> Timing | None:
         name: torch.from_numpy(np.ascontiguousarray(getattr(split, name)))
         for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
     }
-    x_train = tensors["x_train"].reshape(len(tensors["x_train"]), -1)
-    x_val = tensors["x_val"].reshape(len(tensors["x_val"]), -1)
-    x_test = tensors["x_test"].reshape(len(tensors["x_test"]), -1)
+
+    def channels_first(x: Any) -> Any:  # [N, H, W, C] -> [N, C, H, W]; an MLP flattens anyway
+        return x.permute(0, 3, 1, 2).contiguous() if x.ndim == 4 else x
+
+    x_train, x_val, x_test = (channels_first(tensors[k]) for k in ("x_train", "x_val", "x_test"))
     y_train, y_val, y_test = (tensors[k].long() for k in ("y_train", "y_val", "y_test"))
     started = time.perf_counter()
     for config in configs:
         torch.manual_seed(config.seed)
-        widths = [x_train.shape[1], *config.model.widths]
-        layers: list[Any] = []
-        for fan_in, fan_out in itertools.pairwise(widths):
-            layers += [torch.nn.Linear(fan_in, fan_out), torch.nn.ReLU()]
-        model = torch.nn.Sequential(*layers, torch.nn.Linear(widths[-1], split.num_classes))
+        model = _torch_model(config, split.x_train.shape[1:], split.num_classes)
         opt = config.optimizer
         assert opt.b1 is not None and opt.b2 is not None and opt.eps is not None  # Adam config
         optimizer = torch.optim.Adam(
@@ -177,14 +233,52 @@ def matmul_peak_flops(size: int = 2048, repeats: int = 10) -> float:
 
 
 def training_flops(config: RunConfig, split: Split) -> float:
-    """Dense-layer FLOPs of one MLP run: 6·B·W per training example-step (forward 2, backward
-    4, W = weights), 2·W per evaluated example (validation each epoch, test once)."""
-    widths = [int(np.prod(split.x_train.shape[1:])), *config.model.widths, split.num_classes]
-    weights = sum(a * b for a, b in itertools.pairwise(widths))
+    """FLOPs of one run: 6 per multiply-add per training example-step (forward 2, backward
+    4), 2 per multiply-add per evaluated example (validation each epoch, test once)."""
+    macs = multiply_adds(config.model, split.x_train.shape[1:], split.num_classes)
     epochs = config.train.epochs
     trained = len(split.y_train) * epochs
     evaluated = len(split.y_val) * (epochs + 1) + len(split.y_test)
-    return 6 * weights * trained + 2 * weights * evaluated
+    return 6 * macs * trained + 2 * macs * evaluated
+
+
+CONV_NETS = {"lenet5": ("LeNet-5", LENET5_EXPERIMENT), "cnn": ("small CNN", CNN_EXPERIMENT)}
+
+
+def conv_net_benchmark(
+    kind: str, learning_rates: list[float], log: Callable[[str], None], *, quick: bool = False
+) -> dict[str, Any]:
+    """One conv net's sweep trained four ways, side by side in this process (``quick``: one
+    epoch on 700 images)."""
+    title, experiment = CONV_NETS[kind]
+    if quick:
+        experiment = experiment.replace("split_seed = 0", "split_seed = 0\nmax_samples = 1000")
+        experiment = experiment.replace("epochs = 2", "epochs = 1")
+    configs = _configs(experiment, learning_rates, [0])
+    split = load_split(configs[0].data)
+    numerics, legacy = choose_numerics(kind, jax.devices()[0].platform), LEGACY_NUMERICS.name
+    log(f"{title}: {len(configs)} configurations, {len(split.y_train):,} training images")
+    timings = [
+        time_engine(configs, f"engine ({numerics})"),
+        time_engine(configs, f"engine, legacy ({legacy})", numerics=legacy),
+        time_sequential_jax(configs),
+    ]
+    torch_timing = time_torch_eager(configs)
+    if torch_timing is not None:
+        timings.append(torch_timing)
+    flops = training_flops(configs[0], split) * len(configs)
+    return {
+        "model": kind,
+        "title": title,
+        "configurations": len(configs),
+        "training_images": len(split.y_train),
+        "batch_size": configs[0].train.batch_size,
+        "epochs": configs[0].train.epochs,
+        "numerics": numerics,
+        "gflop": flops / 1e9,
+        "timings": [{**asdict(t), "gflops": flops / t.seconds / 1e9} for t in timings],
+        "speedup_over_legacy": timings[1].seconds / timings[0].seconds,
+    }
 
 
 def run_benchmark(*, quick: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -213,6 +307,10 @@ def run_benchmark(*, quick: bool = False, log: Callable[[str], None] = print) ->
     mnist_engine = time_engine(mnist, "engine, MLP 784-784-10")
     mnist_sequential = time_sequential_jax(mnist)
     flops = training_flops(mnist[0], split) * len(mnist)
+    lenet5_rates = learning_rates[4 : 12 : 4 if quick else 2]
+    conv_nets = [conv_net_benchmark("lenet5", lenet5_rates, log, quick=quick)]
+    if not quick:  # the small CNN's legacy formulation alone takes minutes on 2 cores
+        conv_nets.append(conv_net_benchmark("cnn", learning_rates[4:12:2], log))
     planned = _planned(digits)
     groups = len(group_runs(planned, load_splits(planned)))
     log("report rendering: a store of 1,000 runs x 50 epochs" if not quick else "report rendering")
@@ -242,6 +340,7 @@ def run_benchmark(*, quick: bool = False, log: Callable[[str], None] = print) ->
             "sequential_fraction_of_peak": flops / mnist_sequential.seconds / peak,
             "timings": [asdict(mnist_engine), asdict(mnist_sequential)],
         },
+        "conv_nets": conv_nets,
         "compilations": {"engine": engine.compilations, "static_groups": groups},
         "report_render": asdict(render),
     }
@@ -262,6 +361,8 @@ def format_table(result: dict[str, Any]) -> str:
             f"{timing['name']:<34}{timing['seconds']:>9.2f}{timing['compile_seconds']:>11.2f}"
             f"{timing['gflops']:>9.1f}{speed:>14}"
         )
+    for net in result.get("conv_nets", []):
+        lines += ["", *_conv_net_lines(net)]
     mnist = result["mnist_mlp_784_784_10"]
     lines += [
         "",
@@ -283,6 +384,23 @@ def format_table(result: dict[str, Any]) -> str:
         f"{len(figures.available_formats())} formats) rendered in {render['seconds']:.1f} s",
     ]
     return "\n".join(lines)
+
+
+def _conv_net_lines(net: dict[str, Any]) -> list[str]:
+    header = (
+        f"{net['title']}, {net['configurations']} configs, {net['training_images']:,} images, "
+        f"batch {net['batch_size']}, {net['epochs']} epoch(s)"
+    )
+    lines = [f"{header:<58}{'train s':>9}{'compile s':>11}{'GFLOP/s':>9}{'engine is':>14}"]
+    engine = net["timings"][0]
+    for timing in net["timings"]:
+        ratio = timing["seconds"] / engine["seconds"]
+        speed = "—" if timing is engine else f"{ratio:.1f}x faster"
+        lines.append(
+            f"{timing['name']:<58}{timing['seconds']:>9.2f}{timing['compile_seconds']:>11.2f}"
+            f"{timing['gflops']:>9.1f}{speed:>14}"
+        )
+    return lines
 
 
 def write_result(result: dict[str, Any], directory: Path) -> Path:

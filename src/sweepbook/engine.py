@@ -25,7 +25,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from sweepbook.config import ModelConfig
 from sweepbook.data import Split, load_split
 from sweepbook.metrics import classification_metrics, reliability
-from sweepbook.models import build_model
+from sweepbook.models import build_model, choose_numerics, multiply_adds
 from sweepbook.plan import PlannedRun
 from sweepbook.store import Store
 from sweepbook.train import (
@@ -45,9 +45,9 @@ from sweepbook.train import (
 Origin = Mapping[str, str | None]
 
 
-# Compiled programs of this process, by program id: a search trains batch after batch with the
-# same shapes, and must not pay for compilation again each time.
-_PROGRAMS: dict[tuple[str, int], Callable[..., RunOutput]] = {}
+# Compiled programs of this process, by program id, chunk size and numerics: a search trains
+# batch after batch with the same shapes, and must not pay for compilation again each time.
+_PROGRAMS: dict[tuple[str, int, str], Callable[..., RunOutput]] = {}
 
 # Runs per program call at most. Larger chunks amortize per-step overhead (on 2 CPU cores a
 # chunk of 16 digits-MLP runs trains ~1.7x faster than 16 calls of one run; see `bench`);
@@ -55,6 +55,14 @@ _PROGRAMS: dict[tuple[str, int], Callable[..., RunOutput]] = {}
 DEFAULT_RUNS_PER_CHUNK = 32
 # Share of each device's memory a chunk may use (the rest is XLA's workspace and the data).
 DEFAULT_MEMORY_FRACTION = 0.25
+# Training FLOPs per step from which one run keeps a device of this backend busy on its own:
+# such runs train one per device per call, since stacking them only adds memory traffic.
+# Measured on 2 CPU cores, per-run throughput of a chunk of 4 against one run at a time:
+# digits MLP (3 MFLOP a step) 1.7x, LeNet-5 at batch 32 (80 MFLOP) 1.2x, at batch 64 (160
+# MFLOP) 1.03x, at batch 256 (640 MFLOP) 0.94x, MLP 784-784-10 at batch 256 (960 MFLOP) 0.77x.
+# Below the threshold chunks are as before (no shipped MLP study reaches it, so their chunks
+# and bits are unchanged). Backends not listed (GPUs: unmeasured) keep --runs-per-chunk.
+SATURATING_STEP_FLOPS: dict[str, float] = {"cpu": 5e8}
 
 
 def enable_compile_cache(directory: Path) -> None:
@@ -140,6 +148,11 @@ def sharded(devices: list[jax.Device]) -> NamedSharding:
     return NamedSharding(Mesh(np.array(devices), ("runs",)), PartitionSpec("runs"))
 
 
+def group_numerics(static: StaticSpec, platform: str) -> str:
+    """The layer formulation a group trains with on ``platform`` (stored as ``numerics``)."""
+    return choose_numerics(ModelConfig.model_validate_json(static.model).kind, platform)
+
+
 def compile_program(
     static: StaticSpec,
     num_classes: int,
@@ -148,10 +161,14 @@ def compile_program(
     *,
     chunk: int,
     devices: list[jax.Device],
+    numerics: str | None = None,
 ) -> Callable[..., RunOutput]:
     """Compile ``train_run`` vmapped over ``chunk`` runs, for one static signature: every
-    hyper-parameter and the seed are traced, the data is shared by the chunk."""
-    trainer = jax.vmap(functools.partial(train_run, static, num_classes), in_axes=(0, None))
+    hyper-parameter and the seed are traced, the data is shared by the chunk. ``numerics``
+    names the formulation of a conv net's layers (default: the legacy one)."""
+    trainer = jax.vmap(
+        functools.partial(train_run, static, num_classes, numerics=numerics), in_axes=(0, None)
+    )
     hyper = _stack([hyper_from_config(example.config)] * chunk)
     jitted = jax.jit(trainer, in_shardings=(sharded(devices), replicated(devices)))
     return jitted.lower(hyper, data).compile()
@@ -255,6 +272,26 @@ def chunk_size(group_size: int, *, limit: int, devices: int) -> int:
     return -(-size // devices) * devices
 
 
+def step_flops(static: StaticSpec, num_classes: int, image: tuple[int, ...]) -> int:
+    """FLOPs of one training step of one run: 6 per multiply-add (forward 2, backward 4) of
+    the dense and convolution layers, per example of a (padded) batch."""
+    config = ModelConfig.model_validate_json(static.model)
+    return 6 * static.batch_size * multiply_adds(config, image, num_classes)
+
+
+def saturation_limit(
+    static: StaticSpec, num_classes: int, image: tuple[int, ...], platform: str
+) -> int | None:
+    """Runs per device worth stacking: 1 when one run's :func:`step_flops` reach
+    ``SATURATING_STEP_FLOPS[platform]``, else None (no limit). A pure function of the static
+    shapes and the backend, never of a timing, so the same plan always gets the same chunk
+    size (a resumed sweep stores exactly the bits an uninterrupted one would)."""
+    threshold = SATURATING_STEP_FLOPS.get(platform)
+    if threshold is None or step_flops(static, num_classes, image) < threshold:
+        return None
+    return 1
+
+
 def device_memory_bytes(device: jax.Device) -> int:
     """Memory of one device: an accelerator's own, or the host's RAM for a CPU device."""
     stats = device.memory_stats() if device.platform != "cpu" else None
@@ -310,6 +347,7 @@ def train_runs(
     runs_per_chunk: int = DEFAULT_RUNS_PER_CHUNK,
     memory_budget: float = DEFAULT_MEMORY_FRACTION,
     lanes: int | None = None,
+    numerics: str | None = None,
 ) -> EngineSummary:
     """Train ``runs`` group by group, chunk by chunk, appending each chunk's runs to ``store``.
 
@@ -320,8 +358,14 @@ def train_runs(
     programs as an uninterrupted one; and since no lane reads another, a run's results do not
     depend on its chunk-mates. ``chunk_size`` is stored with each run for ``verify``. A chunk
     is also kept within ``memory_budget``: a fraction (≤ 1) of each device's memory, or a number
-    of bytes (> 1). ``lanes`` fixes the chunk size outright (``verify`` replays a stored run in
-    a chunk of its recorded size, the only shape that reproduces it bit for bit).
+    of bytes (> 1), and within :func:`saturation_limit` runs per device (a run that keeps the
+    device busy alone trains alone). ``lanes`` fixes the chunk size outright (``verify``
+    replays a stored run in a chunk of its recorded size, the only shape that reproduces it
+    bit for bit).
+
+    A group's layers are computed in the formulation :func:`models.choose_numerics` picks for
+    the device's backend, stored as ``numerics``; ``numerics`` overrides it (``verify`` replays
+    a run in its recorded one, ``bench`` times the legacy one beside the chosen one).
     """
     origin = origin or {}
     summary = EngineSummary()
@@ -335,9 +379,11 @@ def train_runs(
             on_device[key] = jax.device_put(data_arrays(splits[key]), replicated(devices))
         return on_device[key]
 
-    def fail(members: list[PlannedRun], error: BaseException, group_id: str) -> None:
+    def fail(
+        members: list[PlannedRun], error: BaseException, group_id: str, formulation: str
+    ) -> None:
         for run in members:
-            _store_failure(store, summary, run, error, group_id, origin)
+            _store_failure(store, summary, run, error, group_id, formulation, origin)
             on_run_done(run, "failed")
 
     budget = int(
@@ -345,16 +391,18 @@ def train_runs(
     )
     for group in group_runs(runs, splits):
         group_id = group.id
-        fits = memory_limit(
-            group.static, group.num_classes, splits[split_key(group.runs[0])], budget, len(devices)
+        split = splits[split_key(group.runs[0])]
+        fits = memory_limit(group.static, group.num_classes, split, budget, len(devices))
+        saturates = saturation_limit(
+            group.static, group.num_classes, split.x_train.shape[1:], devices[0].platform
         )
+        limit = min(runs_per_chunk, fits, (saturates or runs_per_chunk) * len(devices))
         chunk = lanes or chunk_size(
-            sizes.get(group_id, len(group.runs)),
-            limit=min(runs_per_chunk, fits),
-            devices=len(devices),
+            sizes.get(group_id, len(group.runs)), limit=limit, devices=len(devices)
         )
+        formulation = numerics or group_numerics(group.static, devices[0].platform)
         started = time.perf_counter()
-        compiled = _PROGRAMS.get((group_id, chunk))
+        compiled = _PROGRAMS.get((group_id, chunk, formulation))
         if compiled is None:
             try:
                 compiled = compile_program(
@@ -364,11 +412,12 @@ def train_runs(
                     group.runs[0],
                     chunk=chunk,
                     devices=devices,
+                    numerics=formulation,
                 )
             except Exception as error:
-                fail(list(group.runs), error, group_id)
+                fail(list(group.runs), error, group_id, formulation)
                 continue
-            _PROGRAMS[(group_id, chunk)] = compiled
+            _PROGRAMS[(group_id, chunk, formulation)] = compiled
             summary.compilations += 1
             summary.compile_seconds += time.perf_counter() - started
         by_split: dict[str, list[PlannedRun]] = {}
@@ -387,7 +436,7 @@ def train_runs(
                     )
                     out = jax.tree.map(np.asarray, compiled(hyper, device_data(part[0])))
                 except Exception as error:
-                    fail(part, error, group_id)
+                    fail(part, error, group_id, formulation)
                     continue
                 # Wall time of the chunk, shared equally by its runs.
                 seconds = (time.perf_counter() - started) / len(part)
@@ -398,6 +447,7 @@ def train_runs(
                         {
                             **_result_row(run, lane, split, seconds, group_id, origin),
                             "chunk_size": chunk,
+                            "numerics": formulation,
                         }
                     )
                     histories.append(_history_frame(run.run_id, lane))
@@ -419,10 +469,12 @@ def _store_failure(
     run: PlannedRun,
     error: BaseException,
     group_id: str,
+    formulation: str,
     origin: Origin,
 ) -> None:
     no_epochs = pl.DataFrame(schema={"run_id": pl.String, "epoch": pl.Int32})
-    store.append(_runs_frame([_failed_row(run, error, group_id, origin)]), no_epochs)
+    row = {**_failed_row(run, error, group_id, origin), "numerics": formulation}
+    store.append(_runs_frame([row]), no_epochs)
     summary.trained += 1
     summary.failed += 1
     summary.errors.append(f"{run.run_id}: {type(error).__name__}: {error}")

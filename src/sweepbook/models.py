@@ -9,16 +9,26 @@ dropout_key=..., mask=...)``:
   running averages in the ``batch_stats`` collection) and the running averages;
 - ``mask`` marks the real examples of a padded batch, so that padding never enters batch
   statistics.
+
+Numerics. Convolution and max-pooling can be written several ways that agree up to float
+rounding but not bit for bit, and that run at very different speeds per backend. A conv net is
+built with one :class:`Numerics` (a formulation), chosen by :func:`choose_numerics` from the
+backend alone, never from a timing, and stored with each run (the ``numerics`` column) so that
+a run can be replayed in the formulation it was trained with.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax import lax
 
 from sweepbook.config import ModelConfig
 
@@ -41,6 +51,106 @@ INITIALIZERS: dict[str, Callable[..., Any]] = {
 
 # Running-average momentum of batch normalization, in Flax's convention (PyTorch's 0.1).
 BATCH_NORM_MOMENTUM = 0.9
+
+
+@dataclass(frozen=True)
+class Numerics:
+    """How a conv net computes its convolutions and 2x2 max-pooling.
+
+    - ``conv="xla"``: ``lax.conv_general_dilated``. Under ``vmap`` over runs, whose kernels
+      differ, it becomes one grouped convolution, which XLA's CPU backend runs slowly.
+    - ``conv="patches"``: ``lax.conv_general_dilated_patches`` (a kernel-free im2col, so it is
+      shared by the runs of a chunk) times the kernel as a matrix: a batched matmul under vmap.
+    - ``pool="reduce_window"``: ``nn.max_pool``; its gradient is ``select_and_scatter``.
+    - ``pool="reshape"``: pad to even sizes with -inf, reshape to 2x2 blocks, ``max``.
+
+    The two differ by float rounding (a different summation order in the convolution; on ties
+    in a pooling window the gradient is split instead of going to the first maximum).
+    """
+
+    conv: Literal["xla", "patches"]
+    pool: Literal["reduce_window", "reshape"]
+
+    @property
+    def name(self) -> str:
+        """The stored form, e.g. ``conv=patches,pool=reshape``."""
+        return f"conv={self.conv},pool={self.pool}"
+
+    @classmethod
+    def parse(cls, name: str) -> Numerics:
+        fields = dict(part.split("=", 1) for part in name.split(",") if "=" in part)
+        numerics = cls(conv=fields.get("conv", ""), pool=fields.get("pool", ""))  # type: ignore[arg-type]
+        if numerics.conv not in ("xla", "patches") or numerics.pool not in (
+            "reduce_window",
+            "reshape",
+        ):
+            raise ValueError(f"unknown numerics {name!r} (this sweepbook knows {KNOWN_NUMERICS})")
+        return numerics
+
+
+# Runs of an MLP have one formulation only (dense layers); stored as this name.
+DENSE_NUMERICS = "dense"
+# How every conv net was trained before formulations existed: stores without a ``numerics``
+# column hold runs trained this way, and replaying them this way reproduces their bits.
+LEGACY_NUMERICS = Numerics(conv="xla", pool="reduce_window")
+FAST_CPU_NUMERICS = Numerics(conv="patches", pool="reshape")
+KNOWN_NUMERICS = (DENSE_NUMERICS, LEGACY_NUMERICS.name, FAST_CPU_NUMERICS.name)
+
+
+def choose_numerics(kind: str, platform: str) -> str:
+    """The formulation a model of ``kind`` is trained with on ``platform`` (``jax`` backend
+    name): a pure function of the two, so that a plan trains with the same bits on any machine
+    of the same backend, whatever its load.
+
+    On CPU, conv nets use patches and reshape pooling: LeNet-5 trains 1.6-1.7x faster
+    (``sweepbook bench`` measures it against the legacy formulation side by side). Elsewhere
+    they keep XLA's convolution, which GPU libraries run as a native grouped convolution; the
+    patches would multiply activation memory by the kernel area there.
+    """
+    if kind == "mlp":
+        return DENSE_NUMERICS
+    return FAST_CPU_NUMERICS.name if platform == "cpu" else LEGACY_NUMERICS.name
+
+
+def conv_as_patches(
+    lhs: jax.Array,
+    rhs: jax.Array,
+    window_strides: Sequence[int],
+    padding: Any,
+    lhs_dilation: Sequence[int] | None = None,
+    rhs_dilation: Sequence[int] | None = None,
+    dimension_numbers: Any = None,
+    feature_group_count: int = 1,
+    precision: Any = None,
+) -> jax.Array:
+    """``lax.conv_general_dilated`` for NHWC inputs and HWIO kernels (Flax's layout), computed
+    as image patches times the kernel matrix (``nn.Conv(conv_general_dilated=...)`` hook)."""
+    if feature_group_count != 1:
+        raise ValueError("conv_as_patches computes ungrouped convolutions only")
+    height, width, in_features, out_features = rhs.shape
+    patches = lax.conv_general_dilated_patches(
+        lhs,
+        (height, width),
+        window_strides,
+        padding,
+        lhs_dilation=lhs_dilation,
+        rhs_dilation=rhs_dilation,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        precision=precision,
+    )
+    # Patch features are ordered input channel first, then kernel row, then column.
+    kernel = rhs.transpose(2, 0, 1, 3).reshape(in_features * height * width, out_features)
+    return jnp.matmul(patches, kernel, precision=precision)
+
+
+def max_pool_2x2(x: jax.Array, numerics: Numerics) -> jax.Array:
+    """2x2 max-pooling with stride 2 and SAME padding (odd sizes padded at the end)."""
+    if numerics.pool == "reduce_window":
+        return nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
+    batch, height, width, features = x.shape
+    padded = jnp.pad(x, ((0, 0), (0, height % 2), (0, width % 2), (0, 0)), constant_values=-jnp.inf)
+    blocks = padded.reshape(batch, (height + 1) // 2, 2, (width + 1) // 2, 2, features)
+    return jnp.max(blocks, axis=(2, 4))
 
 
 def dropout(x: jax.Array, rate: jax.Array, key: jax.Array | None) -> jax.Array:
@@ -103,6 +213,7 @@ class _ConvNet(_Block):
     convolutions: Sequence[int] = ()
     kernel: int = 3
     head: Sequence[int] = ()
+    numerics: str = LEGACY_NUMERICS.name
 
     def padding(self, layer: int, size: int) -> str:
         return "SAME"
@@ -118,13 +229,20 @@ class _ConvNet(_Block):
         mask: jax.Array | None = None,
     ) -> jax.Array:
         kernel_init = INITIALIZERS[self.initializer]
+        numerics = Numerics.parse(self.numerics)
+        # None keeps Flax's own call of lax.conv_general_dilated: the legacy program, exactly.
+        convolve = conv_as_patches if numerics.conv == "patches" else None
         for layer, features in enumerate(self.convolutions):
             padding = self.padding(layer, x.shape[1])
             x = nn.Conv(
-                features, (self.kernel, self.kernel), padding=padding, kernel_init=kernel_init
+                features,
+                (self.kernel, self.kernel),
+                padding=padding,
+                kernel_init=kernel_init,
+                conv_general_dilated=convolve,
             )(x)
             x = self.normalize_and_activate(x, train=train, mask=mask, name=f"conv_norm_{layer}")
-            x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
+            x = max_pool_2x2(x, numerics)
         head = MLP(
             activation=self.activation,
             batch_norm=self.batch_norm,
@@ -159,7 +277,29 @@ class SmallCNN(_ConvNet):
     head: Sequence[int] = (32,)
 
 
-def build_model(config: ModelConfig, num_classes: int) -> nn.Module:
+def multiply_adds(config: ModelConfig, image: Sequence[int], num_classes: int) -> int:
+    """Multiply-adds of one example's forward pass through the model's dense and convolution
+    layers (pooling, biases and activations are not counted), from the model's own shapes."""
+    model = build_model(config, num_classes)
+    total, features = 0, int(np.prod(image))
+    if isinstance(model, _ConvNet):
+        size, channels = image[0], image[-1]
+        for layer, out_channels in enumerate(model.convolutions):
+            kernel = model.kernel
+            if model.padding(layer, size) == "VALID":
+                size = size - kernel + 1
+            total += size * size * out_channels * kernel * kernel * channels
+            size, channels = -(-size // 2), out_channels  # 2x2 pooling, SAME
+        features = size * size * channels
+        widths = [features, *model.head, num_classes]
+    else:
+        widths = [features, *config.widths, num_classes]
+    return total + sum(a * b for a, b in itertools.pairwise(widths))
+
+
+def build_model(config: ModelConfig, num_classes: int, numerics: str | None = None) -> nn.Module:
+    """The model of ``config``; a conv net in formulation ``numerics`` (a :class:`Numerics`
+    name; default the legacy one). The formulation changes no parameter name or shape."""
     common: dict[str, Any] = {
         "activation": config.activation,
         "batch_norm": config.batch_norm,
@@ -168,6 +308,7 @@ def build_model(config: ModelConfig, num_classes: int) -> nn.Module:
     }
     if config.kind == "mlp":
         return MLP(widths=tuple(config.widths), **common)
+    conv_numerics = numerics or LEGACY_NUMERICS.name
     if config.kind == "lenet5":
-        return LeNet5(**common)
-    return SmallCNN(**common)
+        return LeNet5(numerics=conv_numerics, **common)
+    return SmallCNN(numerics=conv_numerics, **common)

@@ -309,9 +309,18 @@ def evaluate(
     )
 
 
-def train_run(static: StaticSpec, num_classes: int, hyper: Hyper, data: DataArrays) -> RunOutput:
-    """Train one run to completion. Pure: same ``(static, hyper, data)``, same output bits."""
-    model = build_model(ModelConfig.model_validate_json(static.model), num_classes)
+def train_run(
+    static: StaticSpec,
+    num_classes: int,
+    hyper: Hyper,
+    data: DataArrays,
+    *,
+    numerics: str | None = None,
+) -> RunOutput:
+    """Train one run to completion. Pure: same ``(static, hyper, data)``, same output bits.
+    ``numerics`` names the formulation of a conv net's layers (:func:`models.choose_numerics`;
+    default the legacy one); it changes results by float rounding only."""
+    model = build_model(ModelConfig.model_validate_json(static.model), num_classes, numerics)
     root = jax.random.key(hyper.seed)
     order_root = jax.random.fold_in(root, DATA_ORDER)
     dropout_root = jax.random.fold_in(root, DROPOUT)

@@ -8,6 +8,12 @@ and no lane reads another. Then every stored result column and every epoch of th
 be identical (NaN equals NaN; 0.0 and -0.0 differ). Columns about the circumstances of training
 (time, host, device, job, commit) are not results and are not compared.
 
+A run is replayed in the layer formulation it was trained with (its ``numerics`` column; a
+store written before that column existed trained every conv net in the legacy formulation,
+which is still built the same way). A run whose formulation this version cannot build is not
+retrained but reported as differing, with the reason, and every difference names the
+formulation, so a store from another version explains itself instead of differing mutely.
+
 The outcome goes to ``verification.json`` beside the store; the report shows it (it is not part
 of the stored results, so it does not make a report stale for ``report --check``).
 """
@@ -30,6 +36,7 @@ import sweepbook
 from sweepbook import provenance
 from sweepbook.config import RunConfig, unflatten
 from sweepbook.engine import load_splits, train_runs
+from sweepbook.models import DENSE_NUMERICS, KNOWN_NUMERICS, LEGACY_NUMERICS, Numerics
 from sweepbook.plan import PlannedRun, run_id
 from sweepbook.report import VERIFICATION_FILE
 from sweepbook.store import DONE_STATUSES, Store, StoreError, atomic_write_json
@@ -46,6 +53,7 @@ class Outcome:
     chunk_size: int
     reproduced: bool
     difference: str | None  # the first differing column, with both values
+    numerics: str | None = None  # the formulation it was trained (and replayed) in
 
 
 def choose_runs(runs: pl.DataFrame, count: int) -> pl.DataFrame:
@@ -69,6 +77,26 @@ def planned_run(row: dict[str, Any]) -> PlannedRun:
             "the store was written by an incompatible sweepbook version"
         )
     return PlannedRun(row["run_id"], row.get("variant"), config, row.get("search.trial"), repeat)
+
+
+def stored_numerics(row: dict[str, Any], config: RunConfig) -> tuple[str, bool]:
+    """The formulation the run was trained in, and whether the store recorded it (stores from
+    before the ``numerics`` column trained MLPs densely and conv nets in the legacy way)."""
+    recorded = row.get("numerics")
+    if recorded:
+        return str(recorded), True
+    implied = DENSE_NUMERICS if config.model.kind == "mlp" else LEGACY_NUMERICS.name
+    return implied, False
+
+
+def replayable(numerics: str) -> bool:
+    if numerics == DENSE_NUMERICS:
+        return True
+    try:
+        Numerics.parse(numerics)
+    except ValueError:
+        return False
+    return True
 
 
 def same_bits(stored: Any, retrained: Any) -> bool:
@@ -108,11 +136,15 @@ def first_difference(
     return None
 
 
-def retrain(run: PlannedRun, lanes: int) -> tuple[dict[str, Any], pl.DataFrame]:
-    """Train ``run`` in a chunk of ``lanes`` copies of itself; its row and history."""
+def retrain(
+    run: PlannedRun, lanes: int, numerics: str | None = None
+) -> tuple[dict[str, Any], pl.DataFrame]:
+    """Train ``run`` in a chunk of ``lanes`` copies of itself, in formulation ``numerics``
+    (default: the one this device would choose); its row and history."""
     with tempfile.TemporaryDirectory(prefix="sweepbook-verify-") as scratch:
         store = Store(Path(scratch))
-        train_runs([run], store, splits=load_splits([run]), lanes=lanes)
+        formulation = None if numerics == DENSE_NUMERICS else numerics
+        train_runs([run], store, splits=load_splits([run]), lanes=lanes, numerics=formulation)
         return store.read_runs().row(0, named=True), store.read_history().sort("epoch")
 
 
@@ -129,10 +161,23 @@ def verify_runs(
     outcomes = []
     for row in choose_runs(runs, count).iter_rows(named=True):
         lanes = int(row["chunk_size"])
-        retrained, retrained_history = retrain(planned_run(row), lanes)
-        stored_history = history.filter(pl.col("run_id") == row["run_id"]).sort("epoch")
-        difference = first_difference(row, retrained, stored_history, retrained_history)
-        outcome = Outcome(row["run_id"], lanes, difference is None, difference)
+        run = planned_run(row)
+        numerics, recorded = stored_numerics(row, run.config)
+        trained_in = f"trained in numerics {numerics}" + (
+            "" if recorded else " (implied: stored before sweepbook recorded numerics)"
+        )
+        if not replayable(numerics):
+            difference: str | None = (
+                f"not retrained: {trained_in}, which this sweepbook cannot build "
+                f"(it knows {', '.join(KNOWN_NUMERICS)}); results would differ by float rounding"
+            )
+        else:
+            retrained, retrained_history = retrain(run, lanes, numerics)
+            stored_history = history.filter(pl.col("run_id") == row["run_id"]).sort("epoch")
+            difference = first_difference(row, retrained, stored_history, retrained_history)
+            if difference is not None:
+                difference += f"; {trained_in}, replayed in the same"
+        outcome = Outcome(row["run_id"], lanes, difference is None, difference, numerics)
         log(outcome)
         outcomes.append(outcome)
     device = provenance.device_description()
