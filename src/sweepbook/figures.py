@@ -427,6 +427,33 @@ def _cells(ax: Any, values: np.ndarray, **style: Any) -> Any:
     return mesh
 
 
+def _write_in_cells(
+    ax: Any,
+    values: np.ndarray,
+    template: str,
+    shown: np.ndarray,
+    high: np.ndarray,
+    venue: Venue,
+    *,
+    dark_text: bool = False,
+) -> None:
+    """Each ``shown`` value written in its cell at the venue's small size; cells ``high`` get
+    black text when ``dark_text`` (a light colour map end) and white otherwise, the others the
+    opposite, so the number stays readable on its colour."""
+    for (i, j), value in np.ndenumerate(values):
+        if shown[i, j]:
+            colour = "black" if bool(high[i, j]) == dark_text else "white"
+            ax.text(
+                j,
+                i,
+                template.format(value),
+                ha="center",
+                va="center",
+                fontsize=venue.small_font_size,
+                color=colour,
+            )
+
+
 def heatmap(
     values: np.ndarray,
     *,
@@ -453,18 +480,9 @@ def heatmap(
         ax.grid(False)
         finite = values[np.isfinite(values)]
         middle = (finite.min() + finite.max()) / 2 if finite.size else 0.0
-        for (i, j), value in np.ndenumerate(values):
-            if np.isfinite(value):
-                colour = "black" if value > middle else "white"
-                ax.text(
-                    j,
-                    i,
-                    f"{value:.3f}",
-                    ha="center",
-                    va="center",
-                    fontsize=venue.small_font_size,
-                    color=colour,
-                )
+        _write_in_cells(
+            ax, values, "{:.3f}", np.isfinite(values), values > middle, venue, dark_text=True
+        )
         if best is not None:
             ax.add_patch(
                 plt.Rectangle(
@@ -494,18 +512,7 @@ def confusion_matrix(counts: np.ndarray, *, title: str, venue: Venue = ARTICLE) 
         ax.set_title(title)
         ax.grid(False)
         if classes <= 12:  # beyond that the numbers no longer fit their cells
-            for (i, j), share in np.ndenumerate(shares):
-                if share >= 0.005:
-                    colour = "white" if share > 0.5 else "black"
-                    ax.text(
-                        j,
-                        i,
-                        f"{share:.2f}",
-                        ha="center",
-                        va="center",
-                        fontsize=venue.small_font_size,
-                        color=colour,
-                    )
+            _write_in_cells(ax, shares, "{:.2f}", shares >= 0.005, shares > 0.5, venue)
     return fig
 
 
