@@ -12,11 +12,10 @@ have the names recorded.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from sweepbook.config import ConfigError, Sweep
-from sweepbook.report import SWEEP_RECORD, read_json
+from sweepbook.report import SWEEP_RECORD, read_json, seen_from_store
 
 
 def check_store_owner(directory: Path, sweep: Sweep) -> None:
@@ -28,7 +27,7 @@ def check_store_owner(directory: Path, sweep: Sweep) -> None:
     record = read_json(record_path)
     recorded = Path(str(record.get("sweep_file", "")))
     from_store = record.get("sweep_file_from_store")  # absent in stores written before it
-    if recorded == sweep.path or from_store == os.path.relpath(sweep.path, directory.resolve()):
+    if recorded == sweep.path or from_store == seen_from_store(sweep.path, directory):
         return
     recorded_experiment = Path(str(record.get("experiment_file", "")))
     moved = not recorded.exists()

@@ -71,6 +71,12 @@ FULL_TABLE_DECIMALS = 3
 # --- the record a run leaves for its report --------------------------------------------------
 
 
+def seen_from_store(path: Path, directory: Path) -> str:
+    """``path`` relative to the store ``directory``: what stays the same when a project is
+    copied or moved whole, store included (see ownership.py)."""
+    return os.path.relpath(path, directory.resolve())
+
+
 def write_sweep_record(
     directory: Path, sweep: Sweep, plan: Sequence[PlannedRun], run_command: str
 ) -> None:
@@ -90,7 +96,7 @@ def write_sweep_record(
         "run_ids": [run.run_id for run in plan],
         "sweep_file": str(sweep.path),
         # The same file seen from the store: unchanged when a project is copied or moved whole.
-        "sweep_file_from_store": os.path.relpath(sweep.path, directory.resolve()),
+        "sweep_file_from_store": seen_from_store(sweep.path, directory),
         "experiment_file": str(sweep.experiment_path),
         # Paper output; stores written before these keys existed render with the defaults.
         "venue": sweep.report.venue,
