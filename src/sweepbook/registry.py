@@ -1,0 +1,95 @@
+"""Registries: one typed name -> builder mapping per kind of component.
+
+Every component sweepbook can name in a config (model, dataset, optimizer, schedule, loss,
+metric, figure kind) is looked up in a :class:`Registry`. Built-ins register themselves with
+the same call a user's code makes::
+
+    from sweepbook.models import MODELS
+
+    @MODELS.register("my_net")
+    def build_my_net(config, num_classes, numerics): ...
+
+Config validation asks the registry whether a name exists (:meth:`Registry.check`), so the
+allowed names are never repeated as a hand-kept list, and a typo gets a "did you mean" hint.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar, overload
+
+T = TypeVar("T")
+
+
+class UnknownName(ValueError):
+    """A name that is not registered. The message is one line: what was asked, what exists."""
+
+
+class Registry(Generic[T]):
+    """An ordered, typed mapping from a component's name to its builder (or spec)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind  # "model", "dataset", ...: used in error messages
+        self._entries: dict[str, T] = {}
+
+    @overload
+    def register(self, name: str) -> Callable[[T], T]: ...
+
+    @overload
+    def register(self, name: str, entry: T) -> T: ...
+
+    def register(self, name: str, entry: T | None = None) -> T | Callable[[T], T]:
+        """Register ``entry`` under ``name``; without ``entry``, a decorator that does.
+
+        Registering a name twice is an error (two components would silently shadow each other);
+        :meth:`unregister` first to replace one on purpose.
+        """
+
+        def add(value: T) -> T:
+            if not name or not isinstance(name, str):
+                raise ValueError(f"a {self.kind} needs a non-empty string name, got {name!r}")
+            if name in self._entries:
+                raise ValueError(f"{self.kind} '{name}' is already registered")
+            self._entries[name] = value
+            return value
+
+        return add if entry is None else add(entry)
+
+    def unregister(self, name: str) -> None:
+        self._entries.pop(name, None)
+
+    def __getitem__(self, name: str) -> T:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise UnknownName(self.unknown(name)) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def names(self) -> tuple[str, ...]:
+        """Registered names, in registration order (built-ins first)."""
+        return tuple(self._entries)
+
+    def items(self) -> list[tuple[str, T]]:
+        return list(self._entries.items())
+
+    def unknown(self, name: object) -> str:
+        """The one-line message for a name that is not registered, with a hint when close."""
+        known = ", ".join(f"'{n}'" for n in self._entries)
+        close = difflib.get_close_matches(str(name), list(self._entries), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        return f"unknown {self.kind} {name!r}: expected one of {known}{hint}"
+
+    def check(self, name: str) -> str:
+        """``name`` if registered; otherwise :class:`UnknownName`. For pydantic validators."""
+        if name not in self._entries:
+            raise UnknownName(self.unknown(name))
+        return name
