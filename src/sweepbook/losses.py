@@ -1,10 +1,31 @@
-"""Training losses on logits and integer labels, per example (the caller masks and averages)."""
+"""Training losses on logits and integer labels, per example (the caller masks and averages).
+
+Every training loss is registered in :data:`LOSSES` under the name ``loss.name`` takes, as a
+function ``(logits, labels, hyper) -> per-example loss``; ``hyper`` holds the traced numbers of
+the ``[loss]`` table (:class:`LossHyper`), each loss reading those it uses.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
+
+from sweepbook.registry import Registry
+
+
+class LossHyper(NamedTuple):
+    """The traced numbers of the ``[loss]`` table."""
+
+    label_smoothing: jax.Array
+    focal_gamma: jax.Array
+
+
+TrainingLoss = Callable[[jax.Array, jax.Array, LossHyper], jax.Array]
+LOSSES: Registry[TrainingLoss] = Registry("loss")
 
 
 def smoothed_targets(labels: jax.Array, num_classes: int, smoothing: jax.Array) -> jax.Array:
@@ -35,3 +56,13 @@ def negative_log_likelihood(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """Plain cross-entropy: the loss every run *reports* (val.loss, test.loss), whatever it
     trains on, so that runs with different losses or smoothing stay comparable."""
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
+
+@LOSSES.register("cross_entropy")
+def _cross_entropy_loss(logits: jax.Array, labels: jax.Array, hyper: LossHyper) -> jax.Array:
+    return cross_entropy(logits, labels, hyper.label_smoothing)
+
+
+@LOSSES.register("focal")
+def _focal_loss(logits: jax.Array, labels: jax.Array, hyper: LossHyper) -> jax.Array:
+    return focal(logits, labels, hyper.label_smoothing, hyper.focal_gamma)

@@ -374,10 +374,9 @@ def train_run(
             mask=ms > 0,
             mutable=mutable,
         )
-        if static.loss == "focal":
-            per_example = losses.focal(logits, ys, hyper.label_smoothing, hyper.focal_gamma)
-        else:
-            per_example = losses.cross_entropy(logits, ys, hyper.label_smoothing)
+        per_example = losses.LOSSES[static.loss](
+            logits, ys, losses.LossHyper(hyper.label_smoothing, hyper.focal_gamma)
+        )
         total = jnp.sum(per_example * ms)
         correct = jnp.sum((jnp.argmax(logits, -1) == ys) * ms)
         # Mean over the real examples of the batch: the padded tail of the last batch weighs 0.
