@@ -244,3 +244,17 @@ def test_report_labels_name_the_paper_table_and_figure_axes(tmp_path, labelled):
             "test.accuracy",
         )
         assert headers == ["Learning rate", "Batch size", "Test accuracy"]
+
+
+def test_a_sweep_with_no_finished_run_renders_its_problems_and_no_figure(tmp_path):
+    from sweepbook.report import render_report
+    from synthetic_store import write_synthetic_store
+
+    store = write_synthetic_store(tmp_path / "store", {"optimizer.learning_rate": [0.1, 0.2]})
+    runs = pl.read_parquet(store / "runs.parquet")
+    failed = runs.with_columns(pl.lit("failed").alias("status"), pl.lit("OOM").alias("error"))
+    failed.write_parquet(store / "runs.parquet")
+    html = render_report(store).read_text(encoding="utf-8")
+    assert "No run finished successfully." in html
+    assert f"{runs.height} failed" in html and "OOM" in html
+    assert not list((store / "figures").glob("*")) and not (store / "tables").exists()

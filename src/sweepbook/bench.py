@@ -36,6 +36,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from sweepbook import figures
+from sweepbook.bench_render import time_render
+from sweepbook.bench_workloads import (
+    CNN_EXPERIMENT,
+    DIGITS_EXPERIMENT,
+    LENET5_EXPERIMENT,
+    MNIST_EXPERIMENT,
+)
 from sweepbook.config import RunConfig, flatten, unflatten
 from sweepbook.data import Split, load_split
 from sweepbook.engine import forget_compiled_programs, group_runs, load_splits, train_runs
@@ -43,47 +50,6 @@ from sweepbook.models import LEGACY_NUMERICS, build_model, choose_numerics, mult
 from sweepbook.plan import PlannedRun, run_id
 from sweepbook.store import Store, atomic_write_json
 from sweepbook.train import data_arrays, hyper_from_config, static_spec, train_run
-
-# The benchmark's own workloads: fixed so that numbers compare across machines and commits.
-DIGITS_EXPERIMENT = """
-[data]
-name = "digits"
-val_fraction = 0.15
-test_fraction = 0.15
-split_seed = 0
-[model]
-kind = "mlp"
-widths = [128, 64]
-activation = "relu"
-[optimizer]
-name = "adam"
-learning_rate = 1e-3
-b1 = 0.9
-b2 = 0.999
-eps = 1e-8
-[train]
-epochs = 10
-batch_size = 32
-"""
-MNIST_EXPERIMENT = (
-    DIGITS_EXPERIMENT.replace('name = "digits"', 'name = "mnist5k"')
-    .replace("widths = [128, 64]", "widths = [784]")
-    .replace("batch_size = 32", "batch_size = 256")
-)
-# LeNet-5 as the course's batch-size study trains it: 3,500 MNIST-5k training images, batch 32.
-LENET5_EXPERIMENT = (
-    DIGITS_EXPERIMENT.replace('name = "digits"', 'name = "mnist5k"')
-    .replace("val_fraction = 0.15", "val_fraction = 0.1")
-    .replace("test_fraction = 0.15", "test_fraction = 0.2")
-    .replace('kind = "mlp"\nwidths = [128, 64]', 'kind = "lenet5"')
-    .replace("epochs = 10", "epochs = 2")
-)
-# The small CNN (two 3x3 convolutions, 32 and 64 filters) does ~9x LeNet-5's work per image.
-CNN_EXPERIMENT = (
-    LENET5_EXPERIMENT.replace('kind = "lenet5"', 'kind = "cnn"')
-    .replace("split_seed = 0", "split_seed = 0\nmax_samples = 2000")
-    .replace("epochs = 2", "epochs = 1")
-)
 
 
 @dataclass
@@ -314,8 +280,6 @@ def run_benchmark(*, quick: bool = False, log: Callable[[str], None] = print) ->
     planned = _planned(digits)
     groups = len(group_runs(planned, load_splits(planned)))
     log("report rendering: a store of 1,000 runs x 50 epochs" if not quick else "report rendering")
-    from sweepbook.bench_render import time_render  # it reuses this module's experiment
-
     with tempfile.TemporaryDirectory() as scratch:
         render = time_render(Path(scratch), runs=100 if quick else 1000, epochs=10 if quick else 50)
     result = {

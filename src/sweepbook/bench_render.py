@@ -1,10 +1,11 @@
 """Report rendering at scale, for the benchmark: a store of 1,000 runs x 50 epochs rendered
 into its report, timed.
 
-The store is made by the real planner and the real row writers of the engine from a real
-sweep file; only the training outputs (class probabilities, per-epoch curves) are synthetic,
-drawn so that accuracy depends smoothly on the swept values, as in a real sweep. Rendering
-never looks at how a store was made, so its time on this store is its time on a trained one.
+The store is made by the real planner and the real row writers (:mod:`sweepbook.results`, the
+ones the engine uses) from a real sweep file; only the training outputs (class probabilities,
+per-epoch curves) are synthetic, drawn so that accuracy depends smoothly on the swept values,
+as in a real sweep. Rendering never looks at how a store was made, so its time on this store
+is its time on a trained one.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ import numpy as np
 import polars as pl
 
 from sweepbook import provenance
-from sweepbook.bench import DIGITS_EXPERIMENT
+from sweepbook.bench_workloads import DIGITS_EXPERIMENT
 from sweepbook.config import load_sweep
 from sweepbook.data import Split, load_split
-from sweepbook.engine import _history_frame, _result_row, _runs_frame
 from sweepbook.plan import PlannedRun, expand
-from sweepbook.report import PROVENANCE, render_report, write_sweep_record
+from sweepbook.record import write_sweep_record
+from sweepbook.report import render_report
+from sweepbook.results import PROVENANCE, history_frame, result_row, runs_frame
 from sweepbook.store import Store, atomic_write_json
 from sweepbook.train import EpochRecord, Evaluation, RunOutput
 
@@ -83,7 +85,7 @@ def synthetic_output(
     progress = 1.0 - np.exp(-np.arange(1, epochs + 1) / (epochs / 5))
     accuracy_curve = 0.1 + (final - 0.1) * progress + rng.normal(0.0, 0.003, epochs)
     loss_curve = 2.3 * (1.0 - progress) + 0.1 + rng.normal(0.0, 0.01, epochs)
-    # As jax arrays: the engine's row writers receive what a compiled program returns.
+    # As jax arrays: the row writers receive what a compiled program returns.
     history = EpochRecord(
         lr=jnp.full(epochs, config.optimizer.learning_rate),
         train_loss=jnp.asarray(loss_curve * 0.8),
@@ -141,11 +143,11 @@ def write_synthetic_store(directory: Path, *, runs: int, epochs: int, seed: int 
         chunk = plan[start : start + CONFIGURATIONS]
         outputs = [synthetic_output(run, split, epochs, rng) for run in chunk]
         rows = [
-            _result_row(run, output, split, 1.0, "bench", origin)
+            result_row(run, output, split, 1.0, "bench", origin)
             for run, output in zip(chunk, outputs, strict=True)
         ]
-        history = [_history_frame(r.run_id, o) for r, o in zip(chunk, outputs, strict=True)]
-        store.append(_runs_frame(rows), pl.concat(history))
+        history = [history_frame(r.run_id, o) for r, o in zip(chunk, outputs, strict=True)]
+        store.append(runs_frame(rows), pl.concat(history))
     store.merge()
     return len(plan)
 

@@ -7,11 +7,10 @@ from training time. Finished runs go to the store as soon as they finish.
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,13 +23,16 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from sweepbook.config import ModelConfig
 from sweepbook.data import Split, load_split
-from sweepbook.metrics import classification_metrics, reliability
 from sweepbook.models import build_model, choose_numerics, multiply_adds
 from sweepbook.plan import PlannedRun
+from sweepbook.results import Origin
+from sweepbook.results import failed_row as _failed_row
+from sweepbook.results import history_frame as _history_frame
+from sweepbook.results import result_row as _result_row
+from sweepbook.results import runs_frame as _runs_frame
 from sweepbook.store import Store
 from sweepbook.train import (
     DataArrays,
-    Evaluation,
     Hyper,
     RunOutput,
     StaticSpec,
@@ -40,10 +42,6 @@ from sweepbook.train import (
     static_spec,
     train_run,
 )
-
-# Where and with what code runs were trained, stamped on each row (git_commit, host, device).
-Origin = Mapping[str, str | None]
-
 
 # Compiled programs of this process, by program id, chunk size and numerics: a search trains
 # batch after batch with the same shapes, and must not pay for compilation again each time.
@@ -172,97 +170,6 @@ def compile_program(
     hyper = _stack([hyper_from_config(example.config)] * chunk)
     jitted = jax.jit(trainer, in_shardings=(sharded(devices), replicated(devices)))
     return jitted.lower(hyper, data).compile()
-
-
-def _evaluation_columns(split: str, evaluation: Evaluation, labels: np.ndarray) -> dict[str, Any]:
-    """``<split>.loss`` from the program, every other metric from the class probabilities."""
-    probabilities = np.asarray(evaluation.probabilities, dtype=np.float64)
-    computed: dict[str, Any] = classification_metrics(probabilities, labels)
-    if split == "test":  # the reliability diagram of the report
-        computed.update(reliability(probabilities, labels))
-    return {
-        f"{split}.loss": float(evaluation.loss),
-        **{f"{split}.{k}": v for k, v in computed.items()},
-    }
-
-
-def _result_row(
-    run: PlannedRun,
-    out: RunOutput,
-    split: Split,
-    seconds: float,
-    group_id: str,
-    origin: Origin,
-) -> dict[str, Any]:
-    epochs_run = int(out.epochs_run)
-    best_epoch = int(out.best_epoch)
-    # Train metrics belong to the epoch whose parameters were evaluated.
-    reported_epoch = best_epoch if run.config.train.early_stopping.restore_best else epochs_run
-    index = max(reported_epoch, 1) - 1
-    params = int(out.params)
-    return {
-        "run_id": run.run_id,
-        "status": "diverged" if bool(out.diverged) else "ok",
-        "error": None,
-        "variant": run.variant,
-        "search.trial": run.trial,
-        "repeat": run.repeat,
-        **run.flat,
-        **_evaluation_columns("test", out.test, split.y_test),
-        **_evaluation_columns("val", out.val, split.y_val),
-        "train.accuracy": float(out.history.train_accuracy[index]),
-        "train.loss": float(out.history.train_loss[index]),
-        "best_epoch": best_epoch,
-        "epochs_run": epochs_run,
-        "params": params,
-        "nonzero_params": int(out.nonzero_params),
-        "model_bytes": float(out.model_bytes),
-        "train_seconds": seconds,
-        "compile_group": group_id,
-        **origin,
-        "config": run.config_json,
-        "finished_at": dt.datetime.now(dt.UTC),
-    }
-
-
-def _failed_row(
-    run: PlannedRun, error: BaseException, group_id: str, origin: Origin
-) -> dict[str, Any]:
-    return {
-        "run_id": run.run_id,
-        "status": "failed",
-        "error": f"{type(error).__name__}: {error}",
-        "variant": run.variant,
-        "search.trial": run.trial,
-        "repeat": run.repeat,
-        **run.flat,
-        "compile_group": group_id,
-        **origin,
-        "config": run.config_json,
-        "finished_at": dt.datetime.now(dt.UTC),
-    }
-
-
-def _history_frame(run_id: str, out: RunOutput) -> pl.DataFrame:
-    history = {name: np.asarray(values) for name, values in out.history._asdict().items()}
-    epochs = int(out.epochs_run)
-    return pl.DataFrame(
-        {
-            "run_id": [run_id] * epochs,
-            "epoch": np.arange(1, epochs + 1, dtype=np.int32),
-            "lr": history["lr"][:epochs],
-            "train.loss": history["train_loss"][:epochs],
-            "train.accuracy": history["train_accuracy"][:epochs],
-            "val.loss": history["val_loss"][:epochs],
-            "val.accuracy": history["val_accuracy"][:epochs],
-            "val.f1_macro": history["val_f1_macro"][:epochs],
-        }
-    )
-
-
-def _runs_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
-    # Lists (e.g. model.widths) stay lists; None columns get a type from the other rows.
-    return pl.DataFrame(rows, infer_schema_length=None)
 
 
 def chunk_size(group_size: int, *, limit: int, devices: int) -> int:
