@@ -376,10 +376,10 @@ def _named(labels: list[str]) -> str:
 
 
 def _stat(configuration: Configuration, method: str) -> str:
-    text = _number(configuration.mean)
-    if configuration.std is not None:
-        text += f" ± {_number(configuration.std)}"
-    text += f" (mean ± std over {configuration.runs} run{'s' if configuration.runs > 1 else ''}"
+    if configuration.std is None:
+        return f"{_number(configuration.mean)} (one run)"
+    text = f"{_number(configuration.mean)} ± {_number(configuration.std)} (mean ± std over "
+    text += f"{configuration.runs} runs"
     if configuration.ci_low is not None and configuration.ci_high is not None:
         text += (
             f"; 95% {method} [{_number(configuration.ci_low)}, {_number(configuration.ci_high)}]"
@@ -548,10 +548,15 @@ def _test_noise_sentences(findings: Findings, winner: Configuration) -> list[str
     ]
     if close:
         others = len(findings.configurations) - 1
+        if len(close) == others:
+            counted = "The other configuration lies" if others == 1 else f"All {others} others lie"
+        else:
+            counted = f"{len(close)} of the other {others} configurations " + (
+                "lie" if len(close) > 1 else "lies"
+            )
         said.append(
-            f"{len(close)} of the other {others} configuration{'s' if others > 1 else ''} "
-            f"{'lie' if len(close) > 1 else 'lies'} closer than that to the best's mean: another "
-            "test set of the same size could reorder them."
+            f"{counted} closer than that to the best's mean: another test set of the same size "
+            "could reorder them."
         )
     return said
 
