@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import json
+from html import escape as html_escape
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,7 +14,15 @@ import pytest
 import scipy.stats
 
 from sweepbook import stats
-from sweepbook.findings import Findings, compute_findings, findings_record, sentences
+from sweepbook.findings import (
+    Findings,
+    compute_findings,
+    findings_record,
+    from_record,
+    sentences,
+)
+from sweepbook.report import render_report
+from synthetic_store import write_synthetic_store
 
 LR = "optimizer.learning_rate"
 BATCH = "train.batch_size"
@@ -281,3 +291,57 @@ def test_record_is_plain_json() -> None:
     text = json.dumps(record, allow_nan=False)
     assert json.loads(text)["winner"]["values"][LR] == 1e-2
     assert record["sentences"] and record["selected_on_validation"] is True
+
+
+QUICKSTART_RUNS = Path(__file__).parent / "fixtures" / "quickstart_runs.parquet"
+QUICKSTART_RECORD = {
+    "metric": "test.accuracy",
+    "direction": "max",
+    "compare": [LR, BATCH],
+    "axes": [LR, BATCH],
+    "sampled": False,
+    "run_ids": [f"r{i}" for i in range(36)],
+}
+
+
+def test_quickstart_findings_match_its_expected_line() -> None:
+    """sweeps/quickstart.toml expects: "the best configurations reach about 0.97 test accuracy;
+    very small learning rates with large batches under-train within the epoch budget". The
+    fixture holds the quickstart's stored runs (the columns findings read), trained on CPU
+    at commit 63013a3."""
+    findings = from_record(pl.read_parquet(QUICKSTART_RUNS), QUICKSTART_RECORD)
+    assert findings.evidence == "ranked" and findings.winner is not None
+    assert findings.winner.mean == pytest.approx(0.97, abs=0.005)
+    by_config = {(c.values[LR], c.values[BATCH]): c for c in findings.configurations}
+    smallest_lr_largest_batch = by_config[(3e-4, 256)]
+    assert smallest_lr_largest_batch.verdict == "worse"
+    assert smallest_lr_largest_batch.mean == min(c.mean for c in findings.configurations)
+    effects = {effect.axis: effect for effect in findings.axes}
+    assert effects[LR].worst_level == "0.0003" and effects[LR].beyond_noise
+    assert findings.test_noise is not None and findings.test_noise.examples == 270
+
+
+def test_report_opens_with_findings_and_records_them(tmp_path: Path) -> None:
+    store = write_synthetic_store(
+        tmp_path / "grid", {LR: [1e-4, 1e-3, 1e-2], BATCH: [16, 64]}, seeds=3
+    )
+    render_report(store)
+    html = (store / "index.html").read_text(encoding="utf-8")
+    record = json.loads((store / "report.json").read_text(encoding="utf-8"))
+    sentences_stored = record["findings"]["sentences"]
+    assert sentences_stored[0].startswith("Best configuration, chosen on mean val.accuracy")
+    assert html.index('id="findings"') < html.index('id="results"')
+    # The sentences are in the page as written (autoescaped: the apostrophe is an entity).
+    assert html_escape(sentences_stored[0]) in html
+    # Two axes: importance, as a figure and as a table in the findings block.
+    assert (store / "figures" / "importance.svg").is_file()
+    assert '<table class="importance">' in html and "Hyper-parameter importance" in html
+
+
+def test_one_axis_report_has_findings_but_no_importance(tmp_path: Path) -> None:
+    store = write_synthetic_store(tmp_path / "line", {LR: [1e-4, 1e-3, 1e-2]}, seeds=1)
+    render_report(store)
+    html = (store / "index.html").read_text(encoding="utf-8")
+    assert "Evidence too thin to rank" in html
+    assert not (store / "figures" / "importance.svg").exists()
+    assert 'class="importance"' not in html

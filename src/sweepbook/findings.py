@@ -26,7 +26,7 @@ Statistical choices, each stated in the sentences it produces:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -520,7 +520,7 @@ def _interaction_sentence(interaction: Interaction) -> str:
     test = f"two-way ANOVA, {_f_text(interaction.test)}"
     if interaction.interact:
         return (
-            f"{first} and {second} interact: the best value of one depends on the other "
+            f"{first} and {second} interact: the effect of one depends on the value of the other "
             f"({test}); read them together, not one at a time."
         )
     return (
@@ -597,3 +597,16 @@ def findings_record(findings: Findings) -> dict[str, Any]:
     record["all_within_noise"] = findings.all_within_noise
     record["sentences"] = sentences(findings)
     return record
+
+
+def from_record(runs: pl.DataFrame, record: Mapping[str, Any]) -> Findings:
+    """The findings of a stored sweep: its runs and its ``sweep.json`` record (headline metric,
+    direction, compared axes, planned run ids, whether axes were sampled)."""
+    return compute_findings(
+        runs,
+        metric=record["metric"],
+        direction=record["direction"],
+        compare=record["compare"],
+        planned=len(record["run_ids"]),
+        sampled=bool(record.get("sampled", False)),
+    )

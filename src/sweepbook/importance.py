@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -208,3 +208,14 @@ def importance_figure(
         ax.set_xlabel("share of variance explained")
         ax.grid(axis="y", visible=False)
     return fig
+
+
+def from_record(runs: pl.DataFrame, record: Mapping[str, Any]) -> ImportanceTable | None:
+    """The importance table of a stored sweep (its runs and ``sweep.json`` record), where it
+    applies (:func:`importance_applies`); None elsewhere."""
+    sampled = bool(record.get("sampled", False))
+    ok = runs.filter(pl.col("status") == "ok")
+    keys = swept_keys(ok, record.get("axes", record["compare"]))
+    if not importance_applies(keys, sampled):
+        return None
+    return hyperparameter_importance(ok, metric=record["metric"], keys=keys, sampled=sampled)

@@ -26,7 +26,7 @@ import numpy as np
 import polars as pl
 from matplotlib.figure import Figure
 
-from sweepbook import figures, latex
+from sweepbook import figures, findings, importance, latex
 from sweepbook.config import Sweep, metric_direction
 from sweepbook.latex import PaperColumn, PaperTable, latex_escape
 from sweepbook.plan import PlannedRun
@@ -223,6 +223,8 @@ class ReportContext:
     generated_at: str
     data_sha256: str
     notes: list[str]
+    findings: dict[str, Any]  # findings.findings_record: numbers and sentences (report.json too)
+    importance: importance.ImportanceTable | None
 
 
 def format_value(value: Any) -> str:
@@ -1070,6 +1072,12 @@ def build_context(
                 )
             )
 
+    ranked = importance.from_record(runs, record)
+    if ranked is not None:
+        drawn = importance.importance_figure(ranked, venue, axis_labels)
+        figs.append(
+            PlannedFigure("importance", "Hyper-parameter importance", ranked.caption, drawn)
+        )
     problems = [
         RunProblem(
             run_id=r["run_id"],
@@ -1101,6 +1109,8 @@ def build_context(
         data_sha256=data_hash,
         generated_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         notes=format_notes(),
+        findings=findings.findings_record(findings.from_record(runs, record)),
+        importance=ranked,
     )
     return context, figs, venue
 
@@ -1294,7 +1304,11 @@ def render_report(directory: Path, venue: str | None = None) -> Path:
     atomic_write_text(target, html)
     atomic_write_json(
         directory / REPORT_RECORD,
-        {"data_sha256": context.data_sha256, "rendered_at": context.generated_at},
+        {
+            "data_sha256": context.data_sha256,
+            "rendered_at": context.generated_at,
+            "findings": context.findings,
+        },
     )
     render_index(directory.parent)
     return target
