@@ -201,11 +201,23 @@ def importance_figure(
         fig, ax = plt.subplots(figsize=(venue.column_width_in, height), layout="constrained")
         positions = np.arange(len(names))[::-1]
         # Pale bars: the caption says why this ranking is not to be trusted.
-        bars = ax.barh(positions, shares, color=PALETTE[0], alpha=1.0 if table.reliable else 0.4)
-        ax.bar_label(bars, fmt="%.2f", padding=2)
+        ax.barh(positions, shares, color=PALETTE[0], alpha=1.0 if table.reliable else 0.4)
+        for position, share in zip(positions, shares, strict=True):
+            # The share written at the bar's end: inside a long bar, so that it never reaches
+            # past the axes (and the figure's fixed width), outside a short one.
+            inside = share >= 0.5
+            ax.annotate(
+                f"{share:.2f}",
+                (share, position),
+                xytext=(-3 if inside else 3, 0),
+                textcoords="offset points",
+                ha="right" if inside else "left",
+                va="center",
+                color="white" if inside and table.reliable else "black",
+            )
         ax.set_yticks(positions, names)
-        ax.set_xlim(0.0, 1.1)  # room for the label of a bar near 1
-        ax.set_xlabel("share of variance explained")
+        ax.set_xlim(0.0, 1.0)
+        ax.set_xlabel("importance (share)")
         ax.grid(axis="y", visible=False)
     return fig
 
