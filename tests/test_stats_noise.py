@@ -112,3 +112,31 @@ def test_interaction_needs_a_balanced_grid_with_replicates() -> None:
 def test_f_test_without_seed_noise_is_certain_or_silent() -> None:
     assert stats.main_effect_test([0, 0, 1, 1], [0, 0, 1, 1], [1.0, 1.0, 2.0, 2.0]).p == 0.0
     assert stats.main_effect_test([0, 0, 1, 1], [0, 0, 1, 1], [1.0, 1.0, 1.0, 1.0]).p == 1.0
+
+
+def test_compare_to_best_can_decide_ties_on_holm_adjusted_p_values() -> None:
+    import polars as pl
+
+    samples = {
+        "a": [0.900, 0.905, 0.910],
+        "b": [0.880, 0.889, 0.895],  # raw p < 0.05 against a, not once corrected over three
+        "c": [0.899, 0.902, 0.909],
+        "d": [0.897, 0.904, 0.906],
+    }
+    runs = pl.DataFrame(
+        [
+            {"run_id": f"{name}{i}", "variant": name, "test.accuracy": value}
+            for name, values in samples.items()
+            for i, value in enumerate(values)
+        ]
+    )
+    summary = stats.summarize(runs, ["variant"], ["test.accuracy"])
+    plain = stats.compare_to_best(summary, runs, "test.accuracy", 0)
+    corrected = stats.compare_to_best(summary, runs, "test.accuracy", 0, correction="holm")
+    assert "test.accuracy:p_adjusted" not in plain.columns
+    assert plain["test.accuracy:tie"].to_list() == [True, False, True, True]
+    assert corrected["test.accuracy:tie"].to_list() == [True, True, True, True]
+    raw = corrected["test.accuracy:p_vs_best"].to_list()
+    assert raw == plain["test.accuracy:p_vs_best"].to_list()
+    expected = [None, *stats.holm_adjust(raw[1:])]
+    assert corrected["test.accuracy:p_adjusted"].to_list() == expected

@@ -153,7 +153,13 @@ def iqm(values: Sequence[float]) -> float:
 
 
 def compare_to_best(
-    summary: pl.DataFrame, runs: pl.DataFrame, metric: str, best: int, *, alpha: float = 0.05
+    summary: pl.DataFrame,
+    runs: pl.DataFrame,
+    metric: str,
+    best: int,
+    *,
+    alpha: float = 0.05,
+    correction: Literal["none", "holm"] = "none",
 ) -> pl.DataFrame:
     """``summary`` (from :func:`summarize`) with seed-noise statistics of ``metric`` per row.
 
@@ -168,9 +174,11 @@ def compare_to_best(
     - ``{metric}:tie``: True for the best row and for rows with ``p >= alpha`` (no evidence
       they differ from the best beyond seed noise); False when p is nan (too few seeds).
 
-    Assumptions are those of the two tests: independent seeds per configuration. No correction
-    for comparing many rows to one best is applied, so with many rows some "not tied" verdicts
-    are chance; the p-values are given so a reader can apply their own.
+    Assumptions are those of the two tests: independent seeds per configuration. With
+    ``correction="none"`` nothing corrects for comparing many rows to one best, so with many
+    rows some "not tied" verdicts are chance; ``correction="holm"`` adds
+    ``{metric}:p_adjusted`` (:func:`holm_adjust` over the k - 1 comparisons) and decides ties
+    on it, as the findings do. ``p_vs_best`` stays the raw p-value either way.
     """
     if not 0 <= best < summary.height:
         raise IndexError(f"best row {best} is outside the summary's {summary.height} rows")
@@ -189,8 +197,15 @@ def compare_to_best(
         None if row == best else welch_t_test(sample, samples[best])
         for row, sample in enumerate(samples)
     ]
+    decided_on = p_values
+    adjusted_columns: list[pl.Series] = []
+    if correction == "holm":
+        raw = {row: p for row, p in enumerate(p_values) if p is not None}
+        holm = dict(zip(raw, holm_adjust(list(raw.values())), strict=True))
+        decided_on = [holm.get(row) for row in range(len(p_values))]
+        adjusted_columns.append(pl.Series(f"{metric}:p_adjusted", decided_on, dtype=pl.Float64))
     # `p >= alpha` is False for nan, which is the intended verdict when p cannot be computed.
-    ties = [p is None or bool(p >= alpha) for p in p_values]
+    ties = [p is None or bool(p >= alpha) for p in decided_on]
     return summary.with_columns(
         pl.Series(f"{metric}:ci_low", [low for low, _ in intervals], dtype=pl.Float64),
         pl.Series(f"{metric}:ci_high", [high for _, high in intervals], dtype=pl.Float64),
@@ -202,6 +217,7 @@ def compare_to_best(
         pl.Series(f"{metric}:iqm", [iqm(sample) for sample in samples], dtype=pl.Float64),
         pl.Series(f"{metric}:p_vs_best", p_values, dtype=pl.Float64),
         pl.Series(f"{metric}:tie", ties, dtype=pl.Boolean),
+        *adjusted_columns,
     )
 
 
