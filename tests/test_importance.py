@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 
 from sweepbook.importance import (
     MIN_CONFIGURATIONS_PER_KEY,
+    from_record,
     hyperparameter_importance,
     importance_applies,
     importance_figure,
@@ -166,3 +168,16 @@ def test_a_sampled_search_ranks_its_continuous_keys() -> None:
     assert table is not None and table.configurations == 20
     assert table.keys[0].key == LR and table.keys[0].importance > 0.9
     assert table.reliable
+
+
+def test_regularizers_variants_rank_label_smoothing_first_and_say_it_is_unreliable() -> None:
+    """The regularizers study (11 one-at-a-time variants, 3 seeds; fixture trained at commit
+    63013a3): the keys are the variants' overrides, label smoothing (its best variant) ranks
+    first, and 11 configurations for 11 keys are flagged as too few."""
+    runs = pl.read_parquet(Path(__file__).parent / "fixtures" / "regularizers_runs.parquet")
+    record = {"metric": "test.accuracy", "compare": ["variant"], "axes": ["variant"]}
+    table = from_record(runs, record)
+    assert table is not None
+    assert table.keys[0].key == "loss.label_smoothing"
+    assert len(table.keys) == 11 and table.configurations == 11
+    assert not table.reliable

@@ -127,7 +127,9 @@ class Findings:
         """Ranked, and no configuration differs from the winner beyond seed noise: a figure
         should not colour these differences as structure."""
         others = [c for c in self.configurations if c.verdict != "winner"]
-        return self.evidence == "ranked" and all(c.verdict == "tie" for c in others)
+        if self.evidence != "ranked" or any(effect.beyond_noise for effect in self.axes):
+            return False
+        return all(c.verdict == "tie" for c in others)
 
 
 def selection_metric_for(metric: str, columns: Sequence[str], runs: pl.DataFrame) -> str:
@@ -470,6 +472,16 @@ def _comparison_sentences(findings: Findings) -> list[str]:
             f"adjusted p ≥ {ALPHA}): with these runs the sweep cannot tell its "
             f"{len(findings.configurations)} configurations apart, and the differences between "
             "their means are noise, not structure."
+        ]
+    elif by_verdict["tie"] and not (by_verdict["worse"] or by_verdict["better"]):
+        moving = [effect.axis for effect in findings.axes if effect.beyond_noise]
+        said = [
+            f"No single configuration differs from the best beyond seed noise ({method}, "
+            f"adjusted p ≥ {ALPHA}), yet the F-test finds that {', '.join(moving)} "
+            f"{'moves' if len(moving) == 1 else 'move'} {findings.metric} as a whole: it pools "
+            "the seed noise of every configuration, whereas each pairwise test has only the "
+            "two configurations' runs and is corrected for the others. The configurations "
+            "differ, but these runs cannot say which ones differ from the best."
         ]
     elif by_verdict["tie"]:
         said = [
