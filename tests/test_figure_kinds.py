@@ -30,6 +30,7 @@ BUILT_IN = (
     "pareto_model_bytes",
     "pareto_nonzero_params",
     "metric_vs_axis",
+    "importance",
 )
 
 
@@ -145,12 +146,12 @@ THREE_AXES_FIGURES = {"metric_vs_axis", "parallel_coordinates"}
     [
         ({}, set()),
         ({LR: [0.1, 0.2]}, {"metric_vs_axis"}),
-        ({LR: [0.1, 0.2], BS: [16, 32]}, {"metric_vs_axis", "heatmap"}),
+        ({LR: [0.1, 0.2], BS: [16, 32]}, {"metric_vs_axis", "heatmap", "importance"}),
         # A heatmap of one row is a bar: a second axis held at one value does not make one.
         ({LR: [0.1, 0.2], BS: [16]}, {"metric_vs_axis"}),
         (
             {LR: [0.1, 0.2], BS: [16, 32], DROPOUT: [0.0]},
-            {"metric_vs_axis", "parallel_coordinates"},
+            {"metric_vs_axis", "parallel_coordinates", "importance"},
         ),
     ],
 )
@@ -196,6 +197,11 @@ def test_best_configuration_figures_apply_when_the_runs_hold_their_counts():
     assert not {"confusion_matrix", "reliability_diagram"} & applying(no_best)
 
 
+def test_importance_applies_to_two_swept_keys_not_one():
+    assert "importance" not in applying(figure_data({LR: [0.1, 0.2]}))
+    assert "importance" in applying(figure_data({LR: [0.1, 0.2], BS: [16, 32]}))
+
+
 @pytest.mark.parametrize(
     ("prune", "quantize", "expected"),
     [(["none", "none"], ["none", "none"], False), (["none", "magnitude"], ["none", "none"], True)],
@@ -212,8 +218,13 @@ def test_plan_figures_names_files_and_titles_from_the_sweep():
     planned = {figure.name: figure for figure in plan_figures(data)}
     for figure in planned.values():
         figures.close(figure.figure)
-    # This history records no curves and a constant learning rate: two figures, in order.
-    assert list(planned) == ["heatmap_learning_rate_batch_size", "test_accuracy_vs_learning_rate"]
+    # This history records no curves and a constant learning rate: the heatmap, the metric
+    # against the first axis and (two swept keys) the hyper-parameter importance, in order.
+    assert list(planned) == [
+        "heatmap_learning_rate_batch_size",
+        "test_accuracy_vs_learning_rate",
+        "importance",
+    ]
     heatmap = planned["heatmap_learning_rate_batch_size"]
     assert heatmap.title == f"test.accuracy: {LR} × {BS}"
     assert "1 seed (seeds 0)" in heatmap.caption

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 import polars as pl
 from matplotlib.figure import Figure
 
-from sweepbook import figures
+from sweepbook import figures, importance
 from sweepbook.registry import Registry
 from sweepbook.stats import pareto_front, per_epoch
 from sweepbook.tables import any_compressed, config_label, format_value, short_key
@@ -337,6 +337,17 @@ class FigureData:
     sampled: bool  # random or model-based search: points, not lines
     venue: Venue
     labels: dict[str, str]  # the sweep's [report.labels] for axes
+    axes: list[str] = field(default_factory=list)  # every swept key (importance)
+
+    @functools.cached_property
+    def importance(self) -> importance.ImportanceTable | None:
+        """How much each swept key matters to the headline, where that can be asked."""
+        keys = importance.swept_keys(self.ok, self.axes or self.compare)
+        if not importance.importance_applies(keys, self.sampled):
+            return None
+        return importance.hyperparameter_importance(
+            self.ok, metric=self.metric, keys=keys, sampled=self.sampled
+        )
 
     @functools.cached_property
     def best_row(self) -> dict[str, Any] | None:
@@ -557,5 +568,23 @@ FIGURES.register(
             labels=d.labels,
         ),
         applies=lambda d: bool(d.compare),
+    ),
+)
+
+
+def _importance(data: FigureData) -> importance.ImportanceTable:
+    table = data.importance
+    assert table is not None  # guaranteed by applies
+    return table
+
+
+FIGURES.register(
+    "importance",
+    FigureSpec(
+        stem="importance",
+        title="Hyper-parameter importance",
+        caption=lambda d: _importance(d).caption,
+        build=lambda d: importance.importance_figure(_importance(d), d.venue, d.labels),
+        applies=lambda d: d.importance is not None,
     ),
 )

@@ -25,10 +25,11 @@ import jinja2
 import polars as pl
 from matplotlib.figure import Figure
 
-from sweepbook import figures, latex
+from sweepbook import figures, findings, latex
 from sweepbook.figure_kinds import MAX_SERIES as MAX_SERIES
 from sweepbook.figure_kinds import FigureData, PlannedFigure, plan_figures
 from sweepbook.figure_kinds import learning_curve_figure as learning_curve_figure
+from sweepbook.importance import ImportanceTable
 from sweepbook.latex import PaperTable, latex_escape
 from sweepbook.provenance import describe_devices
 from sweepbook.record import seen_from_store as seen_from_store
@@ -119,6 +120,8 @@ class ReportContext:
     generated_at: str
     data_sha256: str
     notes: list[str]
+    findings: dict[str, Any]  # findings.findings_record: numbers and sentences (report.json too)
+    importance: ImportanceTable | None
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,7 @@ class Comparison:
     table: Table
     best_summary: str
     paper_tables: dict[str, PaperTable] = field(default_factory=dict)  # file under tables/
+    importance: ImportanceTable | None = None
     figures: list[PlannedFigure] = field(default_factory=list)
 
 
@@ -179,6 +183,7 @@ def compare_configurations(
         venue=venue,
         # The sweep's [report.labels] name the axes of figures too; without them, the keys do.
         labels=record.get("labels", {}),
+        axes=list(record.get("axes", compare)),
     )
     return Comparison(
         table=build_table(summary, compare, shown, best, replicates),
@@ -187,6 +192,7 @@ def compare_configurations(
             summary, record, compare, shown, best, replicates, sized=compressed
         ),
         figures=plan_figures(data),
+        importance=data.importance,
     )
 
 
@@ -275,6 +281,8 @@ def build_context(
         data_sha256=data_hash,
         generated_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         notes=format_notes(),
+        findings=findings.findings_record(findings.from_record(stored.runs, record)),
+        importance=comparison.importance,
     )
     return context, comparison.figures, venue
 
@@ -524,7 +532,11 @@ def render_report(directory: Path, venue: str | None = None) -> Path:
     atomic_write_text(target, html)
     atomic_write_json(
         directory / REPORT_RECORD,
-        {"data_sha256": context.data_sha256, "rendered_at": context.generated_at},
+        {
+            "data_sha256": context.data_sha256,
+            "rendered_at": context.generated_at,
+            "findings": context.findings,
+        },
     )
     render_index(directory.parent)
     return target

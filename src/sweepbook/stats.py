@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -152,7 +153,13 @@ def iqm(values: Sequence[float]) -> float:
 
 
 def compare_to_best(
-    summary: pl.DataFrame, runs: pl.DataFrame, metric: str, best: int, *, alpha: float = 0.05
+    summary: pl.DataFrame,
+    runs: pl.DataFrame,
+    metric: str,
+    best: int,
+    *,
+    alpha: float = 0.05,
+    correction: Literal["none", "holm"] = "none",
 ) -> pl.DataFrame:
     """``summary`` (from :func:`summarize`) with seed-noise statistics of ``metric`` per row.
 
@@ -167,9 +174,11 @@ def compare_to_best(
     - ``{metric}:tie``: True for the best row and for rows with ``p >= alpha`` (no evidence
       they differ from the best beyond seed noise); False when p is nan (too few seeds).
 
-    Assumptions are those of the two tests: independent seeds per configuration. No correction
-    for comparing many rows to one best is applied, so with many rows some "not tied" verdicts
-    are chance; the p-values are given so a reader can apply their own.
+    Assumptions are those of the two tests: independent seeds per configuration. With
+    ``correction="none"`` nothing corrects for comparing many rows to one best, so with many
+    rows some "not tied" verdicts are chance; ``correction="holm"`` adds
+    ``{metric}:p_adjusted`` (:func:`holm_adjust` over the k - 1 comparisons) and decides ties
+    on it, as the findings do. ``p_vs_best`` stays the raw p-value either way.
     """
     if not 0 <= best < summary.height:
         raise IndexError(f"best row {best} is outside the summary's {summary.height} rows")
@@ -188,8 +197,15 @@ def compare_to_best(
         None if row == best else welch_t_test(sample, samples[best])
         for row, sample in enumerate(samples)
     ]
+    decided_on = p_values
+    adjusted_columns: list[pl.Series] = []
+    if correction == "holm":
+        raw = {row: p for row, p in enumerate(p_values) if p is not None}
+        holm = dict(zip(raw, holm_adjust(list(raw.values())), strict=True))
+        decided_on = [holm.get(row) for row in range(len(p_values))]
+        adjusted_columns.append(pl.Series(f"{metric}:p_adjusted", decided_on, dtype=pl.Float64))
     # `p >= alpha` is False for nan, which is the intended verdict when p cannot be computed.
-    ties = [p is None or bool(p >= alpha) for p in p_values]
+    ties = [p is None or bool(p >= alpha) for p in decided_on]
     return summary.with_columns(
         pl.Series(f"{metric}:ci_low", [low for low, _ in intervals], dtype=pl.Float64),
         pl.Series(f"{metric}:ci_high", [high for _, high in intervals], dtype=pl.Float64),
@@ -201,4 +217,162 @@ def compare_to_best(
         pl.Series(f"{metric}:iqm", [iqm(sample) for sample in samples], dtype=pl.Float64),
         pl.Series(f"{metric}:p_vs_best", p_values, dtype=pl.Float64),
         pl.Series(f"{metric}:tie", ties, dtype=pl.Boolean),
+        *adjusted_columns,
     )
+
+
+def holm_adjust(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values: reject where ``adjusted < alpha`` and the chance of
+    any false "differs" verdict among the m comparisons stays at most alpha.
+
+    Method (Holm, 1979): sort the m p-values ascending; the i-th smallest (1-based) becomes
+    ``max over j <= i of min(1, (m - j + 1) · p_(j))``, so the adjusted values keep the order of
+    the raw ones. NaNs (comparisons that could not be made) stay NaN and do not count in m.
+    Uniformly more powerful than plain Bonferroni and valid under any dependence between the
+    tests (here all of them share the best configuration's runs).
+    """
+    values = np.asarray(p_values, dtype=float)
+    adjusted = np.full(values.shape, np.nan)
+    tested = np.flatnonzero(~np.isnan(values))
+    order = tested[np.argsort(values[tested], kind="stable")]
+    m = order.size
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * values[index]))
+        adjusted[index] = running
+    return [float(p) for p in adjusted]
+
+
+def t_interval(values: Sequence[float], *, confidence: float = 0.95) -> tuple[float, float]:
+    """Student-t confidence interval of the mean: ``mean ± t_{n-1} · s / sqrt(n)``.
+
+    The interval to use with few runs, where a percentile bootstrap can only return (nearly)
+    the sample's min and max. Assumes independent, roughly normal values. NaNs are ignored;
+    fewer than two values give ``(nan, nan)`` (no spread to measure).
+    """
+    from scipy.special import stdtrit  # lazy, as in welch_t_test
+
+    sample = np.asarray(values, dtype=float)
+    sample = sample[~np.isnan(sample)]
+    if sample.size < 2:
+        return float("nan"), float("nan")
+    half = stdtrit(sample.size - 1, (1.0 + confidence) / 2.0) * sample.std(ddof=1)
+    half /= np.sqrt(sample.size)
+    mean = sample.mean()
+    return float(mean - half), float(mean + half)
+
+
+# A percentile bootstrap needs enough runs for its resamples to show the tails: below this
+# many (Efron & Tibshirani's rule of thumb for percentile intervals is 20 or more, and 3 values
+# give about their min and max), the t-interval is used instead.
+BOOTSTRAP_MIN_RUNS = 20
+
+
+def mean_interval(values: Sequence[float], *, confidence: float = 0.95) -> tuple[float, float, str]:
+    """A confidence interval of the mean and the method's name: :func:`t_interval` below
+    :data:`BOOTSTRAP_MIN_RUNS` values, :func:`bootstrap_ci` from there on."""
+    count = int(np.count_nonzero(~np.isnan(np.asarray(values, dtype=float))))
+    if count < BOOTSTRAP_MIN_RUNS:
+        return (*t_interval(values, confidence=confidence), "t-interval")
+    return (*bootstrap_ci(values, confidence=confidence), "percentile bootstrap")
+
+
+def wilson_interval(
+    proportion: float, trials: int, *, confidence: float = 0.95
+) -> tuple[float, float]:
+    """Wilson score interval of a proportion (e.g. accuracy on ``trials`` test examples).
+
+    ``(p + z²/2n ± z·sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n)`` with z the normal quantile of
+    ``(1 + confidence) / 2``. This is the sampling noise of the test set itself: another test
+    set of the same size would give a score within it about ``confidence`` of the time. Unlike
+    the normal approximation it stays inside [0, 1] and behaves near 0 and 1.
+    """
+    from scipy.special import ndtri
+
+    if trials < 1:
+        return float("nan"), float("nan")
+    z = float(ndtri((1.0 + confidence) / 2.0))
+    scale = 1.0 + z * z / trials
+    centre = (proportion + z * z / (2 * trials)) / scale
+    half = z * np.sqrt(proportion * (1 - proportion) / trials + z * z / (4 * trials**2)) / scale
+    return float(centre - half), float(centre + half)
+
+
+@dataclass(frozen=True)
+class FTest:
+    """One term of an analysis of variance: its F statistic against the within-configuration
+    (seed) variance, the two degrees of freedom, and the p-value."""
+
+    f: float
+    df_effect: int
+    df_error: int
+    p: float
+
+
+def _f_test(effect_ss: float, df_effect: int, error_ss: float, df_error: int) -> FTest:
+    from scipy.special import fdtrc
+
+    if df_effect < 1 or df_error < 1:
+        return FTest(float("nan"), df_effect, df_error, float("nan"))
+    if error_ss <= 0.0:  # no seed noise at all: any effect is certain, none is none
+        certain = effect_ss > 0.0
+        return FTest(
+            float("inf") if certain else float("nan"), df_effect, df_error, 0.0 if certain else 1.0
+        )
+    f = (effect_ss / df_effect) / (error_ss / df_error)
+    return FTest(float(f), df_effect, df_error, float(fdtrc(df_effect, df_error, f)))
+
+
+def within_cell_error(cells: Sequence[Any], values: Sequence[float]) -> tuple[float, int]:
+    """Sum of squares of ``values`` about their cell's mean, and its degrees of freedom
+    (runs minus cells): the seed noise that every configuration shares."""
+    frame = pl.DataFrame({"cell": [str(c) for c in cells], "y": np.asarray(values, dtype=float)})
+    per_cell = frame.group_by("cell").agg(
+        ((pl.col("y") - pl.col("y").mean()) ** 2).sum().alias("ss"), pl.len().alias("n")
+    )
+    return float(per_cell["ss"].sum()), int(frame.height - per_cell.height)
+
+
+def main_effect_test(levels: Sequence[Any], cells: Sequence[Any], values: Sequence[float]) -> FTest:
+    """Does the axis whose value per run is ``levels`` move the mean beyond seed noise?
+
+    Method: ``SS = Σ_levels n_l (mean_l - grand mean)²`` on ``L - 1`` degrees of freedom,
+    tested against the within-configuration error of :func:`within_cell_error` (``cells`` names
+    each run's full configuration). With one axis (cells = levels) this is the one-way ANOVA
+    (``scipy.stats.f_oneway``); on a balanced full grid it is the main-effect test of the
+    factorial ANOVA with interactions. Unbalanced designs make it approximate.
+    """
+    y = np.asarray(values, dtype=float)
+    frame = pl.DataFrame({"level": [str(v) for v in levels], "y": y})
+    grand = float(y.mean())
+    per_level = frame.group_by("level").agg(pl.col("y").mean().alias("m"), pl.len().alias("n"))
+    effect_ss = float((per_level["n"] * (per_level["m"] - grand) ** 2).sum())
+    error_ss, df_error = within_cell_error(cells, values)
+    return _f_test(effect_ss, per_level.height - 1, error_ss, df_error)
+
+
+def interaction_test(
+    first: Sequence[Any], second: Sequence[Any], values: Sequence[float]
+) -> FTest | None:
+    """Two-way ANOVA interaction: does the effect of one axis depend on the other's value?
+
+    Method (balanced two-way ANOVA with replication): with cell means m_ij over n runs,
+    ``SS_AB = n Σ (m_ij - m_i. - m_.j + m..)²`` on ``(a-1)(b-1)`` degrees of freedom against the
+    within-cell error on ``ab(n-1)``. None unless every pair of values has the same number
+    (at least two) of runs: the balanced formula is only right there.
+    """
+    y = np.asarray(values, dtype=float)
+    frame = pl.DataFrame({"a": [str(v) for v in first], "b": [str(v) for v in second], "y": y})
+    cells = frame.group_by("a", "b").agg(pl.col("y").mean().alias("m"), pl.len().alias("n"))
+    a_count, b_count = frame["a"].n_unique(), frame["b"].n_unique()
+    counts = set(cells["n"].to_list())
+    if cells.height != a_count * b_count or len(counts) != 1 or min(counts) < 2:
+        return None
+    grand = float(y.mean())
+    a_means = frame.group_by("a").agg(pl.col("y").mean().alias("ma"))
+    b_means = frame.group_by("b").agg(pl.col("y").mean().alias("mb"))
+    joined = cells.join(a_means, on="a").join(b_means, on="b")
+    residual = joined["m"] - joined["ma"] - joined["mb"] + grand
+    interaction_ss = float(counts.pop() * (residual**2).sum())
+    error_ss, df_error = within_cell_error(list(zip(first, second, strict=True)), values)
+    return _f_test(interaction_ss, (a_count - 1) * (b_count - 1), error_ss, df_error)
