@@ -688,7 +688,14 @@ def make_run_epoch(
             min_scale=hyper.plateau_min_scale,
             enabled=static.plateau,
         )
-        record = EpochRecord(first_lr, *metrics, val.loss, val.accuracy, val.f1_macro)
+        record = EpochRecord(
+            lr=first_lr,
+            train_loss=metrics.train_loss,
+            train_accuracy=metrics.train_accuracy,
+            val_loss=val.loss,
+            val_accuracy=val.accuracy,
+            val_f1_macro=val.f1_macro,
+        )
         return RunState(train, stopping, plateau), record
 
     def skip_epoch(carry: RunState, epoch: jax.Array) -> tuple[RunState, EpochRecord]:
