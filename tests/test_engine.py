@@ -193,3 +193,17 @@ def test_saturating_groups_train_in_chunks_of_one_also_when_resumed(
     engine.train_runs(plan[3:], resumed, splits=splits, planned=plan)
     assert set(_rows(whole)["chunk_size"]) == {1}
     assert _rows(resumed).equals(_rows(whole))
+
+
+def test_chunks_never_mix_data_splits(project: Path):
+    sweep_file = project / "sweeps" / "tiny.toml"
+    sweep_file.write_text(
+        sweep_file.read_text().replace("[grid]\n", '[grid]\n"data.split_seed" = [0, 1]\n')
+    )
+    plan = expand(load_sweep(sweep_file))  # 2 split seeds x 2 learning rates x 2 seeds
+    interleaved = sorted(plan, key=lambda run: run.run_id)  # splits in no particular order
+    chunks = list(engine._chunks(tuple(interleaved), 3))
+    assert [len({engine.split_key(run) for run in part}) for part in chunks] == [1] * 4
+    assert [len(part) for part in chunks] == [3, 1, 3, 1]
+    trained = [run.run_id for part in chunks for run in part]
+    assert sorted(trained) == sorted(run.run_id for run in plan)

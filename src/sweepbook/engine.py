@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -273,101 +273,167 @@ def train_runs(
     A group's layers are computed in the formulation :func:`models.choose_numerics` picks for
     the device's backend, stored as ``numerics``; ``numerics`` overrides it (``verify`` replays
     a run in its recorded one, ``bench`` times the legacy one beside the chosen one).
+
+    A group whose program fails to compile, or a chunk whose call raises, is stored as failed
+    runs and the rest goes on.
     """
-    origin = origin or {}
-    summary = EngineSummary()
-    on_device: dict[str, DataArrays] = {}  # each split moved to the device once
     devices = jax.local_devices()
+    session = _Session(store, splits, origin or {}, on_run_done, devices)
     sizes = {group.id: len(group.runs) for group in group_runs(planned or runs, splits)}
-
-    def device_data(run: PlannedRun) -> DataArrays:
-        key = split_key(run)
-        if key not in on_device:
-            on_device[key] = jax.device_put(data_arrays(splits[key]), replicated(devices))
-        return on_device[key]
-
-    def fail(
-        members: list[PlannedRun], error: BaseException, group_id: str, formulation: str
-    ) -> None:
-        for run in members:
-            _store_failure(store, summary, run, error, group_id, formulation, origin)
-            on_run_done(run, "failed")
-
     budget = int(
         memory_budget * device_memory_bytes(devices[0]) if memory_budget <= 1 else memory_budget
     )
     for group in group_runs(runs, splits):
-        group_id = group.id
-        split = splits[split_key(group.runs[0])]
-        fits = memory_limit(group.static, group.num_classes, split, budget, len(devices))
-        saturates = saturation_limit(
-            group.static, group.num_classes, split.x_train.shape[1:], devices[0].platform
-        )
-        limit = min(runs_per_chunk, fits, (saturates or runs_per_chunk) * len(devices))
-        chunk = lanes or chunk_size(
-            sizes.get(group_id, len(group.runs)), limit=limit, devices=len(devices)
+        chunk = lanes or _group_chunk(
+            group,
+            splits[split_key(group.runs[0])],
+            devices,
+            planned_size=sizes.get(group.id, len(group.runs)),
+            runs_per_chunk=runs_per_chunk,
+            budget=budget,
         )
         formulation = numerics or group_numerics(group.static, devices[0].platform)
-        started = time.perf_counter()
-        compiled = _PROGRAMS.get((group_id, chunk, formulation))
+        compiled = _group_program(session, group, chunk, formulation)
         if compiled is None:
+            continue
+        for part in _chunks(group.runs, chunk):
+            started = time.perf_counter()
             try:
-                compiled = compile_program(
-                    group.static,
-                    group.num_classes,
-                    device_data(group.runs[0]),
-                    group.runs[0],
-                    chunk=chunk,
-                    devices=devices,
-                    numerics=formulation,
-                )
+                out = _train_chunk(session, compiled, part, chunk)
             except Exception as error:
-                fail(list(group.runs), error, group_id, formulation)
+                session.fail(part, error, group.id, formulation)
                 continue
-            _PROGRAMS[(group_id, chunk, formulation)] = compiled
-            summary.compilations += 1
-            summary.compile_seconds += time.perf_counter() - started
-        by_split: dict[str, list[PlannedRun]] = {}
-        for run in group.runs:
-            by_split.setdefault(split_key(run), []).append(run)
-        for key, members in by_split.items():
-            split = splits[key]
-            for start in range(0, len(members), chunk):
-                part = members[start : start + chunk]
-                padded = part + [part[-1]] * (chunk - len(part))
-                started = time.perf_counter()
-                try:
-                    hyper = jax.device_put(
-                        _stack([hyper_from_config(run.config) for run in padded]),
-                        sharded(devices),
-                    )
-                    out = jax.tree.map(np.asarray, compiled(hyper, device_data(part[0])))
-                except Exception as error:
-                    fail(part, error, group_id, formulation)
-                    continue
-                # Wall time of the chunk, shared equally by its runs.
-                seconds = (time.perf_counter() - started) / len(part)
-                rows, histories = [], []
-                for index, run in enumerate(part):
-                    lane = _lane(out, index)
-                    rows.append(
-                        {
-                            **_result_row(run, lane, split, seconds, group_id, origin),
-                            "chunk_size": chunk,
-                            "numerics": formulation,
-                        }
-                    )
-                    histories.append(_history_frame(run.run_id, lane))
-                store.append(_runs_frame(rows), pl.concat(histories))
-                summary.train_seconds += seconds * len(part)
-                for run, row in zip(part, rows, strict=True):
-                    summary.trained += 1
-                    if row["status"] == "ok":
-                        summary.ok += 1
-                    else:
-                        summary.diverged += 1
-                    on_run_done(run, row["status"])
-    return summary
+            # Wall time of the chunk, shared equally by its runs.
+            seconds = (time.perf_counter() - started) / len(part)
+            _store_chunk(session, part, out, seconds, group.id, chunk, formulation)
+    return session.summary
+
+
+@dataclass
+class _Session:
+    """What every group and chunk of one :func:`train_runs` call shares."""
+
+    store: Store
+    splits: dict[str, Split]
+    origin: Origin
+    on_run_done: Callable[[PlannedRun, str], None]
+    devices: list[jax.Device]
+    summary: EngineSummary = field(default_factory=EngineSummary)
+    on_device: dict[str, DataArrays] = field(default_factory=dict)  # each split moved once
+
+    def device_data(self, run: PlannedRun) -> DataArrays:
+        key = split_key(run)
+        if key not in self.on_device:
+            arrays = data_arrays(self.splits[key])
+            self.on_device[key] = jax.device_put(arrays, replicated(self.devices))
+        return self.on_device[key]
+
+    def fail(
+        self, members: list[PlannedRun], error: BaseException, group_id: str, formulation: str
+    ) -> None:
+        for run in members:
+            _store_failure(self.store, self.summary, run, error, group_id, formulation, self.origin)
+            self.on_run_done(run, "failed")
+
+
+def _group_chunk(
+    group: Group,
+    split: Split,
+    devices: list[jax.Device],
+    *,
+    planned_size: int,
+    runs_per_chunk: int,
+    budget: int,
+) -> int:
+    """Runs per program call for ``group``: its planned size within ``runs_per_chunk``, the
+    memory ``budget`` (bytes per device) and :func:`saturation_limit`."""
+    fits = memory_limit(group.static, group.num_classes, split, budget, len(devices))
+    saturates = saturation_limit(
+        group.static, group.num_classes, split.x_train.shape[1:], devices[0].platform
+    )
+    limit = min(runs_per_chunk, fits, (saturates or runs_per_chunk) * len(devices))
+    return chunk_size(planned_size, limit=limit, devices=len(devices))
+
+
+def _group_program(
+    session: _Session, group: Group, chunk: int, formulation: str
+) -> Callable[..., RunOutput] | None:
+    """The group's compiled program, from this process's cache or compiled now (counted and
+    timed); None when compilation fails, the group's runs then stored as failed."""
+    started = time.perf_counter()
+    compiled = _PROGRAMS.get((group.id, chunk, formulation))
+    if compiled is not None:
+        return compiled
+    try:
+        compiled = compile_program(
+            group.static,
+            group.num_classes,
+            session.device_data(group.runs[0]),
+            group.runs[0],
+            chunk=chunk,
+            devices=session.devices,
+            numerics=formulation,
+        )
+    except Exception as error:
+        session.fail(list(group.runs), error, group.id, formulation)
+        return None
+    _PROGRAMS[(group.id, chunk, formulation)] = compiled
+    session.summary.compilations += 1
+    session.summary.compile_seconds += time.perf_counter() - started
+    return compiled
+
+
+def _chunks(runs: tuple[PlannedRun, ...], chunk: int) -> Iterator[list[PlannedRun]]:
+    """The runs split by data split (first-seen order), then ``chunk`` at a time."""
+    by_split: dict[str, list[PlannedRun]] = {}
+    for run in runs:
+        by_split.setdefault(split_key(run), []).append(run)
+    for members in by_split.values():
+        for start in range(0, len(members), chunk):
+            yield members[start : start + chunk]
+
+
+def _train_chunk(
+    session: _Session, compiled: Callable[..., RunOutput], part: list[PlannedRun], chunk: int
+) -> RunOutput:
+    """One program call: ``part`` padded to ``chunk`` lanes with copies of its last run, the
+    runs axis sharded over the devices; the outputs as host arrays."""
+    padded = part + [part[-1]] * (chunk - len(part))
+    hyper = jax.device_put(
+        _stack([hyper_from_config(run.config) for run in padded]), sharded(session.devices)
+    )
+    out: RunOutput = jax.tree.map(np.asarray, compiled(hyper, session.device_data(part[0])))
+    return out
+
+
+def _store_chunk(
+    session: _Session,
+    part: list[PlannedRun],
+    out: RunOutput,
+    seconds: float,
+    group_id: str,
+    chunk: int,
+    formulation: str,
+) -> None:
+    """Append the chunk's runs (lanes of ``out``; padding lanes dropped) and their histories to
+    the store in one write, then count and report each run."""
+    split = session.splits[split_key(part[0])]
+    rows, histories = [], []
+    for index, run in enumerate(part):
+        lane = _lane(out, index)
+        row = _result_row(run, lane, split, seconds, group_id, session.origin)
+        rows.append({**row, "chunk_size": chunk, "numerics": formulation})
+        histories.append(_history_frame(run.run_id, lane))
+    session.store.append(_runs_frame(rows), pl.concat(histories))
+    summary = session.summary
+    summary.train_seconds += seconds * len(part)
+    for run, row in zip(part, rows, strict=True):
+        summary.trained += 1
+        if row["status"] == "ok":
+            summary.ok += 1
+        else:
+            summary.diverged += 1
+        session.on_run_done(run, row["status"])
 
 
 def _store_failure(

@@ -7,6 +7,21 @@ compiled program. The epoch loop is a ``lax.scan`` over epochs whose body is a `
 over mini-batches; once a run stops (early stopping or divergence) its remaining epochs are
 skipped by ``lax.cond`` and recorded as NaN.
 
+The pieces, each a pure function importable and testable alone (``train_run`` composes them):
+
+- :func:`train_setup` builds a :class:`TrainSetup` (model, optimizer direction, steps per
+  epoch); :func:`run_keys` splits the seed by purpose; :func:`init_train_state` and
+  :func:`init_stopping` give the starting :class:`TrainState` and :class:`StoppingState`.
+- :func:`make_train_step` returns ``step(state, batch, keys) -> (state, metrics)``: one
+  optimizer step on a :class:`Batch` with the :class:`StepKeys` of its global step
+  (:func:`step_keys`).
+- :func:`make_train_epoch` returns ``train_epoch(state, epoch) -> (state, metrics)``: this
+  epoch's pruning masks, then one step per batch of the epoch's order (:func:`epoch_order`).
+- :func:`early_stopping_update` is one epoch of early stopping on plain arrays.
+- :func:`make_run_epoch` returns the epoch loop's body over a :class:`RunState`: train,
+  validate, early stopping, reduce-on-plateau, and the epoch's :class:`EpochRecord`.
+- :func:`final_evaluation` evaluates the kept weights as deployed and measures the model.
+
 A number is *static* when it changes shapes or structure (batch size, epochs, architecture,
 optimizer and schedule kind, early-stopping patience, shift augmentation, and whether an
 optional constraint is on at all); every other number is *traced* (:data:`TRACED_KEYS`).
@@ -29,14 +44,17 @@ The train / val / test split is not drawn from these keys: it is fixed by ``data
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from sweepbook import compress, losses, regularize, schedules
 from sweepbook.augment import random_shift
@@ -158,19 +176,6 @@ class RunOutput(NamedTuple):
     params: jax.Array
     nonzero_params: jax.Array
     model_bytes: jax.Array  # storage of the deployed (pruned, quantized) model
-
-
-class _Carry(NamedTuple):
-    variables: Any  # {"params": ..., "batch_stats": ...}
-    opt_state: Any
-    best_variables: Any
-    best_val_loss: jax.Array
-    best_epoch: jax.Array
-    wait: jax.Array
-    active: jax.Array
-    diverged: jax.Array
-    epochs_run: jax.Array
-    plateau: schedules.PlateauState
 
 
 def static_spec(config: RunConfig) -> StaticSpec:
@@ -309,6 +314,425 @@ def evaluate(
     )
 
 
+# --- The training pieces: each a pure function of arrays, composed by train_run. -------------
+
+
+class RunKeys(NamedTuple):
+    """The run's root key split by purpose (the table in the module docstring)."""
+
+    init: jax.Array
+    data_order: jax.Array
+    dropout: jax.Array
+    augment: jax.Array
+
+
+class StepKeys(NamedTuple):
+    """The keys of one optimizer step, each folded from its purpose's root with the global step."""
+
+    dropout: jax.Array
+    augment: jax.Array
+
+
+class Batch(NamedTuple):
+    x: jax.Array  # [batch, ...] features, before augmentation
+    y: jax.Array  # [batch] integer labels
+    mask: jax.Array  # [batch] float32: 1 for a real example, 0 for the padded tail
+
+
+class TrainState(NamedTuple):
+    """What one optimizer step reads and writes. The epoch sets ``step``, ``lr_scale`` and
+    ``masks`` at its start; the step advances ``variables``, ``opt_state`` and ``step``."""
+
+    variables: Any  # {"params": ..., "batch_stats": ...}
+    opt_state: Any
+    step: jax.Array  # global step (int32): keys the step's randomness, times the schedule
+    lr_scale: jax.Array  # reduce-on-plateau's factor on the scheduled rate (1 without it)
+    masks: Any  # this epoch's pruning masks (a tree like the params); None without pruning
+
+
+class StepMetrics(NamedTuple):
+    loss_sum: jax.Array  # the training loss summed over the batch's real examples
+    correct: jax.Array  # real examples classified right
+
+
+class EpochMetrics(NamedTuple):
+    train_loss: jax.Array  # mean over the epoch's examples
+    train_accuracy: jax.Array
+
+
+class StoppingState(NamedTuple):
+    """Early stopping's bookkeeping, carried across epochs."""
+
+    best_variables: Any
+    best_val_loss: jax.Array
+    best_epoch: jax.Array  # 1-based; 0 until an epoch is eligible and improves
+    wait: jax.Array  # eligible epochs since the last improvement
+    active: jax.Array  # False once the run stopped (patience spent or diverged)
+    diverged: jax.Array
+    epochs_run: jax.Array
+
+
+class RunState(NamedTuple):
+    """The carry of the epoch loop."""
+
+    train: TrainState
+    stopping: StoppingState
+    plateau: schedules.PlateauState
+
+
+class FinalEvaluation(NamedTuple):
+    val: Evaluation
+    test: Evaluation
+    params: jax.Array
+    nonzero_params: jax.Array
+    model_bytes: jax.Array
+
+
+@dataclass(frozen=True)
+class TrainSetup:
+    """What every piece of one run shares: the static spec and what is built from it with the
+    run's traced hyper-parameters (the optimizer's direction closes over them)."""
+
+    static: StaticSpec
+    num_classes: int
+    model: Any  # flax.linen.Module
+    direction: optax.GradientTransformation
+    n_train: int
+    steps_per_epoch: int
+
+
+def train_setup(
+    static: StaticSpec, num_classes: int, hyper: Hyper, n_train: int, numerics: str | None = None
+) -> TrainSetup:
+    """Build the model and the optimizer's direction of a run training on ``n_train`` examples."""
+    model = build_model(ModelConfig.model_validate_json(static.model), num_classes, numerics)
+    direction = build_direction(
+        static.optimizer,
+        hyper.optimizer,
+        nesterov=static.nesterov,
+        centered=static.centered,
+        clip_norm=static.clip_norm,
+        clip_value=static.clip_value,
+    )
+    steps = math.ceil(n_train / static.batch_size)
+    return TrainSetup(static, num_classes, model, direction, n_train, steps)
+
+
+def run_keys(seed: jax.Array) -> RunKeys:
+    root = jax.random.key(seed)
+    return RunKeys(
+        *(jax.random.fold_in(root, purpose) for purpose in (INIT, DATA_ORDER, DROPOUT, AUGMENT))
+    )
+
+
+def step_keys(keys: RunKeys, global_step: jax.Array) -> StepKeys:
+    return StepKeys(
+        dropout=jax.random.fold_in(keys.dropout, global_step),
+        augment=jax.random.fold_in(keys.augment, global_step),
+    )
+
+
+def init_train_state(
+    setup: TrainSetup, hyper: Hyper, key: jax.Array, example: jax.Array
+) -> TrainState:
+    """Initial variables from ``key`` (the INIT key) traced on ``example`` (one input), a fresh
+    optimizer state, step 0, no rate reduction, and all-ones masks when pruning is on."""
+    variables = dict(
+        setup.model.init(key, example, train=False, dropout_rate=hyper.dropout, dropout_key=None)
+    )
+    params = variables["params"]
+    masks = None if setup.static.prune == "none" else jax.tree.map(jnp.ones_like, params)
+    return TrainState(
+        variables=variables,
+        opt_state=setup.direction.init(params),
+        step=jnp.int32(0),
+        lr_scale=jnp.float32(1.0),
+        masks=masks,
+    )
+
+
+def init_stopping(variables: Any) -> StoppingState:
+    return StoppingState(
+        best_variables=variables,
+        best_val_loss=jnp.float32(jnp.inf),
+        best_epoch=jnp.int32(0),
+        wait=jnp.int32(0),
+        active=jnp.bool_(True),
+        diverged=jnp.bool_(False),
+        epochs_run=jnp.int32(0),
+    )
+
+
+def scheduled_rate(
+    setup: TrainSetup, hyper: Hyper, global_step: jax.Array, scale: jax.Array
+) -> jax.Array:
+    """The learning rate of ``global_step``: the schedule's, times reduce-on-plateau's scale."""
+    steps = setup.steps_per_epoch
+    scheduled = schedules.learning_rate(
+        setup.static.schedule,
+        hyper.schedule,
+        hyper.learning_rate,
+        global_step / steps,
+        setup.static.epochs,
+        steps_per_epoch=steps,
+    )
+    return scheduled * scale
+
+
+def _quantization(static: StaticSpec, hyper: Hyper) -> dict[str, Any]:
+    return {
+        "fmt": static.quantize_format,
+        "bits": hyper.bits,
+        "per_channel": static.quantize_per_channel,
+    }
+
+
+def deployed(static: StaticSpec, hyper: Hyper, variables: Any) -> Any:
+    """The variables as deployed: weights quantized when quantization is on."""
+    if static.quantize == "none":
+        return variables
+    params = compress.quantize_params(variables["params"], **_quantization(static, hyper))
+    return {**variables, "params": params}
+
+
+def predict(model: Any, dropout: jax.Array, variables: Any, x: jax.Array) -> jax.Array:
+    """Logits in evaluation mode (no dropout, batch norm from its running statistics)."""
+    logits = model.apply(variables, x, train=False, dropout_rate=dropout, dropout_key=None)
+    return cast(jax.Array, logits)
+
+
+def make_train_step(
+    setup: TrainSetup, hyper: Hyper
+) -> Callable[[TrainState, Batch, StepKeys], tuple[TrainState, StepMetrics]]:
+    """``step(state, batch, keys) -> (state, metrics)``: one optimizer step on ``batch``.
+
+    Augment (``keys.augment``), forward with dropout (``keys.dropout``) on the weights as
+    deployed under QAT, loss = mean training loss over the real examples + L1/L2 penalty,
+    direction from the optimizer, ``params += lr · direction``, then max-norm and the pruning
+    masks (pruned weights are zeroed after every update, so they stay exactly zero)."""
+    static = setup.static
+    loss_hyper = losses.LossHyper(hyper.label_smoothing, hyper.focal_gamma)
+
+    def objective(params: Any, state: Any, batch: Batch, key: jax.Array) -> Any:
+        if static.quantize == "qat":  # the forward pass sees the weights it will be deployed with
+            params = compress.fake_quantize(params, **_quantization(static, hyper))
+        logits, new_state = setup.model.apply(
+            {"params": params, **state},
+            batch.x,
+            train=True,
+            dropout_rate=hyper.dropout,
+            dropout_key=key,
+            mask=batch.mask > 0,
+            mutable=list(state),
+        )
+        per_example = losses.LOSSES[static.loss](logits, batch.y, loss_hyper)
+        total = jnp.sum(per_example * batch.mask)
+        correct = jnp.sum((jnp.argmax(logits, -1) == batch.y) * batch.mask)
+        # Mean over the real examples of the batch: the padded tail of the last batch weighs 0.
+        data_term = total / jnp.maximum(jnp.sum(batch.mask), 1.0)
+        penalty = regularize.weight_penalty(params, hyper.l1, hyper.l2)
+        return data_term + penalty, (StepMetrics(total, correct), new_state)
+
+    gradient = jax.grad(objective, has_aux=True)
+
+    def step(state: TrainState, batch: Batch, keys: StepKeys) -> tuple[TrainState, StepMetrics]:
+        batch = batch._replace(x=random_shift(keys.augment, batch.x, static.max_shift))
+        params = state.variables["params"]
+        others = {name: value for name, value in state.variables.items() if name != "params"}
+        grads, (metrics, new_others) = gradient(params, others, batch, keys.dropout)
+        updates, opt_state = setup.direction.update(grads, state.opt_state, params)
+        lr = scheduled_rate(setup, hyper, state.step, state.lr_scale)
+        params = jax.tree.map(jnp.add, params, scale_updates(updates, lr))
+        if static.max_norm:
+            params = regularize.max_norm(params, hyper.max_norm)
+        if state.masks is not None:
+            params = compress.apply_masks(params, state.masks)
+        variables = {"params": params, **new_others}
+        return state._replace(
+            variables=variables, opt_state=opt_state, step=state.step + 1
+        ), metrics
+
+    return step
+
+
+def epoch_masks(static: StaticSpec, hyper: Hyper, params: Any, epoch: jax.Array) -> Any:
+    """This epoch's pruning masks, from the current magnitudes (None: no pruning)."""
+    if static.prune == "none":
+        return None
+    sparsity = compress.zhu_gupta_sparsity(
+        epoch, final=hyper.sparsity, start=static.prune_start, end=static.prune_end
+    )
+    return compress.magnitude_masks(
+        params, sparsity, scope=static.prune_scope, structure=static.prune_structure
+    )
+
+
+def epoch_order(key: jax.Array, epoch: jax.Array, n: int, batch_size: int) -> jax.Array:
+    """[steps, batch_size] example indices of ``epoch``: a permutation keyed by
+    ``fold_in(key, epoch)``, its tail padded with index 0 (masked out by the batch mask)."""
+    steps = math.ceil(n / batch_size)
+    order = jax.random.permutation(jax.random.fold_in(key, epoch), n)
+    return jnp.pad(order, (0, steps * batch_size - n)).reshape(steps, batch_size)
+
+
+def make_train_epoch(
+    setup: TrainSetup, hyper: Hyper, keys: RunKeys, x_train: jax.Array, y_train: jax.Array
+) -> Callable[[TrainState, jax.Array], tuple[TrainState, EpochMetrics]]:
+    """``train_epoch(state, epoch) -> (state, metrics)``: prune to this epoch's masks, then one
+    step per mini-batch of the epoch's shuffled, padded order (``state.lr_scale`` scales the
+    rate throughout); the loss and accuracy are means over the epoch's real examples."""
+    static, n = setup.static, setup.n_train
+    steps, batch_mask = _padded_batches(n, static.batch_size)
+    step = make_train_step(setup, hyper)
+
+    def train_epoch(state: TrainState, epoch: jax.Array) -> tuple[TrainState, EpochMetrics]:
+        masks = epoch_masks(static, hyper, state.variables["params"], epoch)
+        variables = state.variables
+        if masks is not None:
+            variables = {**variables, "params": compress.apply_masks(variables["params"], masks)}
+        state = state._replace(variables=variables, step=epoch * steps, masks=masks)
+        order = epoch_order(keys.data_order, epoch, n, static.batch_size)
+
+        def body(
+            carry: tuple[TrainState, jax.Array, jax.Array], rows: tuple[jax.Array, jax.Array]
+        ) -> tuple[Any, None]:
+            state, loss_sum, correct_sum = carry
+            index, mask = rows
+            batch = Batch(x_train[index], y_train[index], mask.astype(jnp.float32))
+            state, metrics = step(state, batch, step_keys(keys, state.step))
+            return (state, loss_sum + metrics.loss_sum, correct_sum + metrics.correct), None
+
+        init = (state, jnp.float32(0.0), jnp.float32(0.0))
+        (state, loss_sum, correct_sum), _ = jax.lax.scan(body, init, (order, batch_mask))
+        return state, EpochMetrics(loss_sum / n, correct_sum / n)
+
+    return train_epoch
+
+
+def early_stopping_update(
+    stopping: StoppingState,
+    variables: Any,
+    val_loss: jax.Array,
+    train_loss: jax.Array,
+    epoch: jax.Array,
+    *,
+    min_delta: jax.Array,
+    patience: int,
+    eligible_from: int,
+) -> StoppingState:
+    """Early stopping after 0-based ``epoch`` whose weights are ``variables``.
+
+    An epoch improves when ``val_loss < best − min_delta``; it is *eligible* (may be best or a
+    reason to stop) from epoch ``eligible_from`` (1-based) on: before pruning reaches its final
+    sparsity, restore-best must never bring back a denser model. The run stays active while
+    ``wait < patience`` (``patience`` 0: never stops) and both losses are finite."""
+    eligible = epoch + 1 >= eligible_from
+    improved = eligible & (val_loss < stopping.best_val_loss - min_delta)
+    wait = jnp.where(improved | ~eligible, 0, stopping.wait + 1)
+    diverged = ~(jnp.isfinite(train_loss) & jnp.isfinite(val_loss))
+    patience_left = (patience == 0) | (wait < patience)
+    return StoppingState(
+        best_variables=jax.tree.map(
+            lambda a, b: jnp.where(improved, a, b), variables, stopping.best_variables
+        ),
+        best_val_loss=jnp.where(improved, val_loss, stopping.best_val_loss),
+        best_epoch=jnp.where(improved, epoch + 1, stopping.best_epoch),
+        wait=wait,
+        active=patience_left & ~diverged,
+        diverged=diverged,
+        epochs_run=stopping.epochs_run + 1,
+    )
+
+
+def eligible_from(static: StaticSpec) -> int:
+    """The first 1-based epoch early stopping may count: once pruning holds its final sparsity."""
+    return static.prune_end if static.prune != "none" else 0
+
+
+def make_run_epoch(
+    setup: TrainSetup, hyper: Hyper, data: DataArrays, keys: RunKeys
+) -> Callable[[RunState, jax.Array], tuple[RunState, EpochRecord]]:
+    """``run_epoch(state, epoch) -> (state, record)``: train one epoch, validate, update early
+    stopping and reduce-on-plateau; an epoch after the run stopped is skipped (``lax.cond``)
+    and recorded as NaN."""
+    static = setup.static
+    train_epoch = make_train_epoch(setup, hyper, keys, data.x_train, data.y_train)
+    apply_eval = functools.partial(predict, setup.model, hyper.dropout)
+
+    def run_epoch(carry: RunState, epoch: jax.Array) -> tuple[RunState, EpochRecord]:
+        first_step = epoch * setup.steps_per_epoch
+        first_lr = scheduled_rate(setup, hyper, first_step, carry.plateau.scale)
+        train, metrics = train_epoch(carry.train._replace(lr_scale=carry.plateau.scale), epoch)
+        # QAT validates the quantized model it trains; PTQ quantizes only the final weights.
+        variables = train.variables
+        validated = deployed(static, hyper, variables) if static.quantize == "qat" else variables
+        val = evaluate(
+            apply_eval, validated, data.x_val, data.y_val, static.eval_batch_size, setup.num_classes
+        )
+        stopping = early_stopping_update(
+            carry.stopping,
+            variables,
+            val.loss,
+            metrics.train_loss,
+            epoch,
+            min_delta=hyper.min_delta,
+            patience=static.patience,
+            eligible_from=eligible_from(static),
+        )
+        plateau = schedules.plateau_update(
+            carry.plateau,
+            val.loss,
+            factor=hyper.plateau_factor,
+            patience=hyper.plateau_patience,
+            threshold=hyper.plateau_threshold,
+            min_scale=hyper.plateau_min_scale,
+            enabled=static.plateau,
+        )
+        record = EpochRecord(
+            lr=first_lr,
+            train_loss=metrics.train_loss,
+            train_accuracy=metrics.train_accuracy,
+            val_loss=val.loss,
+            val_accuracy=val.accuracy,
+            val_f1_macro=val.f1_macro,
+        )
+        return RunState(train, stopping, plateau), record
+
+    def skip_epoch(carry: RunState, epoch: jax.Array) -> tuple[RunState, EpochRecord]:
+        nan = jnp.float32(jnp.nan)
+        return carry, EpochRecord(nan, nan, nan, nan, nan, nan)
+
+    def epoch_or_skip(carry: RunState, epoch: jax.Array) -> tuple[RunState, EpochRecord]:
+        return jax.lax.cond(carry.stopping.active, run_epoch, skip_epoch, carry, epoch)
+
+    return epoch_or_skip
+
+
+def final_evaluation(
+    setup: TrainSetup, hyper: Hyper, variables: Any, data: DataArrays
+) -> FinalEvaluation:
+    """Evaluate ``variables`` as deployed on validation and test; count its parameters, those
+    left nonzero by pruning, and the deployed model's storage."""
+    static = setup.static
+    final = deployed(static, hyper, variables)
+    apply_eval = functools.partial(predict, setup.model, hyper.dropout)
+    leaves = jax.tree.leaves(final["params"])
+    batch, classes = static.eval_batch_size, setup.num_classes
+    return FinalEvaluation(
+        val=evaluate(apply_eval, final, data.x_val, data.y_val, batch, classes),
+        test=evaluate(apply_eval, final, data.x_test, data.y_test, batch, classes),
+        params=jnp.int32(sum(int(np.prod(leaf.shape)) for leaf in leaves)),
+        nonzero_params=jnp.sum(jnp.stack([jnp.count_nonzero(leaf) for leaf in leaves])),
+        model_bytes=compress.model_bytes(
+            final["params"],
+            fmt="none" if static.quantize == "none" else static.quantize_format,
+            bits=hyper.bits,
+            per_channel=static.quantize_per_channel,
+            masks_applied=static.prune != "none",
+        ),
+    )
+
+
 def train_run(
     static: StaticSpec,
     num_classes: int,
@@ -320,234 +744,23 @@ def train_run(
     """Train one run to completion. Pure: same ``(static, hyper, data)``, same output bits.
     ``numerics`` names the formulation of a conv net's layers (:func:`models.choose_numerics`;
     default the legacy one); it changes results by float rounding only."""
-    model = build_model(ModelConfig.model_validate_json(static.model), num_classes, numerics)
-    root = jax.random.key(hyper.seed)
-    order_root = jax.random.fold_in(root, DATA_ORDER)
-    dropout_root = jax.random.fold_in(root, DROPOUT)
-    augment_root = jax.random.fold_in(root, AUGMENT)
-
-    def apply_eval(variables: Any, x: jax.Array) -> jax.Array:
-        logits = model.apply(
-            variables, x, train=False, dropout_rate=hyper.dropout, dropout_key=None
-        )
-        return cast(jax.Array, logits)
-
-    variables = dict(
-        model.init(
-            jax.random.fold_in(root, INIT),
-            data.x_train[:1],
-            train=False,
-            dropout_rate=hyper.dropout,
-            dropout_key=None,
-        )
-    )
-    mutable = [name for name in variables if name != "params"]  # batch_stats, when present
-    quantization: dict[str, Any] = {
-        "fmt": static.quantize_format,
-        "bits": hyper.bits,
-        "per_channel": static.quantize_per_channel,
-    }
-    direction = build_direction(
-        static.optimizer,
-        hyper.optimizer,
-        nesterov=static.nesterov,
-        centered=static.centered,
-        clip_norm=static.clip_norm,
-        clip_value=static.clip_value,
-    )
-
-    n_train = data.x_train.shape[0]
-    steps, batch_mask = _padded_batches(n_train, static.batch_size)
-    pad = steps * static.batch_size - n_train
-
-    def training_loss(
-        params: Any, state: Any, xs: jax.Array, ys: jax.Array, ms: jax.Array, key: jax.Array
-    ) -> Any:
-        if static.quantize == "qat":  # the forward pass sees the weights it will be deployed with
-            params = compress.fake_quantize(params, **quantization)
-        logits, new_state = model.apply(
-            {"params": params, **state},
-            xs,
-            train=True,
-            dropout_rate=hyper.dropout,
-            dropout_key=key,
-            mask=ms > 0,
-            mutable=mutable,
-        )
-        per_example = losses.LOSSES[static.loss](
-            logits, ys, losses.LossHyper(hyper.label_smoothing, hyper.focal_gamma)
-        )
-        total = jnp.sum(per_example * ms)
-        correct = jnp.sum((jnp.argmax(logits, -1) == ys) * ms)
-        # Mean over the real examples of the batch: the padded tail of the last batch weighs 0.
-        data_term = total / jnp.maximum(jnp.sum(ms), 1.0)
-        objective = data_term + regularize.weight_penalty(params, hyper.l1, hyper.l2)
-        return objective, (total, correct, new_state)
-
-    grad_fn = jax.grad(training_loss, has_aux=True)
-
-    def learning_rate(step: jax.Array, scale: jax.Array) -> jax.Array:
-        epoch_time = step / steps
-        scheduled = schedules.learning_rate(
-            static.schedule,
-            hyper.schedule,
-            hyper.learning_rate,
-            epoch_time,
-            static.epochs,
-            steps_per_epoch=steps,
-        )
-        return scheduled * scale
-
-    def train_one_epoch(
-        variables: Any, opt_state: Any, epoch: jax.Array, scale: jax.Array, masks: Any
-    ) -> tuple[Any, ...]:
-        order = jax.random.permutation(jax.random.fold_in(order_root, epoch), n_train)
-        order = jnp.pad(order, (0, pad)).reshape(steps, static.batch_size)
-
-        def step(carry: tuple[Any, ...], batch: tuple[jax.Array, ...]) -> tuple[Any, None]:
-            variables, opt_state, loss_sum, correct_sum = carry
-            index, ms, step_in_epoch = batch
-            global_step = epoch * steps + step_in_epoch
-            xs = random_shift(
-                jax.random.fold_in(augment_root, global_step), data.x_train[index], static.max_shift
-            )
-            params = variables["params"]
-            state = {name: variables[name] for name in mutable}
-            grads, (total, correct, new_state) = grad_fn(
-                params,
-                state,
-                xs,
-                data.y_train[index],
-                ms.astype(jnp.float32),
-                jax.random.fold_in(dropout_root, global_step),
-            )
-            direction_updates, opt_state = direction.update(grads, opt_state, params)
-            params = optimizer_step(
-                params, direction_updates, learning_rate(global_step, scale), masks
-            )
-            variables = {"params": params, **new_state}
-            return (variables, opt_state, loss_sum + total, correct_sum + correct), None
-
-        init = (variables, opt_state, jnp.float32(0.0), jnp.float32(0.0))
-        (variables, opt_state, loss_sum, correct_sum), _ = jax.lax.scan(
-            step, init, (order, batch_mask, jnp.arange(steps))
-        )
-        return variables, opt_state, loss_sum / n_train, correct_sum / n_train
-
-    def optimizer_step(params: Any, direction_updates: Any, lr: jax.Array, masks: Any) -> Any:
-        params = jax.tree.map(jnp.add, params, scale_updates(direction_updates, lr))
-        if static.max_norm:
-            params = regularize.max_norm(params, hyper.max_norm)
-        # Pruned weights are zeroed after every update, so they stay exactly zero.
-        return params if masks is None else compress.apply_masks(params, masks)
-
-    def epoch_masks(params: Any, epoch: jax.Array) -> Any:
-        """This epoch's pruning masks, from the current magnitudes (None: no pruning)."""
-        if static.prune == "none":
-            return None
-        sparsity = compress.zhu_gupta_sparsity(
-            epoch, final=hyper.sparsity, start=static.prune_start, end=static.prune_end
-        )
-        return compress.magnitude_masks(
-            params, sparsity, scope=static.prune_scope, structure=static.prune_structure
-        )
-
-    def deployed(variables: Any) -> Any:
-        """The variables as deployed: weights quantized when quantization is on."""
-        if static.quantize == "none":
-            return variables
-        return {
-            **variables,
-            "params": compress.quantize_params(variables["params"], **quantization),
-        }
-
-    def run_epoch(carry: _Carry, epoch: jax.Array) -> tuple[_Carry, EpochRecord]:
-        first_lr = learning_rate(epoch * steps, carry.plateau.scale)
-        masks = epoch_masks(carry.variables["params"], epoch)
-        variables = carry.variables
-        if masks is not None:
-            variables = {**variables, "params": compress.apply_masks(variables["params"], masks)}
-        variables, opt_state, train_loss, train_acc = train_one_epoch(
-            variables, carry.opt_state, epoch, carry.plateau.scale, masks
-        )
-        # QAT validates the quantized model it trains; PTQ quantizes only the final weights.
-        validated = deployed(variables) if static.quantize == "qat" else variables
-        val = evaluate(
-            apply_eval, validated, data.x_val, data.y_val, static.eval_batch_size, num_classes
-        )
-        # Before pruning reaches its final sparsity an epoch can be neither best nor a reason
-        # to stop: restore-best must never bring back a denser model.
-        eligible = epoch + 1 >= (static.prune_end if static.prune != "none" else 0)
-        improved = eligible & (val.loss < carry.best_val_loss - hyper.min_delta)
-        wait = jnp.where(improved | ~eligible, 0, carry.wait + 1)
-        diverged = ~(jnp.isfinite(train_loss) & jnp.isfinite(val.loss))
-        patience_left = (static.patience == 0) | (wait < static.patience)
-        new = _Carry(
-            variables=variables,
-            opt_state=opt_state,
-            best_variables=jax.tree.map(
-                lambda a, b: jnp.where(improved, a, b), variables, carry.best_variables
-            ),
-            best_val_loss=jnp.where(improved, val.loss, carry.best_val_loss),
-            best_epoch=jnp.where(improved, epoch + 1, carry.best_epoch),
-            wait=wait,
-            active=patience_left & ~diverged,
-            diverged=diverged,
-            epochs_run=carry.epochs_run + 1,
-            plateau=schedules.plateau_update(
-                carry.plateau,
-                val.loss,
-                factor=hyper.plateau_factor,
-                patience=hyper.plateau_patience,
-                threshold=hyper.plateau_threshold,
-                min_scale=hyper.plateau_min_scale,
-                enabled=static.plateau,
-            ),
-        )
-        record = EpochRecord(first_lr, train_loss, train_acc, val.loss, val.accuracy, val.f1_macro)
-        return new, record
-
-    def skip_epoch(carry: _Carry, epoch: jax.Array) -> tuple[_Carry, EpochRecord]:
-        nan = jnp.float32(jnp.nan)
-        return carry, EpochRecord(nan, nan, nan, nan, nan, nan)
-
-    def epoch_body(carry: _Carry, epoch: jax.Array) -> tuple[_Carry, EpochRecord]:
-        return jax.lax.cond(carry.active, run_epoch, skip_epoch, carry, epoch)
-
-    carry = _Carry(
-        variables=variables,
-        opt_state=direction.init(variables["params"]),
-        best_variables=variables,
-        best_val_loss=jnp.float32(jnp.inf),
-        best_epoch=jnp.int32(0),
-        wait=jnp.int32(0),
-        active=jnp.bool_(True),
-        diverged=jnp.bool_(False),
-        epochs_run=jnp.int32(0),
-        plateau=schedules.plateau_init(),
-    )
-    carry, history = jax.lax.scan(epoch_body, carry, jnp.arange(static.epochs))
-
-    final = deployed(carry.best_variables if static.restore_best else carry.variables)
-    leaves = jax.tree.leaves(final["params"])
+    setup = train_setup(static, num_classes, hyper, data.x_train.shape[0], numerics)
+    keys = run_keys(hyper.seed)
+    train = init_train_state(setup, hyper, keys.init, data.x_train[:1])
+    start = RunState(train, init_stopping(train.variables), schedules.plateau_init())
+    run_epoch = make_run_epoch(setup, hyper, data, keys)
+    end, history = jax.lax.scan(run_epoch, start, jnp.arange(static.epochs))
+    stopping = end.stopping
+    kept = stopping.best_variables if static.restore_best else end.train.variables
+    final = final_evaluation(setup, hyper, kept, data)
     return RunOutput(
         history=history,
-        val=evaluate(
-            apply_eval, final, data.x_val, data.y_val, static.eval_batch_size, num_classes
-        ),
-        test=evaluate(
-            apply_eval, final, data.x_test, data.y_test, static.eval_batch_size, num_classes
-        ),
-        best_epoch=carry.best_epoch,
-        epochs_run=carry.epochs_run,
-        diverged=carry.diverged,
-        params=jnp.int32(sum(int(np.prod(leaf.shape)) for leaf in leaves)),
-        nonzero_params=jnp.sum(jnp.stack([jnp.count_nonzero(leaf) for leaf in leaves])),
-        model_bytes=compress.model_bytes(
-            final["params"],
-            fmt="none" if static.quantize == "none" else static.quantize_format,
-            bits=hyper.bits,
-            per_channel=static.quantize_per_channel,
-            masks_applied=static.prune != "none",
-        ),
+        val=final.val,
+        test=final.test,
+        best_epoch=stopping.best_epoch,
+        epochs_run=stopping.epochs_run,
+        diverged=stopping.diverged,
+        params=final.params,
+        nonzero_params=final.nonzero_params,
+        model_bytes=final.model_bytes,
     )
