@@ -416,11 +416,20 @@ class TaskTrainer:
 
 
 TrainerFactory = Callable[[TrainContext], InlineTrainer | TaskTrainer]
-# ``launcher=`` names one of these: training in this process, or any task launcher.
-LAUNCHERS: Registry[TrainerFactory] = Registry("launcher")
-LAUNCHERS.register("inline", InlineTrainer)
-for _name, _kind in TASK_LAUNCHERS.items():
-    LAUNCHERS.register(_name, partial(TaskTrainer, _name, _kind))
+
+
+def _launchers() -> Registry[TrainerFactory]:
+    """Training in this process, then every task launcher of :data:`launch.TASK_LAUNCHERS`
+    (local, slurm), each through the same :class:`TaskTrainer`."""
+    launchers: Registry[TrainerFactory] = Registry("launcher")
+    launchers.register("inline", InlineTrainer)
+    for name, kind in TASK_LAUNCHERS.items():
+        launchers.register(name, partial(TaskTrainer, name, kind))
+    return launchers
+
+
+# ``run_sweep(launcher=...)`` names one of these.
+LAUNCHERS = _launchers()
 
 
 def _detachable(launcher: str) -> bool:
