@@ -451,15 +451,18 @@ def run_command_line(sweep_path: Path) -> str:
     return f"sweepbook run {shlex.quote(str(sweep_path))}"
 
 
-def launcher_config(sweep: Sweep, overrides: Mapping[str, Any] | None = None) -> LauncherConfig:
+def launcher_config(
+    sweep: Sweep, overrides: Mapping[str, Any] | None = None, *, path: Path | None = None
+) -> LauncherConfig:
     """The sweep's ``[launcher]`` table with ``overrides`` (``partition``, ``gpus``, ...) over
-    it; a bad override is a :class:`ConfigError` naming the key."""
+    it; a bad override is a :class:`ConfigError` naming the key (and ``path``, default the
+    sweep's file)."""
     try:
         return LauncherConfig.model_validate({**sweep.launcher.model_dump(), **(overrides or {})})
     except ValidationError as error:
         detail = error.errors()[0]
         key = ".".join(str(part) for part in detail["loc"])
-        raise ConfigError(sweep.path, f"launcher.{key}", detail["msg"]) from None
+        raise ConfigError(path or sweep.path, f"launcher.{key}", detail["msg"]) from None
 
 
 def load_checked(
@@ -486,15 +489,19 @@ def load_checked(
     return sweep, plan, splits
 
 
-def _check_launcher(sweep: Sweep, launcher: str, wait: bool) -> None:
+def _check_launcher(
+    sweep_path: Path, sweep: Sweep, launcher: str, wait: bool, overrides: Mapping[str, Any]
+) -> None:
+    """Bad launcher arguments are bad input, named with the sweep file as given."""
     try:
         LAUNCHERS.check(launcher)
     except UnknownName as error:
-        raise ConfigError(sweep.path, None, f"launcher: {error}") from None
+        raise ConfigError(sweep_path, None, f"launcher: {error}") from None
     if not wait and not _detachable(launcher):
-        raise ConfigError(sweep.path, None, "--no-wait needs --launcher slurm")
+        raise ConfigError(sweep_path, None, "--no-wait needs --launcher slurm")
     if not wait and sweep.search is not None:
-        raise ConfigError(sweep.path, "search", "a [search] waits for each batch: drop --no-wait")
+        raise ConfigError(sweep_path, "search", "a [search] waits for each batch: drop --no-wait")
+    launcher_config(sweep, overrides, path=sweep_path)
 
 
 @dataclass(frozen=True)
@@ -551,9 +558,8 @@ def run_sweep(
     sweep_path = Path(sweep)
     loaded, plan, splits = load_checked(sweep_path, max_runs)
     directory = Path(out) if out is not None else Path("reports") / loaded.name
-    _check_launcher(loaded, launcher, wait)
     overrides = dict(launcher_options or {})
-    launcher_config(loaded, overrides)  # a bad override is bad input: refused before writing
+    _check_launcher(sweep_path, loaded, launcher, wait, overrides)
     check_store_owner(directory, loaded)  # two studies never share one store
     store = Store(directory)
     if command is None:
