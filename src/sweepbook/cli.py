@@ -8,11 +8,9 @@ that another sweepbook process is using (the line says which), and a ``verify`` 
 from __future__ import annotations
 
 import argparse
-import itertools
 import shlex
 import sys
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +19,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -29,31 +28,30 @@ from rich.progress import (
 from sweepbook import __version__
 
 if TYPE_CHECKING:  # the heavy modules load inside the commands, after argument parsing
-    import submitit
-
+    from sweepbook.api import (
+        Planned,
+        ProgressEvent,
+        RunSummary,
+        RunTrained,
+        SearchStarted,
+        StillQueued,
+        TasksPlaced,
+        TasksPlanned,
+        TasksPolled,
+        TrainingFinished,
+        TrainingStarted,
+    )
     from sweepbook.config import LauncherConfig, Sweep
-    from sweepbook.data import Split
-    from sweepbook.launch import SubmittedTask, Task, TaskResult
-    from sweepbook.plan import PlannedRun
-    from sweepbook.store import Store
+    from sweepbook.verify import Outcome
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 MAX_RUNS = 100_000  # sweepbook.plan.MAX_RUNS, without importing the planner to parse arguments
+# sweepbook.api.LAUNCHERS' names, spelled out so that parsing arguments imports nothing heavy
+# (tests/test_api.py checks that the two agree).
+LAUNCHER_NAMES = ("inline", "local", "slurm")
 
 # soft_wrap: messages are single lines that logs and greps can rely on, whatever the width.
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def _run_command_line(sweep_path: Path) -> str:
-    """How to reproduce: the sweep's own ``# Run:`` line when it has one."""
-    for line in sweep_path.read_text(encoding="utf-8").splitlines():
-        text = line.strip().lstrip("#").strip()
-        if not line.strip().startswith("#"):
-            break
-        if text.lower().startswith("run:"):
-            return text[4:].strip()
-    return f"sweepbook run {shlex.quote(str(sweep_path))}"
-
 
 LAUNCHER_FLAGS = (
     "partition",
@@ -68,383 +66,184 @@ LAUNCHER_FLAGS = (
 )
 
 
+def _launcher_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``[launcher]`` keys given on the command line."""
+    given = {name: getattr(args, name) for name in LAUNCHER_FLAGS}
+    return {name: value for name, value in given.items() if value is not None}
+
+
 def launcher_options(sweep: Sweep, args: argparse.Namespace) -> LauncherConfig:
     """The sweep's ``[launcher]`` table with the command line's flags over it."""
-    from sweepbook.config import LauncherConfig
+    from sweepbook.api import launcher_config
 
-    given = {name: getattr(args, name) for name in LAUNCHER_FLAGS}
-    flags = {name: value for name, value in given.items() if value is not None}
-    return LauncherConfig.model_validate({**sweep.launcher.model_dump(), **flags})
+    return launcher_config(sweep, _launcher_flags(args))
 
 
-class _Launched:
-    """Training through array tasks (``--launcher local|slurm``), with a progress bar of the
-    runs the tasks have stored so far and the tasks' states."""
+class RunProgress:
+    """Shows :func:`sweepbook.api.run_sweep`'s progress events on stderr: one line per step, a
+    rich progress bar while runs train. Use as a context manager: a bar still shown when the
+    sweep stops (an error, Ctrl-C) is closed on the way out."""
 
-    def __init__(
-        self,
-        args: argparse.Namespace,
-        sweep: Sweep,
-        out: Path,
-        compile_cache: Path,
-        info: dict[str, Any],
-    ) -> None:
-        from sweepbook.config import ConfigError
-        from sweepbook.engine import EngineSummary
-        from sweepbook.launch import JOBS_DIR, POLL_SECONDS, TaskSettings, make_executor
+    def __init__(self) -> None:
+        from sweepbook import api
 
-        self.launcher = args.launcher
-        self.jobs = out.resolve() / JOBS_DIR
-        options = launcher_options(sweep, args)
-        device = info["device"]
-        try:
-            self.executor = make_executor(
-                args.launcher,
-                self.jobs,
-                options,
-                name=f"sweepbook-{sweep.name}",
-                local_gpus=device["count"] if device["backend"] == "gpu" else 0,
+        self._progress: Progress | None = None
+        self._bar: TaskID | None = None
+        # One handler per event type: an event without one is a KeyError, caught by the tests.
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            api.Planned: self._planned,
+            api.SearchStarted: self._search_started,
+            api.StillQueued: self._still_queued,
+            api.TasksPlanned: self._tasks_planned,
+            api.TrainingStarted: self._training_started,
+            api.RunTrained: self._run_trained,
+            api.TasksPolled: self._tasks_polled,
+            api.TrainingFinished: self._training_finished,
+            api.TasksPlaced: self._tasks_placed,
+        }
+
+    def __call__(self, event: ProgressEvent) -> None:
+        self._handlers[type(event)](event)
+
+    def __enter__(self) -> RunProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    def _planned(self, event: Planned) -> None:
+        stderr.print(
+            f"[bold]{event.sweep}[/]: {event.planned} runs planned, {event.stored} already "
+            "stored, "
+            + (
+                f"{event.in_flight} queued or running in SLURM, "
+                if event.in_flight is not None
+                else ""
             )
-        except RuntimeError as error:  # submitit's SLURM executor finds no srun here
-            raise ConfigError(
-                sweep.path, None, f"--launcher {args.launcher}: {error} (run on a login node)"
-            ) from None
-        self.parallelism = None if args.launcher == "slurm" else options.array_parallelism or 1
-        self.poll_seconds = POLL_SECONDS[args.launcher]
-        self.settings = TaskSettings(
-            store=out.resolve(),
-            compile_cache=compile_cache,
-            git_commit=info["git"]["commit"],
-            runs_per_chunk=args.runs_per_chunk,
-            memory_budget=args.memory_budget,
-        )
-        self.summary = EngineSummary()
-        self.failed_tasks: list[str] = []
-        self._seen_parts: dict[Path, set[str]] = {}
-
-    def _stored(self, wanted: set[str]) -> int:
-        """How many of ``wanted`` the tasks have appended (each part file is read once)."""
-        import polars as pl
-
-        for part in sorted(self.settings.store.glob("parts/*.runs.parquet")):
-            if part not in self._seen_parts:
-                self._seen_parts[part] = set(pl.read_parquet(part, columns=["run_id"])["run_id"])
-        return len(wanted & set().union(*self._seen_parts.values()))
-
-    def train(
-        self,
-        runs: list[PlannedRun],
-        planned: list[PlannedRun],
-        *,
-        splits: dict[str, Split],
-        queued: Sequence[SubmittedTask] = (),
-    ) -> None:
-        """Submit ``runs`` as tasks and wait for them, and for the ``queued`` tasks that an
-        earlier ``sweepbook run`` submitted (SLURM)."""
-        from sweepbook.launch import (
-            Task,
-            TaskCounts,
-            attach,
-            forget_submitted,
-            plan_tasks,
-            run_tasks,
+            + f"{event.to_train} to train"
+            + (
+                f" in {event.compile_groups} compile group(s)"
+                if event.to_train
+                else " — nothing to train"
+            )
         )
 
-        tasks = plan_tasks(runs, planned, splits, self.settings)
-        if tasks:
-            stderr.print(
-                f"{len(tasks)} {self.launcher} task(s), one per chunk of a compile group; "
-                f"logs under {self.jobs}"
-            )
-        by_id = {run.run_id: run for run in planned}
-        attached = [
-            (
-                Task(
-                    int(recorded.job_id.split("_")[-1]) if "_" in recorded.job_id else 0,
-                    tuple(by_id[run_id] for run_id in recorded.runs if run_id in by_id),
-                    (),
-                    self.settings,
-                ),
-                attach(self.jobs, recorded.job_id),
-            )
-            for recorded in queued
-        ]
-        wanted = {run.run_id for run in runs} | {r for task in queued for r in task.runs}
-        with Progress(
+    def _search_started(self, event: SearchStarted) -> None:
+        stderr.print(
+            f"[bold]{event.sweep}[/]: TPE search, {event.trials} trials in batches of "
+            f"{event.batch}, {event.runs_per_trial} run(s) per trial"
+        )
+
+    def _still_queued(self, event: StillQueued) -> None:
+        stderr.print(
+            f"{event.runs} runs of this store are still queued or running as SLURM job "
+            f"{event.arrays} (squeue -j {event.arrays}): not submitted again"
+        )
+
+    def _tasks_planned(self, event: TasksPlanned) -> None:
+        stderr.print(
+            f"{event.tasks} {event.launcher} task(s), one per chunk of a compile group; "
+            f"logs under {event.logs}"
+        )
+
+    def _training_started(self, event: TrainingStarted) -> None:
+        # Runs trained here finish at a steady pace, so a time left means something; array
+        # tasks finish in bursts, whenever the scheduler runs them.
+        remaining = (TimeRemainingColumn(),) if event.in_process else ()
+        self._progress = Progress(
             TextColumn("[progress.description]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
+            *remaining,
             console=stderr,
-        ) as progress:
-            bar = progress.add_task("submitting", total=len(wanted))
-
-            def show(counts: TaskCounts) -> None:
-                progress.update(
-                    bar,
-                    completed=self._stored(wanted),
-                    description=f"tasks: {counts.done} done, {counts.running} running, "
-                    f"{counts.queued + counts.waiting} waiting, {counts.failed} failed",
-                )
-
-            outcomes = run_tasks(
-                self.executor,
-                tasks,
-                parallelism=self.parallelism,
-                poll_seconds=self.poll_seconds,
-                on_poll=show,
-                # Recorded before waiting: a rerun after this process is killed finds them.
-                on_submit=self._record if self.launcher == "slurm" else lambda jobs: None,
-                attached=attached,
-            )
-        if self.launcher == "slurm":
-            forget_submitted(self.jobs, {outcome.job_id for outcome in outcomes})
-        devices: dict[str, int] = {}
-        for outcome in outcomes:
-            if outcome.result is None:
-                self.failed_tasks.append(
-                    f"task {outcome.task.index} (job {outcome.job_id}, "
-                    f"{len(outcome.task.runs)} runs): {outcome.error}"
-                )
-                continue
-            self.summary.add(outcome.result.summary)
-            where = f"{outcome.result.device} on {outcome.result.host}"
-            devices[where] = devices.get(where, 0) + 1
-        if devices:
-            stderr.print(
-                "tasks ran on: " + "; ".join(f"{d} ({n} tasks)" for d, n in devices.items())
-            )
-
-    def _record(self, submitted: list[tuple[Task, submitit.Job[TaskResult]]]) -> None:
-        from sweepbook.launch import record_submitted
-
-        record_submitted(self.jobs, submitted)
-
-    def submit_only(
-        self, todo: list[PlannedRun], plan: list[PlannedRun], splits: dict[str, Split]
-    ) -> int:
-        """``--no-wait``: submit the array, say how to follow it and how to finish."""
-        from sweepbook.launch import plan_tasks, submit
-
-        tasks = plan_tasks(todo, plan, splits, self.settings)
-        jobs = submit(self.executor, tasks)
-        self._record(list(zip(tasks, jobs, strict=True)))
-        array = jobs[0].job_id.split("_")[0]
-        again = shlex.join(["sweepbook", *[a for a in sys.argv[1:] if a != "--no-wait"]])
-        stderr.print(
-            f"submitted {len(tasks)} task(s) as SLURM job {array} ({len(todo)} runs); "
-            f"follow with: squeue -j {array}; logs under {self.jobs}"
+            transient=False,
         )
-        stderr.print(
-            f"when squeue no longer lists it: {again}  (merges, retries failed runs, renders "
-            f"the report); meanwhile: sweepbook report {shlex.quote(str(self.settings.store))}"
+        self._progress.start()
+        self._bar = self._progress.add_task(event.description, total=event.total)
+
+    def _run_trained(self, event: RunTrained) -> None:
+        assert self._progress is not None and self._bar is not None
+        self._progress.advance(self._bar)
+
+    def _tasks_polled(self, event: TasksPolled) -> None:
+        assert self._progress is not None and self._bar is not None
+        counts = event.counts
+        self._progress.update(
+            self._bar,
+            completed=event.stored,
+            description=f"tasks: {counts.done} done, {counts.running} running, "
+            f"{counts.queued + counts.waiting} waiting, {counts.failed} failed",
         )
-        return EXIT_OK
 
+    def _training_finished(self, event: TrainingFinished) -> None:
+        self.__exit__()
 
-def _ids(runs: list[PlannedRun]) -> set[str]:
-    return {run.run_id for run in runs}
-
-
-def _still_queued(out: Path, launcher: str) -> list[SubmittedTask]:
-    """The SLURM tasks an earlier ``sweepbook run`` submitted for this store that SLURM still
-    lists, after saying so in one line. Only ``--launcher slurm`` can wait for them; any other
-    launcher would train their runs a second time, so it stops here."""
-    from sweepbook.launch import JOBS_DIR, LaunchError, in_flight
-
-    queued = in_flight(out.resolve() / JOBS_DIR)
-    if not queued:
-        return []
-    arrays = ",".join(sorted({task.job_id.split("_")[0] for task in queued}, key=int))
-    runs = len({run_id for task in queued for run_id in task.runs})
-    where = f"{runs} runs of this store are still queued or running as SLURM job {arrays}"
-    if launcher != "slurm":
-        raise LaunchError(
-            f"{out}: {where} (squeue -j {arrays}); wait until squeue no longer lists it, or "
-            "rerun with --launcher slurm, which waits for it"
-        )
-    stderr.print(f"{where} (squeue -j {arrays}): not submitted again")
-    return queued
+    def _tasks_placed(self, event: TasksPlaced) -> None:
+        stderr.print("tasks ran on: " + "; ".join(f"{d} ({n} tasks)" for d, n in event.places))
 
 
 def command_run(args: argparse.Namespace) -> int:
-    from sweepbook.config import ConfigError, load_sweep
-    from sweepbook.data import DataError
-    from sweepbook.engine import load_splits, split_key
-    from sweepbook.ownership import check_store_owner
-    from sweepbook.plan import expand
-    from sweepbook.store import Store
+    from sweepbook.api import run_sweep
 
-    sweep_path = Path(args.sweep)
-    # Everything that can be wrong with the input is checked before anything is written.
-    sweep = load_sweep(sweep_path)
-    plan = expand(sweep, max_runs=args.max_runs)
-    try:
-        splits = load_splits(plan)
-    except DataError as error:
-        raise sweep.blame(error.key, str(error)) from None
-    for run in plan:
-        # A larger batch would only be padding: memory grows with it, learning does not.
-        examples = len(splits[split_key(run)].y_train)
-        if run.config.train.batch_size > examples:
-            raise sweep.blame(
-                "train.batch_size",
-                f"{run.config.train.batch_size} is more than the {examples} training examples "
-                f"of data.name = '{run.config.data.name}' (use at most {examples})",
-                run.variant,
-            )
-    out = Path(args.out) if args.out else Path("reports") / sweep.name
-    if args.no_wait and args.launcher != "slurm":
-        raise ConfigError(sweep_path, None, "--no-wait needs --launcher slurm")
-    if args.no_wait and sweep.search is not None:
-        raise ConfigError(sweep_path, "search", "a [search] waits for each batch: drop --no-wait")
-
-    check_store_owner(out, sweep)  # two studies never share one store
-    store = Store(out)
-    # One sweepbook process per store: a second one refuses before writing anything.
-    with store.lock(hint="wait for it or pass --out DIR"):
-        # A damaged store file stops the sweep here, before anything is written.
-        done = store.completed_ids()
-        store.read_history()
-        return _run_locked(args, sweep, plan, splits, store, done)
+    with RunProgress() as show:
+        summary = run_sweep(
+            Path(args.sweep),
+            Path(args.out) if args.out else None,
+            launcher=args.launcher,
+            launcher_options=_launcher_flags(args),
+            runs_per_chunk=args.runs_per_chunk,
+            memory_budget=args.memory_budget,
+            max_runs=args.max_runs,
+            compile_cache=args.compile_cache,
+            report=not args.no_report,
+            wait=not args.no_wait,
+            command=["sweepbook", *sys.argv[1:]],
+            on_progress=show,
+        )
+    return _print_run_summary(summary)
 
 
-def _run_locked(
-    args: argparse.Namespace,
-    sweep: Sweep,
-    plan: list[PlannedRun],
-    splits: dict[str, Split],
-    store: Store,
-    done: set[str],
-) -> int:
-    from sweepbook import provenance
-    from sweepbook.engine import (
-        EngineSummary,
-        default_compile_cache,
-        enable_compile_cache,
-        group_runs,
-        load_splits,
-        train_runs,
-    )
-    from sweepbook.report import PROVENANCE, render_report, write_sweep_record
-    from sweepbook.search import run_search
-    from sweepbook.store import atomic_write_json
-
-    out = store.directory
-    sweep_path = Path(args.sweep)
-    run_command = _run_command_line(sweep_path)
-    info = provenance.collect(sweep.path, sweep.experiment_path, ["sweepbook", *sys.argv[1:]])
-    origin = {
-        "git_commit": info["git"]["commit"],
-        "host": info["host"],
-        "device": info["device"]["devices"][0],
-        "job_id": None,  # trained in this process, not by a launched task
-    }
-    summary = EngineSummary()
-    started = time.perf_counter()
-    compile_cache = (
-        Path(args.compile_cache).resolve() if args.compile_cache else default_compile_cache()
-    )
-    enable_compile_cache(compile_cache)
-    launched = None
-    if args.launcher != "inline":
-        launched = _Launched(args, sweep, out, compile_cache, info)
-
-    def train(
-        runs: list[PlannedRun],
-        description: str,
-        planned: list[PlannedRun] | None = None,
-        queued: Sequence[SubmittedTask] = (),
-    ) -> None:
-        if launched is not None:
-            launched.train(
-                runs, planned or runs, splits=load_splits(planned or runs), queued=queued
-            )
-            return
-        with Progress(
-            TextColumn("[progress.description]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=stderr,
-            transient=False,
-        ) as progress:
-            task = progress.add_task(description, total=len(runs))
-            summary.add(
-                train_runs(
-                    runs,
-                    store,
-                    splits=load_splits(planned or runs),  # chunk sizes follow the plan
-                    origin=origin,
-                    on_run_done=lambda run, status: progress.advance(task),
-                    planned=planned,
-                    runs_per_chunk=args.runs_per_chunk,
-                    memory_budget=args.memory_budget,
-                )
-            )
-
-    atomic_write_json(out / PROVENANCE, info)
-    queued = _still_queued(out, args.launcher)
-    if sweep.search is None:
-        flying = {run_id for task in queued for run_id in task.runs}
-        todo = [run for run in plan if run.run_id not in done and run.run_id not in flying]
-        groups = len(group_runs(todo, splits))
+def _print_run_summary(summary: RunSummary) -> int:
+    """The closing lines of ``sweepbook run``; its exit code."""
+    if summary.detached is not None:
+        detached = summary.detached
+        again = shlex.join(["sweepbook", *[a for a in sys.argv[1:] if a != "--no-wait"]])
         stderr.print(
-            f"[bold]{sweep.name}[/]: {len(plan)} runs planned, {len(done & _ids(plan))} already "
-            f"stored, "
-            + (f"{len(flying & _ids(plan))} queued or running in SLURM, " if queued else "")
-            + f"{len(todo)} to train"
-            + (f" in {groups} compile group(s)" if todo else " — nothing to train")
+            f"submitted {detached.tasks} task(s) as SLURM job {detached.array} "
+            f"({detached.runs} runs); follow with: squeue -j {detached.array}; "
+            f"logs under {detached.logs}"
         )
-        write_sweep_record(out, sweep, plan, run_command)
-        if launched is not None and args.no_wait and todo:
-            return launched.submit_only(todo, plan, splits)
-        if args.no_wait and queued:
-            return EXIT_OK  # nothing new to submit, and not to wait for what is queued
-        if todo or queued:
-            train(todo, "training", planned=plan, queued=queued)
-    else:
         stderr.print(
-            f"[bold]{sweep.name}[/]: TPE search, {sweep.search.trials} trials in batches of "
-            f"{sweep.search.batch}, {len(plan)} run(s) per trial"
+            f"when squeue no longer lists it: {again}  (merges, retries failed runs, renders "
+            "the report); meanwhile: sweepbook report "
+            f"{shlex.quote(str(summary.store.resolve()))}"
         )
-        if queued:  # a killed coordinator's batch: its runs first, then the search goes on
-            train([], "queued batch", planned=plan, queued=queued)
-        rounds = itertools.count(1)
-        planned = run_search(
-            sweep,
-            store,
-            train=lambda runs: train(runs, f"batch {next(rounds)}"),
-            on_batch=lambda planned: write_sweep_record(out, sweep, planned, run_command),
-        )
-        write_sweep_record(out, sweep, planned, run_command)
-    if launched is not None:
-        summary.add(launched.summary)
-    store.merge()  # here only, also folding what a killed earlier sweep left in parts/
+        return EXIT_OK
     if summary.trained:
         stderr.print(
-            f"trained {summary.trained} runs in {time.perf_counter() - started:.1f} s "
-            f"({summary.compilations} compilations, {summary.compile_seconds:.1f} s compiling): "
-            f"{summary.ok} ok, {summary.diverged} diverged, {summary.failed} failed"
+            f"trained {summary.trained} runs in {summary.seconds:.1f} s "
+            f"({summary.compilations} compilations, {summary.compile_seconds:.1f} s "
+            f"compiling): {summary.ok} ok, {summary.diverged} diverged, {summary.failed} failed"
         )
-    elif sweep.search is not None:
+    elif summary.searched:
         stderr.print("every trial is already stored — nothing to train")
     for line in summary.errors:
         stderr.print(f"[red]failed[/] {line}")
-    failed_tasks = launched.failed_tasks if launched is not None else []
-    for line in failed_tasks:
+    for line in summary.failed_tasks:
         stderr.print(f"[red]task failed[/] {line}")
-    if failed_tasks:
+    if summary.failed_tasks:
         stderr.print("their runs are not stored: run the same command again to retry them")
-    if not args.no_report:
-        stderr.print(f"report: {render_report(out).resolve().as_uri()}")
-    return EXIT_FAILURE if summary.failed or failed_tasks else EXIT_OK
+    if summary.report is not None:
+        stderr.print(f"report: {summary.report.resolve().as_uri()}")
+    return EXIT_OK if summary.succeeded else EXIT_FAILURE
 
 
 def command_report(args: argparse.Namespace) -> int:
-    from sweepbook.report import check_report, render_report
-    from sweepbook.store import Store, StoreLocked
+    from sweepbook.api import render_report
+    from sweepbook.report import check_report
 
     if args.check:
         stale = [d for d in args.directories if not check_report(Path(d))]
@@ -454,25 +253,19 @@ def command_report(args: argparse.Namespace) -> int:
             stderr.print("up to date: every report matches its stored results")
         return EXIT_FAILURE if stale else EXIT_OK
     for directory in args.directories:
-        try:
-            with Store(Path(directory)).lock():
-                target = render_report(Path(directory), args.venue)
-        except StoreLocked as busy:
-            # Reading is safe beside a running sweep: readers see main files plus parts.
-            stderr.print(f"note: {busy.busy_line()}; reporting the runs stored so far")
-            target = render_report(Path(directory), args.venue)
+        target = render_report(
+            Path(directory),
+            args.venue,
+            on_busy=lambda busy: stderr.print(
+                f"note: {busy.line}; reporting the runs stored so far"
+            ),
+        )
         stderr.print(f"report: {target.resolve().as_uri()}")
     return EXIT_OK
 
 
 def command_verify(args: argparse.Namespace) -> int:
-    from sweepbook.engine import default_compile_cache, enable_compile_cache
-    from sweepbook.report import render_report, verification_summary
-    from sweepbook.store import Store
-    from sweepbook.verify import Outcome, verify_runs
-
-    directory = Path(args.directory)
-    enable_compile_cache(default_compile_cache())
+    from sweepbook.api import verify_store
 
     def log(outcome: Outcome) -> None:
         if outcome.reproduced:
@@ -480,13 +273,13 @@ def command_verify(args: argparse.Namespace) -> int:
         else:
             stderr.print(f"[red]DIFFERS[/] {outcome.run_id}: {outcome.difference}", soft_wrap=True)
 
-    # Verifying writes verification.json and the report: not while a sweep owns the store.
-    with Store(directory).lock():
-        record = verify_runs(directory, args.runs, log=log)
-        stderr.print(verification_summary(record), markup=False)
-        if not args.no_report:
-            stderr.print(f"report: {render_report(directory).resolve().as_uri()}")
-    return EXIT_OK if record["reproduced"] == record["checked"] else EXIT_FAILURE
+    summary = verify_store(
+        Path(args.directory), args.runs, report=not args.no_report, on_progress=log
+    )
+    stderr.print(summary.text, markup=False)
+    if summary.report is not None:
+        stderr.print(f"report: {summary.report.resolve().as_uri()}")
+    return EXIT_OK if summary.succeeded else EXIT_FAILURE
 
 
 def _positive_int(text: str) -> int:
@@ -521,13 +314,7 @@ def command_bench(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="sweepbook", description="Declarative JAX sweeps, stored as Parquet, reported as HTML."
-    )
-    parser.add_argument("--version", action="version", version=f"sweepbook {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
-
+def _add_run_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = commands.add_parser(
         "run", help="train the runs of a sweep that are not stored yet, then report"
     )
@@ -559,6 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="persistent XLA compilation cache directory (default $SWEEPBOOK_COMPILE_CACHE "
         "or ~/.cache/sweepbook/xla; on a cluster, point it at shared storage)",
     )
+    _add_launcher_flags(run)
+    run.set_defaults(handler=command_run)
+
+
+def _add_launcher_flags(run: argparse.ArgumentParser) -> None:
     launch = run.add_argument_group(
         "launcher",
         "train as tasks of a job array (one per chunk of a compile group) instead of in this "
@@ -566,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     launch.add_argument(
         "--launcher",
-        choices=("inline", "local", "slurm"),
+        choices=LAUNCHER_NAMES,
         default="inline",
         help="inline: this process (default); local: one subprocess per task through "
         "submitit; slurm: a SLURM job array through submitit (needs sbatch on this machine)",
@@ -593,8 +385,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="slurm: submit, print the job id and how to finish, and return",
     )
-    run.set_defaults(handler=command_run)
 
+
+def _add_report_command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
     report = commands.add_parser("report", help="re-render reports from their stores alone")
     report.add_argument("directories", nargs="+", help="store directories, e.g. reports/quickstart")
     report.add_argument(
@@ -610,6 +405,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.set_defaults(handler=command_report)
 
+
+def _add_verify_command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
     verify = commands.add_parser(
         "verify", help="retrain stored runs and check that they reproduce bit for bit"
     )
@@ -623,10 +422,29 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--no-report", action="store_true", help="do not re-render the report")
     verify.set_defaults(handler=command_verify)
 
+
+def _add_bench_command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
     bench = commands.add_parser("bench", help="measure the engine against the alternatives")
     bench.add_argument("--out", default="reports/bench", help="where bench.json goes")
     bench.add_argument("--quick", action="store_true", help="a smaller sweep, for smoke tests")
     bench.set_defaults(handler=command_bench)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sweepbook", description="Declarative JAX sweeps, stored as Parquet, reported as HTML."
+    )
+    parser.add_argument("--version", action="version", version=f"sweepbook {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for add_command in (
+        _add_run_command,
+        _add_report_command,
+        _add_verify_command,
+        _add_bench_command,
+    ):
+        add_command(commands)
     return parser
 
 

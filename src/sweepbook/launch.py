@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from shlex import join as shlex_join
-from typing import Any, Literal
+from typing import Any, Protocol
 
 import submitit
 
@@ -40,10 +40,9 @@ from sweepbook.engine import (
     train_runs,
 )
 from sweepbook.plan import PlannedRun
+from sweepbook.registry import Registry
 from sweepbook.store import Store, StoreError, atomic_write_json
 
-Launcher = Literal["inline", "local", "slurm"]
-LAUNCHERS: tuple[Launcher, ...] = ("inline", "local", "slurm")
 JOBS_DIR = "jobs"  # under the store: submitit's scripts, pickles and one log pair per task
 # Under JOBS_DIR: every SLURM task submitted for this store and the runs it trains, so that a
 # rerun does not submit again what is still queued or running.
@@ -53,7 +52,6 @@ SUBMITTED_FILE = "submitted.json"
 # which submitit queries at most every 2 s at first, ever less often as the array runs; the
 # coordinator asks it at least every STATE_REFRESH_SECONDS, so that such a task is noticed
 # within that time however long the array has run.
-POLL_SECONDS = {"local": 0.5, "slurm": 2.0}
 STATE_REFRESH_SECONDS = 30.0
 # Ended states in which a task writes no result (sacct's names; CANCELLED may be followed by
 # " by <uid>"): no need to wait for a result file to appear on a slow shared file system.
@@ -235,25 +233,69 @@ def local_parameters(options: LauncherConfig, *, gpus: int) -> dict[str, Any]:
     return {"timeout_min": options.time, "gpus_per_node": gpus}
 
 
-def make_executor(
-    launcher: Literal["local", "slurm"],
-    folder: Path,
-    options: LauncherConfig,
-    *,
-    name: str,
-    local_gpus: int,
+def _slurm_executor(
+    folder: Path, options: LauncherConfig, *, name: str, local_gpus: int
 ) -> submitit.Executor:
-    """A submitit executor writing its scripts, pickles and logs under ``folder``: SLURM's one
-    folder per array task (``<job>_<task>/``), needing ``srun`` on this machine (a login node);
-    the local one's files side by side, named by process id."""
-    if launcher == "slurm":
-        slurm = submitit.SlurmExecutor(folder=folder / "%j")
-        slurm.update_parameters(**slurm_parameters(options, name=name))
-        return slurm
+    """SLURM's executor: one folder per array task (``<job>_<task>/``); needs ``srun`` on this
+    machine (a login node)."""
+    slurm = submitit.SlurmExecutor(folder=folder / "%j")
+    slurm.update_parameters(**slurm_parameters(options, name=name))
+    return slurm
+
+
+def _local_executor(
+    folder: Path, options: LauncherConfig, *, name: str, local_gpus: int
+) -> submitit.Executor:
+    """The local executor: one process per task, its files side by side, named by process id."""
     local = submitit.LocalExecutor(folder=folder)
     gpus = options.gpus if options.gpus is not None else local_gpus
     local.update_parameters(**local_parameters(options, gpus=gpus))
     return local
+
+
+class ExecutorBuilder(Protocol):
+    def __call__(
+        self, folder: Path, options: LauncherConfig, *, name: str, local_gpus: int
+    ) -> submitit.Executor: ...
+
+
+@dataclass(frozen=True)
+class TaskLauncher:
+    """One way of running array tasks through submitit; registered in :data:`TASK_LAUNCHERS`
+    under the name ``sweepbook run --launcher`` takes."""
+
+    executor: ExecutorBuilder
+    poll_seconds: float  # how often the coordinator looks for finished tasks (see above)
+    # True: the scheduler bounds the tasks alive at once (a SLURM array's %N), so every task
+    # is submitted at once; False: this process does, submitting more as others finish.
+    scheduler_throttles: bool
+    # True: tasks keep running when the coordinating process ends (SLURM). They are recorded
+    # under the store's jobs/ so that a rerun waits for them instead of submitting them again,
+    # and ``--no-wait`` may submit and return.
+    outlives_process: bool
+
+
+TASK_LAUNCHERS: Registry[TaskLauncher] = Registry("launcher")
+TASK_LAUNCHERS.register(
+    "local",
+    TaskLauncher(
+        _local_executor, poll_seconds=0.5, scheduler_throttles=False, outlives_process=False
+    ),
+)
+TASK_LAUNCHERS.register(
+    "slurm",
+    TaskLauncher(
+        _slurm_executor, poll_seconds=2.0, scheduler_throttles=True, outlives_process=True
+    ),
+)
+
+
+def make_executor(
+    launcher: str, folder: Path, options: LauncherConfig, *, name: str, local_gpus: int
+) -> submitit.Executor:
+    """A submitit executor of the task launcher named ``launcher`` (``local``, ``slurm``),
+    writing its scripts, pickles and logs under ``folder``."""
+    return TASK_LAUNCHERS[launcher].executor(folder, options, name=name, local_gpus=local_gpus)
 
 
 # --- submit and wait -------------------------------------------------------------------------
