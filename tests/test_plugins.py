@@ -10,6 +10,7 @@ there with the registry's "unknown model" error (tested below, as a slow test).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import jax
 import polars as pl
 import pytest
 
-from sweepbook.cli import EXIT_BAD_INPUT, EXIT_OK, main
+from sweepbook.cli import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, main
 from sweepbook.config import ModelConfig
 from sweepbook.models import MODELS, ModelSpec, build_model, choose_numerics, multiply_adds
 from sweepbook.registry import UnknownName
@@ -151,3 +152,24 @@ def test_unregistering_forgets_the_kind(linear_kind: str) -> None:
         MODELS[linear_kind]
     with pytest.raises(ValueError, match="unknown model 'test_linear'"):
         ModelConfig(kind=linear_kind)
+
+
+@pytest.mark.slow
+def test_a_kind_registered_at_run_time_is_unknown_to_local_task_processes(
+    tmp_path: Path,
+    linear_kind: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """What the module docstring says: a task process imports sweepbook alone, so it refuses
+    a kind that only the calling process registered, and the task fails saying so."""
+    monkeypatch.chdir(write_linear_project(tmp_path, linear_kind))
+
+    assert main(["run", "sweeps/linear.toml", "--launcher", "local"]) == EXIT_FAILURE
+
+    err = capsys.readouterr().err
+    assert "1 failed" in err and "their runs are not stored" in err, err
+    log = re.search(r"\(log: (\S+)\)", err)
+    assert log is not None, err
+    assert f"unknown model '{linear_kind}'" in Path(log.group(1)).read_text()
+    assert not (tmp_path / "reports" / "linear" / "runs.parquet").exists()
