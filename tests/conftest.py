@@ -9,6 +9,12 @@ from typing import Any
 
 import pytest
 
+# Imported first for a side effect: submitit reconfigures logging on import, closing every
+# handler opened before it, among them absl's (opened when optax is first imported), which
+# holds whatever stderr pytest was capturing then; imported inside a later test (sweepbook run
+# imports it), it would close that stream under pytest's feet.
+import submitit  # noqa: F401
+
 from sweepbook.config import RunConfig, flatten, unflatten
 
 TINY_EXPERIMENT = """\

@@ -307,6 +307,42 @@ BAD_INPUTS = {
         "sweep",
         "not a stored metric",
     ),
+    # Component names are checked against their registries, with the closest one as a hint.
+    "unknown_model_kind": (
+        MINIMAL,
+        EXPERIMENT.replace('kind = "mlp"', 'kind = "mpl"'),
+        "model.kind",
+        "experiment",
+        "unknown model 'mpl': expected one of 'mlp', 'lenet5', 'cnn'; did you mean 'mlp'?",
+    ),
+    "unknown_dataset_name": (
+        MINIMAL,
+        EXPERIMENT.replace('name = "digits"', 'name = "digit"'),
+        "data.name",
+        "experiment",
+        "unknown dataset 'digit': expected one of 'digits', 'mnist5k', 'idx', 'npz'; did you",
+    ),
+    "unknown_optimizer_in_grid": (
+        MINIMAL + '[grid]\n"optimizer.name" = ["adam", "adma"]\n',
+        EXPERIMENT,
+        "grid.optimizer.name",
+        "sweep",
+        "unknown optimizer 'adma'",
+    ),
+    "unknown_schedule_in_set": (
+        MINIMAL + '[set]\n"schedule.name" = "cosin"\n',
+        EXPERIMENT,
+        "set.schedule.name",
+        "sweep",
+        "did you mean 'cosine'?",
+    ),
+    "unknown_loss_in_variant": (
+        MINIMAL + '[[variant]]\nname = "f"\n"loss.name" = "focul"\n',
+        EXPERIMENT,
+        "variant[0].loss.name",
+        "sweep",
+        "unknown loss 'focul'",
+    ),
 }
 
 CROSS_FIELD_INPUTS = {

@@ -10,8 +10,10 @@ import pytest
 
 from sweepbook.config import DataConfig
 from sweepbook.data import (
+    DATASETS,
     DataError,
     Dataset,
+    DatasetSpec,
     RawImages,
     _check_arrays,
     as_dataset,
@@ -19,6 +21,7 @@ from sweepbook.data import (
     load_idx_directory,
     load_mnist5k,
     load_npz,
+    load_raw,
     pixel_divisor,
     read_idx,
     scaled_images,
@@ -474,3 +477,31 @@ def test_pixels_outside_unit_range_need_an_explicit_scale(pixels):
 def test_embedded_datasets_use_their_own_range():
     assert pixel_divisor(load_digits(), "auto") == 16.0
     assert scaled_images(load_digits(), 1.0).max() == 16.0
+
+
+def test_datasets_are_registered_with_whether_they_read_data_path(tmp_path):
+    assert {name: DATASETS[name].needs_path for name in DATASETS} == {
+        "digits": False,
+        "mnist5k": False,
+        "idx": True,
+        "npz": True,
+    }
+    base = {"val_fraction": 0.2, "test_fraction": 0.2, "split_seed": 0}
+    with pytest.raises(ValueError, match=r"required for data\.name = 'npz'"):
+        DataConfig(name="npz", **base)
+    with pytest.raises(ValueError, match="not used by the embedded dataset 'digits'"):
+        DataConfig(name="digits", path="x.npz", **base)
+    with pytest.raises(ValueError, match=r"unknown dataset 'mnist'.*did you mean"):
+        DataConfig(name="mnist", **base)
+
+
+def test_a_registered_dataset_is_loaded_by_name(tmp_path):
+    pixels = np.arange(5 * 4 * 4, dtype=np.uint8).reshape(5, 4, 4)
+    DATASETS.register(
+        "test_ramp", DatasetSpec(lambda _: RawImages("ramp", pixels, np.arange(5), 4), False)
+    )
+    try:
+        raw = load_raw("test_ramp", None)
+        assert raw.pixels is pixels and raw.labels.tolist() == [0, 1, 2, 3, 4]
+    finally:
+        DATASETS.unregister("test_ramp")

@@ -9,6 +9,7 @@ import optax
 import pytest
 
 from sweepbook import losses
+from sweepbook.config import LossConfig
 
 # Compiled once per shape, with the hyper-parameters traced as in the training step; eager
 # dispatch would compile every primitive anew and make this file several times slower.
@@ -125,3 +126,23 @@ def test_loss_and_gradient_are_finite_for_extreme_logits(loss, smoothing):
     )
     assert np.isfinite(value)
     assert np.isfinite(grad).all()
+
+
+def test_registered_losses_are_the_functions_above_with_their_required_keys():
+    logits, labels = batch()
+    hyper = losses.LossHyper(jnp.float32(0.1), jnp.float32(2.0))
+    registered = {name: jax.jit(losses.LOSSES[name]) for name in ("cross_entropy", "focal")}
+    np.testing.assert_array_equal(
+        registered["cross_entropy"](logits, labels, hyper), cross_entropy(logits, labels, 0.1)
+    )
+    np.testing.assert_array_equal(
+        registered["focal"](logits, labels, hyper), focal(logits, labels, 0.1, 2.0)
+    )
+    assert {name: losses.LOSSES[name].requires for name in losses.LOSSES} == {
+        "cross_entropy": (),
+        "focal": ("focal_gamma",),
+    }
+    with pytest.raises(ValueError, match=r"required when loss\.name = 'focal'"):
+        LossConfig(name="focal")
+    with pytest.raises(ValueError, match=r"unknown loss 'focall'.*did you mean 'focal'\?"):
+        LossConfig(name="focall")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from sweepbook.metrics import classification_metrics, confusion_matrix
+from sweepbook.metrics import METRICS, classification_metrics, confusion_matrix
 
 NUM_SAMPLES = 300
 EXPECTED_KEYS = {
@@ -273,3 +273,12 @@ def test_reliability_bins_add_up_to_the_ece():
     assert counts.sum() == 300 and len(counts) == 15
     gaps = np.abs(np.array(bins["reliability_correct_sum"]) - bins["reliability_confidence_sum"])
     assert gaps.sum() / 300 == pytest.approx(classification_metrics(probabilities, labels)["ece"])
+
+
+def test_every_metric_a_run_stores_is_registered_with_a_direction():
+    probabilities = np.full((4, 3), 1 / 3)
+    computed = set(classification_metrics(probabilities, np.array([0, 1, 2, 0]))) - {"confusion"}
+    stored = {name for name in METRICS if METRICS[name].stored}
+    assert stored == computed | {"loss"}  # the loss is computed by training, not here
+    lower_is_better = {name for name in METRICS if METRICS[name].direction == "min"}
+    assert lower_is_better == {"loss", "ece", "mce", "error"}

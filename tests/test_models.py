@@ -13,13 +13,18 @@ from sweepbook.models import (
     DENSE_NUMERICS,
     FAST_CPU_NUMERICS,
     LEGACY_NUMERICS,
+    MODELS,
     Numerics,
+    _estimated_multiply_adds,
     build_model,
     choose_numerics,
     conv_as_patches,
     dropout,
     max_pool_2x2,
+    multiply_adds,
+    numerics_before_formulations,
 )
+from sweepbook.registry import UnknownName
 
 NO_DROPOUT = {"dropout_rate": jnp.float32(0.0), "dropout_key": None}
 
@@ -225,3 +230,40 @@ def test_numerics_are_chosen_from_the_backend_alone():
     assert Numerics.parse("conv=patches,pool=reshape") == FAST_CPU_NUMERICS
     with pytest.raises(ValueError, match="unknown numerics 'conv=winograd"):
         Numerics.parse("conv=winograd,pool=reshape")
+
+
+def test_the_built_in_kinds_are_registered_with_their_widths_rule_and_formulations():
+    assert MODELS.names() == ("mlp", "lenet5", "cnn")
+    assert {kind: MODELS[kind].widths for kind in MODELS} == {
+        "mlp": "required",
+        "lenet5": "forbidden",
+        "cnn": "forbidden",
+    }
+    assert [kind for kind in MODELS if MODELS[kind].convolutional] == ["lenet5", "cnn"]
+    assert numerics_before_formulations("mlp") == DENSE_NUMERICS
+    assert numerics_before_formulations("cnn") == LEGACY_NUMERICS.name
+
+
+@pytest.mark.parametrize(("kind", "widths"), [("mlp", [32, 16]), ("lenet5", []), ("cnn", [])])
+def test_counted_multiply_adds_agree_with_xla_on_the_layers(kind, widths):
+    """The built-ins count their own multiply-adds; XLA's count of the same forward pass, the
+    estimate for a model that does not, is close: it adds biases and activations, and leaves
+    out the taps of a SAME convolution that fall on its zero padding (7% of the small CNN's)."""
+    config = ModelConfig(kind=kind, widths=widths)
+    counted = multiply_adds(config, (28, 28, 1), 10)
+    estimated = _estimated_multiply_adds(build_model(config, 10), (28, 28, 1))
+    assert 0.9 * counted <= estimated <= 1.05 * counted
+
+
+@pytest.mark.parametrize(("kind", "widths"), [("mlp", []), ("lenet5", [8]), ("cnn", [8])])
+def test_widths_are_checked_against_the_registered_kind(kind, widths):
+    with pytest.raises(ValueError, match="widths"):
+        ModelConfig(kind=kind, widths=widths)
+
+
+def test_an_unknown_kind_is_refused_with_a_hint_not_built_as_a_cnn():
+    with pytest.raises(ValueError, match=r"unknown model 'lenet'.*did you mean 'lenet5'\?"):
+        ModelConfig(kind="lenet")
+    config = ModelConfig.model_construct(kind="lenet", widths=[])  # past validation
+    with pytest.raises(UnknownName, match="unknown model 'lenet'"):
+        build_model(config, 10)

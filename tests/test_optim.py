@@ -8,7 +8,14 @@ import numpy as np
 import optax
 import pytest
 
-from sweepbook.optim import OptimizerHyper, build_direction, scale_updates
+from sweepbook.config import OptimizerConfig
+from sweepbook.optim import (
+    OPTIMIZERS,
+    OptimizerHyper,
+    OptimizerSpec,
+    build_direction,
+    scale_updates,
+)
 
 PARAMS = {"w": jnp.array([1.0, -2.0, 3.0]), "b": jnp.array([0.5])}
 GRADS = [
@@ -168,3 +175,35 @@ def _decayed_traced(decay_all: jax.Array) -> dict:
     tx = build_direction("sgd", _hyper(weight_decay=0.1)._replace(weight_decay_all=decay_all))
     direction, _ = tx.update(jax.tree.map(jnp.zeros_like, LAYER), tx.init(LAYER), LAYER)
     return direction
+
+
+def test_each_registered_optimizer_carries_its_defaults_and_nesterov_rule():
+    assert OPTIMIZERS.names() == ("sgd", "adagrad", "rmsprop", "adam", "adamw")
+    assert [name for name in OPTIMIZERS if OPTIMIZERS[name].takes_nesterov] == ["sgd"]
+    assert dict(OPTIMIZERS["rmsprop"].defaults) == {"decay": 0.9, "eps": 1e-8}
+    config = OptimizerConfig(name="adagrad", learning_rate=0.1)
+    assert (config.eps, config.initial_accumulator) == (1e-7, 0.1)
+    with pytest.raises(ValueError, match=r"only used with optimizer\.name = 'sgd'"):
+        OptimizerConfig(name="adam", learning_rate=0.1, nesterov=True)
+
+
+def test_a_registered_optimizer_is_built_between_clipping_and_weight_decay():
+    """A new optimizer is one registration: here sign descent, sign(g), which with clipping
+    by value and weight decay must give sign(clip(g)) + wd · params."""
+
+    def sign(hyper, *, nesterov, centered):
+        return [optax.scale_by_sign()]
+
+    OPTIMIZERS.register("test_sign", OptimizerSpec(sign))
+    try:
+        hyper = _hyper(weight_decay=0.1, clip_value=0.2)
+        tx = build_direction("test_sign", hyper, clip_value=True)
+        direction, _ = tx.update(GRADS[0], tx.init(PARAMS), PARAMS)
+        expected = jax.tree.map(
+            lambda g, p: np.sign(np.clip(g, -0.2, 0.2)) + 0.1 * np.asarray(p), GRADS[0], PARAMS
+        )
+        for name in PARAMS:
+            np.testing.assert_allclose(direction[name], expected[name], rtol=1e-6)
+        assert OptimizerConfig(name="test_sign", learning_rate=0.1).name == "test_sign"
+    finally:
+        OPTIMIZERS.unregister("test_sign")

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -24,6 +25,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from sweepbook.metrics import METRICS
+from sweepbook.registry import registry_at
 
 FlatConfig = dict[str, Any]
 
@@ -93,11 +97,33 @@ class _Strict(BaseModel):
 Fraction = Annotated[float, Field(gt=0.0, lt=1.0)]
 Positive = Annotated[float, Field(gt=0.0)]
 
+# Where each kind of component is registered (name -> builder), named by reference: the
+# modules that build components import this one for their config classes, so this one
+# imports them only when a name is checked (see registry.registry_at).
+MODELS_AT = "sweepbook.models:MODELS"
+DATASETS_AT = "sweepbook.data:DATASETS"
+OPTIMIZERS_AT = "sweepbook.optim:OPTIMIZERS"
+SCHEDULES_AT = "sweepbook.schedules:SCHEDULES"
+LOSSES_AT = "sweepbook.losses:LOSSES"
+
+
+def _registered(reference: str) -> AfterValidator:
+    """A field naming a component: a registered name, or the registry's one-line "unknown ...;
+    did you mean ...?" error."""
+    return AfterValidator(lambda name: registry_at(reference).check(name))
+
+
+def _required_keys(model: BaseModel, keys: tuple[str, ...], where: str) -> None:
+    """Refuse ``model`` when one of the ``keys`` its named component reads is not given."""
+    for key in keys:
+        if getattr(model, key) is None:
+            raise FieldError(key, f"required when {where}")
+
 
 class DataConfig(_Strict):
     """Which dataset, and how it is split into train / validation / test."""
 
-    name: Literal["digits", "mnist5k", "idx", "npz"]
+    name: Annotated[str, _registered(DATASETS_AT)]
     path: str | None = None
     # Holdout splits validate on this share; K-fold splits on a fold, and ignore it (so that
     # one sweep can compare the two on one base experiment).
@@ -135,9 +161,10 @@ class DataConfig(_Strict):
                 raise FieldError(
                     "folds", "only used with data.split = 'kfold' or 'stratified_kfold'"
                 )
-        if self.name in ("idx", "npz") and not self.path:
+        needs_path = registry_at(DATASETS_AT)[self.name].needs_path
+        if needs_path and not self.path:
             raise FieldError("path", f"required for data.name = '{self.name}'")
-        if self.name in ("digits", "mnist5k") and self.path:
+        if not needs_path and self.path:
             raise FieldError("path", f"not used by the embedded dataset '{self.name}'")
         if self.folds is None and (self.val_fraction or 0.0) + self.test_fraction >= 1.0:
             raise FieldError(
@@ -149,7 +176,7 @@ class DataConfig(_Strict):
 class ModelConfig(_Strict):
     """The network. ``widths`` are the hidden layer sizes of an MLP."""
 
-    kind: Literal["mlp", "lenet5", "cnn"]
+    kind: Annotated[str, _registered(MODELS_AT)]
     widths: list[Annotated[int, Field(gt=0)]] = []
     activation: Literal["relu", "tanh", "sigmoid", "gelu", "elu"] = "relu"
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
@@ -161,37 +188,29 @@ class ModelConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
-        if self.kind == "mlp" and not self.widths:
-            raise FieldError("widths", "must list at least one hidden width for an mlp")
-        if self.kind in ("lenet5", "cnn") and self.widths:
+        widths = registry_at(MODELS_AT)[self.kind].widths
+        if widths == "required" and not self.widths:
+            raise FieldError(
+                "widths", f"must list at least one hidden width for model.kind = '{self.kind}'"
+            )
+        if widths == "forbidden" and self.widths:
             raise FieldError("widths", f"fixed by the {self.kind} architecture; remove it")
         return self
 
 
 Unit = Annotated[float, Field(ge=0.0, lt=1.0)]
 
-# The numbers each optimizer uses beyond learning_rate, with Optax's defaults (those of
-# optax.adagrad, optax.rmsprop, optax.adam and optax.adamw; PyTorch's agree except RMSProp's
-# decay, 0.99 there, and Adagrad's, 0 and 1e-10 there). A key left out of a file takes its
-# default, so a run spelled out in full and one left minimal are the same run (same id).
-OPTIMIZER_DEFAULTS: dict[str, dict[str, float]] = {
-    "sgd": {},
-    "adagrad": {"eps": 1e-7, "initial_accumulator": 0.1},
-    "rmsprop": {"decay": 0.9, "eps": 1e-8},
-    "adam": {"b1": 0.9, "b2": 0.999, "eps": 1e-8},
-    "adamw": {"b1": 0.9, "b2": 0.999, "eps": 1e-8},
-}
-
 
 class OptimizerConfig(_Strict):
     """Optax optimizer. ``momentum`` applies to SGD and RMSProp (``nesterov`` to SGD);
     ``b1``, ``b2``, ``eps`` to Adam and AdamW; ``decay`` (rho) and ``eps`` to RMSProp;
-    ``eps`` and ``initial_accumulator`` to Adagrad; each defaults to Optax's value
-    (:data:`OPTIMIZER_DEFAULTS`). ``weight_decay`` is decoupled weight decay (Loshchilov &
-    Hutter, 2019) for every optimizer, scaled by the learning rate as in PyTorch's AdamW; AdamW
-    is Adam with it. ``weight_decay_mask`` says which parameters it shrinks."""
+    ``eps`` and ``initial_accumulator`` to Adagrad; each defaults to Optax's value (the
+    registered optimizer's ``defaults``, see :mod:`sweepbook.optim`). ``weight_decay`` is
+    decoupled weight decay (Loshchilov & Hutter, 2019) for every optimizer, scaled by the
+    learning rate as in PyTorch's AdamW; AdamW is Adam with it. ``weight_decay_mask`` says
+    which parameters it shrinks."""
 
-    name: Literal["sgd", "adagrad", "rmsprop", "adam", "adamw"]
+    name: Annotated[str, _registered(OPTIMIZERS_AT)]
     learning_rate: Positive
     momentum: Unit = 0.0
     nesterov: bool = False
@@ -211,15 +230,18 @@ class OptimizerConfig(_Strict):
     def _defaults(cls, raw: Any) -> Any:
         """Fill the named optimizer's own numbers that the file leaves out (or null)."""
         name = raw.get("name") if isinstance(raw, dict) else None
-        if not isinstance(name, str) or name not in OPTIMIZER_DEFAULTS:
+        optimizers = registry_at(OPTIMIZERS_AT)
+        if not isinstance(name, str) or name not in optimizers:
             return raw  # field validation reports the bad or missing name
-        defaults = OPTIMIZER_DEFAULTS[name]
+        defaults = optimizers[name].defaults
         return {**raw, **{k: v for k, v in defaults.items() if raw.get(k) is None}}
 
     @model_validator(mode="after")
     def _check(self) -> OptimizerConfig:
-        if self.nesterov and self.name != "sgd":
-            raise FieldError("nesterov", "only used with optimizer.name = 'sgd'")
+        optimizers = registry_at(OPTIMIZERS_AT)
+        if self.nesterov and not optimizers[self.name].takes_nesterov:
+            takers = [f"'{n}'" for n, spec in optimizers.items() if spec.takes_nesterov]
+            raise FieldError("nesterov", f"only used with optimizer.name = {' or '.join(takers)}")
         return self
 
 
@@ -234,17 +256,6 @@ class PlateauConfig(_Strict):
     min_scale: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
 
 
-# The numbers each schedule needs (see schedules.py for the formulas).
-SCHEDULE_KEYS: dict[str, tuple[str, ...]] = {
-    "constant": (),
-    "step": ("gamma", "step_epochs"),
-    "exponential": ("gamma",),
-    "cosine": ("min_lr",),
-    "onecycle": ("pct_start", "div_factor", "final_div_factor"),
-    "cyclic": ("min_lr", "cycle_epochs"),
-}
-
-
 class ScheduleConfig(_Strict):
     """Learning-rate schedule over training, in epochs (fractional within an epoch).
 
@@ -252,7 +263,7 @@ class ScheduleConfig(_Strict):
     cosine annealing warm restarts (SGDR) with that period; ``cycle_epochs`` is the half period
     of the triangular cyclic schedule between ``min_lr`` and the learning rate."""
 
-    name: Literal["constant", "step", "exponential", "cosine", "onecycle", "cyclic"] = "constant"
+    name: Annotated[str, _registered(SCHEDULES_AT)] = "constant"
     warmup_epochs: Annotated[float, Field(ge=0.0)] = 0.0
     gamma: Positive | None = None
     step_epochs: Positive | None = None
@@ -266,9 +277,8 @@ class ScheduleConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> ScheduleConfig:
-        for key in SCHEDULE_KEYS[self.name]:
-            if getattr(self, key) is None:
-                raise FieldError(key, f"required when schedule.name = '{self.name}'")
+        requires = registry_at(SCHEDULES_AT)[self.name].requires
+        _required_keys(self, requires, f"schedule.name = '{self.name}'")
         return self
 
 
@@ -288,14 +298,14 @@ class RegularizationConfig(_Strict):
 class LossConfig(_Strict):
     """Cross-entropy, with optional label smoothing, or focal loss (Lin et al., 2017)."""
 
-    name: Literal["cross_entropy", "focal"] = "cross_entropy"
+    name: Annotated[str, _registered(LOSSES_AT)] = "cross_entropy"
     label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
     focal_gamma: Annotated[float, Field(ge=0.0)] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> LossConfig:
-        if self.name == "focal" and self.focal_gamma is None:
-            raise FieldError("focal_gamma", "required when loss.name = 'focal'")
+        requires = registry_at(LOSSES_AT)[self.name].requires
+        _required_keys(self, requires, f"loss.name = '{self.name}'")
         return self
 
 
@@ -389,9 +399,11 @@ class ExperimentConfig(_Strict):
     data: DataConfig
     model: ModelConfig
     optimizer: OptimizerConfig
-    schedule: ScheduleConfig = ScheduleConfig()
+    # Factories, not instances: validating a default names a component, and so imports the
+    # module that registers it (JAX, Optax), which importing config must not do.
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     regularization: RegularizationConfig = RegularizationConfig()
-    loss: LossConfig = LossConfig()
+    loss: LossConfig = Field(default_factory=LossConfig)
     augment: AugmentConfig = AugmentConfig()
     compress: CompressConfig = CompressConfig()
     train: TrainConfig
@@ -440,17 +452,7 @@ class ReportConfig(_Strict):
     @classmethod
     def _stored_metrics(cls, names: list[str]) -> list[str]:
         for name in names:
-            split, _, metric = name.partition(".")
-            stored = (split in ("test", "val") and metric in RUN_METRICS) or name in (
-                "train.accuracy",
-                "train.loss",
-                "model_bytes",
-                "nonzero_params",
-                "params",
-                "best_epoch",
-                "train_seconds",
-            )
-            if not stored:
+            if not is_stored_metric(name) and name not in RUN_COLUMNS:
                 raise ValueError(
                     f"'{name}' is not a stored metric (e.g. test.f1_macro, val.loss, model_bytes)"
                 )
@@ -768,78 +770,23 @@ def _axis_values(path: Path, section: str, key: str, values: Any) -> list[Any]:
 def load_sweep(path: Path) -> Sweep:
     """Read and validate a sweep file and its experiment. Raises :class:`ConfigError`."""
     path = Path(path)
-    raw = read_toml(path)
-    try:
-        parsed = SweepConfig.model_validate(raw)
-    except ValidationError as error:
-        raise _first_error(path, error) from None
-    name = path.stem
-    if not _SWEEP_NAME.match(name):
-        raise ConfigError(path, None, "sweep file name must be letters, digits, '_', '-', '.'")
-
-    experiment_path = resolve_experiment_path(path, parsed.experiment)
-    if not experiment_path.is_file():
-        raise ConfigError(
-            path, "experiment", _missing_experiment(parsed.experiment, experiment_path)
-        )
-    experiment = load_experiment(experiment_path)
+    parsed = _parse_sweep_file(path)
+    experiment_path, experiment = _sweep_experiment(path, parsed)
     known = set(flatten(experiment.model_dump())) - {"description"}
 
     overrides = _flat_section(path, "set", parsed.set)
     _check_keys(path, "set", list(overrides), known)
-
-    grid = {
-        k: _axis_values(path, "grid", k, v)
-        for k, v in _flat_section(path, "grid", parsed.grid).items()
-    }
-    _check_keys(path, "grid", list(grid), known)
-
-    zipped = {
-        k: _axis_values(path, "zip", k, v)
-        for k, v in _flat_section(path, "zip", parsed.zip).items()
-    }
-    _check_keys(path, "zip", list(zipped), known)
+    grid = _swept_section(path, "grid", parsed.grid, known)
+    zipped = _swept_section(path, "zip", parsed.zip, known)
     if len({len(v) for v in zipped.values()}) > 1:
         lengths = ", ".join(f"'{k}' has {len(v)}" for k, v in zipped.items())
         raise ConfigError(path, "zip", f"zip axes move together, so need equal lengths: {lengths}")
-
-    variants: list[tuple[str, FlatConfig]] = []
-    variant_replicates: dict[str, Replicates] = {}
-    for index, table in enumerate(parsed.variant):
-        body = dict(table)
-        variant_name = body.pop("name", None)
-        if not isinstance(variant_name, str) or not variant_name:
-            raise ConfigError(path, f"variant[{index}].name", "each variant needs a name string")
-        if "seeds" in body or "repeat" in body:
-            variant_replicates[variant_name] = _variant_replicates(
-                path, f"variant[{index}]", body.pop("seeds", parsed.seeds), body.pop("repeat", 1)
-            )
-        flat = _flat_section(path, f"variant[{index}]", body)
-        _check_keys(path, f"variant[{index}]", list(flat), known)
-        variants.append((variant_name, flat))
-    names = [n for n, _ in variants]
-    if len(set(names)) != len(names):
-        raise ConfigError(path, "variant.name", "variant names must be unique")
-
+    variants, variant_replicates = _variants(path, parsed, known)
     random = _random_search(path, parsed.random, known)
     search = _model_search(path, parsed.search, known)
-    if search and (grid or zipped or random or variants):
-        raise ConfigError(path, "search", "a [search] sweep takes [set], seeds and folds only")
-    if search and parsed.repeat > 1:
-        raise ConfigError(path, "repeat", "a [search] sweep cannot repeat runs")
-    random_keys = set(random.axes) if random else set()
-    swept = [set(grid), set(zipped), random_keys, set(search.axes) if search else set()]
-    overlapping = {k for i, a in enumerate(swept) for b in swept[i + 1 :] for k in a & b}
-    overlapping |= set(overrides) & set().union(*swept)
-    if parsed.folds is not None and "data.fold" in set(overrides).union(*swept):
-        overlapping.add("data.fold")
-    if overlapping:
-        raise ConfigError(path, sorted(overlapping)[0], "a key may be set or swept once, not twice")
-    if len(set(parsed.seeds)) != len(parsed.seeds):
-        raise ConfigError(path, "seeds", "seeds must be unique")
 
     sweep = Sweep(
-        name=name,
+        name=path.stem,
         path=path.resolve(),
         experiment_path=experiment_path,
         experiment=experiment,
@@ -857,8 +804,87 @@ def load_sweep(path: Path) -> Sweep:
         question=parsed.report.question or _leading_comment(path),
         launcher=parsed.launcher,
     )
+    _check_each_key_given_once(sweep)
     _check_report_keys(sweep, known)
     return sweep
+
+
+def _parse_sweep_file(path: Path) -> SweepConfig:
+    """The sweep file's tables, validated; its name (the store's) checked."""
+    raw = read_toml(path)
+    try:
+        parsed = SweepConfig.model_validate(raw)
+    except ValidationError as error:
+        raise _first_error(path, error) from None
+    if not _SWEEP_NAME.match(path.stem):
+        raise ConfigError(path, None, "sweep file name must be letters, digits, '_', '-', '.'")
+    return parsed
+
+
+def _sweep_experiment(path: Path, parsed: SweepConfig) -> tuple[Path, ExperimentConfig]:
+    """The experiment file a sweep names, and the experiment it holds."""
+    experiment_path = resolve_experiment_path(path, parsed.experiment)
+    if not experiment_path.is_file():
+        raise ConfigError(
+            path, "experiment", _missing_experiment(parsed.experiment, experiment_path)
+        )
+    return experiment_path, load_experiment(experiment_path)
+
+
+def _swept_section(
+    path: Path, section: str, table: dict[str, Any], known: set[str]
+) -> dict[str, list[Any]]:
+    """``[grid]`` or ``[zip]``: a non-empty list of values per experiment key."""
+    axes = {
+        k: _axis_values(path, section, k, v) for k, v in _flat_section(path, section, table).items()
+    }
+    _check_keys(path, section, list(axes), known)
+    return axes
+
+
+def _variants(
+    path: Path, parsed: SweepConfig, known: set[str]
+) -> tuple[list[tuple[str, FlatConfig]], dict[str, Replicates]]:
+    """``[[variant]]`` tables: each a unique name and overrides, and maybe its own seeds and
+    repeat."""
+    variants: list[tuple[str, FlatConfig]] = []
+    variant_replicates: dict[str, Replicates] = {}
+    for index, table in enumerate(parsed.variant):
+        body = dict(table)
+        variant_name = body.pop("name", None)
+        if not isinstance(variant_name, str) or not variant_name:
+            raise ConfigError(path, f"variant[{index}].name", "each variant needs a name string")
+        if "seeds" in body or "repeat" in body:
+            variant_replicates[variant_name] = _variant_replicates(
+                path, f"variant[{index}]", body.pop("seeds", parsed.seeds), body.pop("repeat", 1)
+            )
+        flat = _flat_section(path, f"variant[{index}]", body)
+        _check_keys(path, f"variant[{index}]", list(flat), known)
+        variants.append((variant_name, flat))
+    names = [n for n, _ in variants]
+    if len(set(names)) != len(names):
+        raise ConfigError(path, "variant.name", "variant names must be unique")
+    return variants, variant_replicates
+
+
+def _check_each_key_given_once(sweep: Sweep) -> None:
+    """A [search] sweep stands alone; otherwise a key is set or swept by one table only, and
+    seeds are unique."""
+    path, search = sweep.path, sweep.search
+    if search and (sweep.grid or sweep.zip or sweep.random or sweep.variants):
+        raise ConfigError(path, "search", "a [search] sweep takes [set], seeds and folds only")
+    if search and sweep.repeat > 1:
+        raise ConfigError(path, "repeat", "a [search] sweep cannot repeat runs")
+    random_keys = set(sweep.random.axes) if sweep.random else set()
+    swept = [set(sweep.grid), set(sweep.zip), random_keys, set(search.axes) if search else set()]
+    overlapping = {k for i, a in enumerate(swept) for b in swept[i + 1 :] for k in a & b}
+    overlapping |= set(sweep.set) & set().union(*swept)
+    if sweep.folds is not None and "data.fold" in set(sweep.set).union(*swept):
+        overlapping.add("data.fold")
+    if overlapping:
+        raise ConfigError(path, sorted(overlapping)[0], "a key may be set or swept once, not twice")
+    if len(set(sweep.seeds)) != len(sweep.seeds):
+        raise ConfigError(path, "seeds", "seeds must be unique")
 
 
 def _variant_replicates(path: Path, where: str, seeds: Any, repeat: Any) -> Replicates:
@@ -975,9 +1001,7 @@ def _check_report_keys(sweep: Sweep, known: set[str]) -> None:
         if key not in sweep.axes:
             raise ConfigError(sweep.path, "report.compare", f"'{key}' is not a swept axis")
     metric = sweep.report.metric
-    split, _, name = metric.partition(".")
-    stored = name in RUN_METRICS if split in ("test", "val") else name in ("accuracy", "loss")
-    if split not in ("test", "val", "train") or not stored:
+    if not is_stored_metric(metric):
         raise ConfigError(
             sweep.path, "report.metric", f"'{metric}' is not a stored metric (e.g. test.accuracy)"
         )
@@ -993,25 +1017,28 @@ def validate_run(sweep: Sweep, flat: FlatConfig, variant: str | None = None) -> 
         raise sweep.blame(problem.key, problem.message, variant) from None
 
 
-# Metrics stored per run for the test and validation sets (see metrics.py and train.py).
-RUN_METRICS = (
-    "accuracy",
-    "loss",
-    *(
-        f"{kind}_{average}"
-        for kind in ("precision", "recall", "f1")
-        for average in ("micro", "macro", "weighted")
-    ),
-    "roc_auc",
-    "ece",
-    "mce",
-)
-_LOWER_IS_BETTER = ("loss", "error", "ece", "mce")
+# What training records on the training set, per epoch (see train.py); the test and validation
+# sets get every stored metric of metrics.METRICS.
+TRAIN_METRICS = ("accuracy", "loss")
+# Numbers every run stores beside its metrics, which a report's table may show too.
+RUN_COLUMNS = ("model_bytes", "nonzero_params", "params", "best_epoch", "train_seconds")
+
+
+def is_stored_metric(key: str) -> bool:
+    """Whether runs store ``key`` (``test.f1_macro``, ``train.loss``): a metric of
+    :data:`metrics.METRICS` that every run stores, for the test or validation set, or one that
+    training records on the training set."""
+    split, _, name = key.partition(".")
+    if split == "train":
+        return name in TRAIN_METRICS
+    return split in ("test", "val") and name in METRICS and METRICS[name].stored
 
 
 def metric_direction(report: ReportConfig) -> Literal["max", "min"]:
-    """Losses and calibration errors are minimised, everything else maximised, unless the
-    sweep says otherwise."""
+    """The registered direction of the report's metric (:data:`metrics.METRICS`: losses and
+    calibration errors are minimised), "max" for a metric it does not know, unless the sweep
+    says otherwise."""
     if report.direction:
         return report.direction
-    return "min" if report.metric.rpartition(".")[2] in _LOWER_IS_BETTER else "max"
+    name = report.metric.rpartition(".")[2]
+    return METRICS[name].direction if name in METRICS else "max"

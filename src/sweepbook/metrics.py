@@ -8,7 +8,38 @@ evaluation of every run.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import numpy as np
+
+from sweepbook.registry import Registry
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """A metric a report can rank runs by (``report.metric = "<split>.<name>"``).
+
+    ``direction``: whether a higher ("max") or lower ("min") value is better; ``label``: its
+    readable name; ``stored``: whether every run stores it for the test and validation sets
+    (a metric that is not, like "error", can only set the direction of a sweep's own
+    ``report.direction``-less ranking of a column it computes itself)."""
+
+    direction: Literal["max", "min"]
+    label: str
+    stored: bool = True
+
+
+METRICS: Registry[MetricSpec] = Registry("metric")
+METRICS.register("accuracy", MetricSpec("max", "accuracy"))
+METRICS.register("loss", MetricSpec("min", "loss"))
+for _kind, _shown in (("precision", "precision"), ("recall", "recall"), ("f1", "F1")):
+    for _average in ("micro", "macro", "weighted"):
+        METRICS.register(f"{_kind}_{_average}", MetricSpec("max", f"{_shown} ({_average})"))
+METRICS.register("roc_auc", MetricSpec("max", "ROC-AUC"))
+METRICS.register("ece", MetricSpec("min", "ECE"))
+METRICS.register("mce", MetricSpec("min", "MCE"))
+METRICS.register("error", MetricSpec("min", "error", stored=False))
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:

@@ -1,5 +1,9 @@
 """Flax modules: an MLP, LeNet-5 and a small CNN. Architecture comes from config.
 
+Each kind of model is a :class:`ModelSpec` registered in :data:`MODELS` under its
+``model.kind``; the built-ins register at the end of this module exactly as a user's model
+would, and :func:`build_model` only looks the kind up.
+
 Every module is called as ``model.apply(variables, x, train=..., dropout_rate=...,
 dropout_key=..., mask=...)``:
 
@@ -31,6 +35,7 @@ import numpy as np
 from jax import lax
 
 from sweepbook.config import ModelConfig
+from sweepbook.registry import Registry
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": nn.relu,
@@ -105,11 +110,18 @@ def choose_numerics(kind: str, platform: str) -> str:
     On CPU, conv nets use patches and reshape pooling: LeNet-5 trains 1.6-1.7x faster
     (``sweepbook bench`` measures it against the legacy formulation side by side). Elsewhere
     they keep XLA's convolution, which GPU libraries run as a native grouped convolution; the
-    patches would multiply activation memory by the kernel area there.
+    patches would multiply activation memory by the kernel area there. A model registered
+    without formulations (``ModelSpec.convolutional`` false) has the dense one only.
     """
-    if kind == "mlp":
+    if not MODELS[kind].convolutional:
         return DENSE_NUMERICS
     return FAST_CPU_NUMERICS.name if platform == "cpu" else LEGACY_NUMERICS.name
+
+
+def numerics_before_formulations(kind: str) -> str:
+    """The formulation runs of ``kind`` were trained in by a sweepbook that did not store one
+    (stores without a ``numerics`` column): dense, or a conv net's legacy formulation."""
+    return LEGACY_NUMERICS.name if MODELS[kind].convolutional else DENSE_NUMERICS
 
 
 def conv_as_patches(
@@ -277,38 +289,120 @@ class SmallCNN(_ConvNet):
     head: Sequence[int] = (32,)
 
 
-def multiply_adds(config: ModelConfig, image: Sequence[int], num_classes: int) -> int:
-    """Multiply-adds of one example's forward pass through the model's dense and convolution
-    layers (pooling, biases and activations are not counted), from the model's own shapes."""
-    model = build_model(config, num_classes)
-    total, features = 0, int(np.prod(image))
-    if isinstance(model, _ConvNet):
-        size, channels = image[0], image[-1]
-        for layer, out_channels in enumerate(model.convolutions):
-            kernel = model.kernel
-            if model.padding(layer, size) == "VALID":
-                size = size - kernel + 1
-            total += size * size * out_channels * kernel * kernel * channels
-            size, channels = -(-size // 2), out_channels  # 2x2 pooling, SAME
-        features = size * size * channels
-        widths = [features, *model.head, num_classes]
-    else:
-        widths = [features, *config.widths, num_classes]
-    return total + sum(a * b for a, b in itertools.pairwise(widths))
+ModelBuilder = Callable[[ModelConfig, int, str | None], nn.Module]
+MultiplyAdds = Callable[[ModelConfig, Sequence[int], int], int]
 
 
-def build_model(config: ModelConfig, num_classes: int, numerics: str | None = None) -> nn.Module:
-    """The model of ``config``; a conv net in formulation ``numerics`` (a :class:`Numerics`
-    name; default the legacy one). The formulation changes no parameter name or shape."""
-    common: dict[str, Any] = {
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model kind (``model.kind``).
+
+    - ``build(config, num_classes, numerics)``: the Flax module, called as every sweepbook
+      model is (see the module docstring); ``numerics`` is a :class:`Numerics` name for a
+      convolutional kind, :data:`DENSE_NUMERICS` or None (the legacy formulation) otherwise.
+    - ``convolutional``: its layers come in formulations (:func:`choose_numerics` picks one).
+    - ``widths``: whether ``model.widths`` is "required" (an MLP's hidden layers),
+      "forbidden" (fixed by the architecture) or "optional" for this kind.
+    - ``multiply_adds(config, image, num_classes)``: one example's forward multiply-adds;
+      None estimates them from XLA's cost analysis of the forward pass.
+    """
+
+    build: ModelBuilder
+    convolutional: bool = False
+    widths: Literal["required", "forbidden", "optional"] = "optional"
+    multiply_adds: MultiplyAdds | None = None
+
+
+MODELS: Registry[ModelSpec] = Registry("model")
+
+
+def _common(config: ModelConfig, num_classes: int) -> dict[str, Any]:
+    return {
         "activation": config.activation,
         "batch_norm": config.batch_norm,
         "initializer": config.init,
         "num_classes": num_classes,
     }
-    if config.kind == "mlp":
-        return MLP(widths=tuple(config.widths), **common)
-    conv_numerics = numerics or LEGACY_NUMERICS.name
-    if config.kind == "lenet5":
-        return LeNet5(numerics=conv_numerics, **common)
-    return SmallCNN(numerics=conv_numerics, **common)
+
+
+def _dense_multiply_adds(widths: Sequence[int]) -> int:
+    return sum(a * b for a, b in itertools.pairwise(widths))
+
+
+def _mlp_multiply_adds(config: ModelConfig, image: Sequence[int], num_classes: int) -> int:
+    return _dense_multiply_adds([int(np.prod(image)), *config.widths, num_classes])
+
+
+def _conv_multiply_adds(config: ModelConfig, image: Sequence[int], num_classes: int) -> int:
+    model = build_model(config, num_classes)
+    assert isinstance(model, _ConvNet)
+    total, size, channels = 0, image[0], image[-1]
+    for layer, out_channels in enumerate(model.convolutions):
+        kernel = model.kernel
+        if model.padding(layer, size) == "VALID":
+            size = size - kernel + 1
+        total += size * size * out_channels * kernel * kernel * channels
+        size, channels = -(-size // 2), out_channels  # 2x2 pooling, SAME
+    return total + _dense_multiply_adds([size * size * channels, *model.head, num_classes])
+
+
+def _build_mlp(config: ModelConfig, num_classes: int, numerics: str | None) -> nn.Module:
+    return MLP(widths=tuple(config.widths), **_common(config, num_classes))
+
+
+def _build_lenet5(config: ModelConfig, num_classes: int, numerics: str | None) -> nn.Module:
+    return LeNet5(numerics=numerics or LEGACY_NUMERICS.name, **_common(config, num_classes))
+
+
+def _build_small_cnn(config: ModelConfig, num_classes: int, numerics: str | None) -> nn.Module:
+    return SmallCNN(numerics=numerics or LEGACY_NUMERICS.name, **_common(config, num_classes))
+
+
+MODELS.register("mlp", ModelSpec(_build_mlp, widths="required", multiply_adds=_mlp_multiply_adds))
+MODELS.register(
+    "lenet5",
+    ModelSpec(
+        _build_lenet5,
+        convolutional=True,
+        widths="forbidden",
+        multiply_adds=_conv_multiply_adds,
+    ),
+)
+MODELS.register(
+    "cnn",
+    ModelSpec(
+        _build_small_cnn,
+        convolutional=True,
+        widths="forbidden",
+        multiply_adds=_conv_multiply_adds,
+    ),
+)
+
+
+def build_model(config: ModelConfig, num_classes: int, numerics: str | None = None) -> nn.Module:
+    """The model of ``config`` (its kind looked up in :data:`MODELS`); a conv net in
+    formulation ``numerics`` (a :class:`Numerics` name; default the legacy one). The
+    formulation changes no parameter name or shape."""
+    return MODELS[config.kind].build(config, num_classes, numerics)
+
+
+def multiply_adds(config: ModelConfig, image: Sequence[int], num_classes: int) -> int:
+    """Multiply-adds of one example's forward pass through the model's dense and convolution
+    layers (pooling, biases and activations are not counted), from the model's own shapes."""
+    count = MODELS[config.kind].multiply_adds
+    if count is not None:
+        return count(config, image, num_classes)
+    return _estimated_multiply_adds(build_model(config, num_classes), image)
+
+
+def _estimated_multiply_adds(model: nn.Module, image: Sequence[int]) -> int:
+    """Half the floating-point operations XLA counts in one example's forward pass (a
+    multiply-add is two): for a registered model that does not count its own. Approximate: it
+    counts biases and activations too, and leaves out the taps of a SAME convolution that fall
+    on its padding (within 10% of the built-ins' own counts)."""
+    example = jnp.zeros((1, *image), jnp.float32)
+    call = {"train": False, "dropout_rate": jnp.float32(0.0), "dropout_key": None}
+    variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, **call), example)
+    lowered = jax.jit(lambda v, x: model.apply(v, x, **call)).lower(variables, example)
+    cost = lowered.cost_analysis() or {}  # a backend without an estimate: no chunk limit
+    return int(cost.get("flops", 0)) // 2

@@ -18,11 +18,14 @@ biases nor batch-norm scales and offsets, the usual practice for transformers an
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol
 
 import jax
 import optax
 
+from sweepbook.registry import Registry
 from sweepbook.regularize import is_kernel
 
 
@@ -41,6 +44,72 @@ class OptimizerHyper(NamedTuple):
     clip_value: jax.Array
 
 
+class DirectionBuilder(Protocol):
+    def __call__(
+        self, hyper: OptimizerHyper, *, nesterov: bool, centered: bool
+    ) -> Sequence[optax.GradientTransformation]: ...
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """A registered optimizer (``optimizer.name``).
+
+    ``direction(hyper, nesterov=..., centered=...)`` returns the optimizer's transformations in
+    order, without learning-rate scaling; :func:`build_direction` puts clipping before them and
+    weight decay after. ``defaults`` are the numbers it reads beyond the learning rate that a
+    file may leave out (Optax's defaults); ``takes_nesterov``: whether ``optimizer.nesterov``
+    means anything to it."""
+
+    direction: DirectionBuilder
+    defaults: Mapping[str, float] = field(default_factory=dict)
+    takes_nesterov: bool = False
+
+
+OPTIMIZERS: Registry[OptimizerSpec] = Registry("optimizer")
+
+
+def _sgd(
+    hyper: OptimizerHyper, *, nesterov: bool, centered: bool
+) -> list[optax.GradientTransformation]:
+    # Momentum 0 is plain SGD exactly; keeping the trace keeps one program for both.
+    return [optax.trace(decay=hyper.momentum, nesterov=nesterov)]
+
+
+def _adagrad(
+    hyper: OptimizerHyper, *, nesterov: bool, centered: bool
+) -> list[optax.GradientTransformation]:
+    return [optax.scale_by_rss(initial_accumulator_value=hyper.initial_accumulator, eps=hyper.eps)]
+
+
+def _rmsprop(
+    hyper: OptimizerHyper, *, nesterov: bool, centered: bool
+) -> list[optax.GradientTransformation]:
+    scale = optax.scale_by_stddev if centered else optax.scale_by_rms
+    return [
+        scale(decay=hyper.decay, eps=hyper.eps),
+        optax.trace(decay=hyper.momentum, nesterov=False),
+    ]
+
+
+def _adam(
+    hyper: OptimizerHyper, *, nesterov: bool, centered: bool
+) -> list[optax.GradientTransformation]:
+    return [optax.scale_by_adam(b1=hyper.b1, b2=hyper.b2, eps=hyper.eps)]
+
+
+# The defaults are Optax's (those of optax.adagrad, optax.rmsprop, optax.adam and optax.adamw;
+# PyTorch's agree except RMSProp's decay, 0.99 there, and Adagrad's, 0 and 1e-10 there). A key
+# left out of a file takes its default, so a run spelled out in full and one left minimal are
+# the same run (same id).
+_ADAM_DEFAULTS = {"b1": 0.9, "b2": 0.999, "eps": 1e-8}
+OPTIMIZERS.register("sgd", OptimizerSpec(_sgd, takes_nesterov=True))
+OPTIMIZERS.register("adagrad", OptimizerSpec(_adagrad, {"eps": 1e-7, "initial_accumulator": 0.1}))
+OPTIMIZERS.register("rmsprop", OptimizerSpec(_rmsprop, {"decay": 0.9, "eps": 1e-8}))
+OPTIMIZERS.register("adam", OptimizerSpec(_adam, _ADAM_DEFAULTS))
+# AdamW is Adam with decoupled weight decay, which build_direction adds for every optimizer.
+OPTIMIZERS.register("adamw", OptimizerSpec(_adam, _ADAM_DEFAULTS))
+
+
 def build_direction(
     name: str,
     hyper: OptimizerHyper,
@@ -50,27 +119,15 @@ def build_direction(
     clip_norm: bool = False,
     clip_value: bool = False,
 ) -> optax.GradientTransformation:
-    """The update direction of optimizer ``name``; booleans are static structure choices."""
+    """The update direction of optimizer ``name`` (looked up in :data:`OPTIMIZERS`); booleans
+    are static structure choices."""
+    direction = OPTIMIZERS[name].direction(hyper, nesterov=nesterov, centered=centered)
     chain: list[optax.GradientTransformation] = []
     if clip_value:
         chain.append(optax.clip(hyper.clip_value))
     if clip_norm:
         chain.append(optax.clip_by_global_norm(hyper.clip_norm))
-    if name == "sgd":
-        # Momentum 0 is plain SGD exactly; keeping the trace keeps one program for both.
-        chain.append(optax.trace(decay=hyper.momentum, nesterov=nesterov))
-    elif name == "adagrad":
-        chain.append(
-            optax.scale_by_rss(initial_accumulator_value=hyper.initial_accumulator, eps=hyper.eps)
-        )
-    elif name == "rmsprop":
-        scale = optax.scale_by_stddev if centered else optax.scale_by_rms
-        chain.append(scale(decay=hyper.decay, eps=hyper.eps))
-        chain.append(optax.trace(decay=hyper.momentum, nesterov=False))
-    elif name in ("adam", "adamw"):
-        chain.append(optax.scale_by_adam(b1=hyper.b1, b2=hyper.b2, eps=hyper.eps))
-    else:
-        raise ValueError(f"unknown optimizer '{name}'")
+    chain.extend(direction)
     chain.append(add_decayed_weights(hyper.weight_decay, hyper.weight_decay_all))
     return optax.chain(*chain)
 

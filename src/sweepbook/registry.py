@@ -16,8 +16,10 @@ allowed names are never repeated as a hand-kept list, and a typo gets a "did you
 from __future__ import annotations
 
 import difflib
+import functools
+import importlib
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar, overload
+from typing import Any, Generic, TypeVar, overload
 
 T = TypeVar("T")
 
@@ -93,3 +95,19 @@ class Registry(Generic[T]):
         if name not in self._entries:
             raise UnknownName(self.unknown(name))
         return name
+
+
+@functools.cache
+def registry_at(reference: str) -> Registry[Any]:
+    """The registry ``"package.module:NAME"``, its module imported (which registers the
+    built-ins it holds).
+
+    For config validation: the modules that build components import :mod:`sweepbook.config`
+    for their config classes, so config names their registries by reference instead of
+    importing them (no import cycle), and importing config alone stays free of JAX.
+    """
+    module_name, _, attribute = reference.partition(":")
+    found = getattr(importlib.import_module(module_name), attribute, None)
+    if not isinstance(found, Registry):
+        raise TypeError(f"{reference!r} is not a Registry")
+    return found

@@ -20,12 +20,14 @@ reaches 1 at the last warm-up step. Without warm-up (``w = 0``) the factor is 1.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from sweepbook.config import ScheduleConfig
+from sweepbook.registry import Registry
 
 
 class ScheduleParams(NamedTuple):
@@ -149,14 +151,25 @@ def _cyclic(p: ScheduleParams, b: jax.Array, t: jax.Array, horizon: jax.Array) -
     return p.min_lr + (b - p.min_lr) * jnp.maximum(0.0, 1.0 - x)
 
 
-_SCHEDULES: dict[str, _Schedule] = {
-    "constant": _constant,
-    "step": _step,
-    "exponential": _exponential,
-    "cosine": _cosine,
-    "onecycle": _onecycle,
-    "cyclic": _cyclic,
-}
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """A registered schedule (``schedule.name``): ``rate(params, base_lr, t, horizon)`` is
+    ``s`` of the module docstring, ``requires`` the ``[schedule]`` keys it reads (the file must
+    give them; the rest are 0.0 in :class:`ScheduleParams`)."""
+
+    rate: _Schedule
+    requires: tuple[str, ...] = ()
+
+
+SCHEDULES: Registry[ScheduleSpec] = Registry("schedule")
+SCHEDULES.register("constant", ScheduleSpec(_constant))
+SCHEDULES.register("step", ScheduleSpec(_step, ("gamma", "step_epochs")))
+SCHEDULES.register("exponential", ScheduleSpec(_exponential, ("gamma",)))
+SCHEDULES.register("cosine", ScheduleSpec(_cosine, ("min_lr",)))
+SCHEDULES.register(
+    "onecycle", ScheduleSpec(_onecycle, ("pct_start", "div_factor", "final_div_factor"))
+)
+SCHEDULES.register("cyclic", ScheduleSpec(_cyclic, ("min_lr", "cycle_epochs")))
 
 
 def learning_rate(
@@ -175,8 +188,7 @@ def learning_rate(
     docstring and each schedule's formula). ``name``, ``total_epochs`` and
     ``steps_per_epoch`` are static; everything else may be traced.
     """
-    if name not in _SCHEDULES:
-        raise ValueError(f"unknown schedule '{name}'; expected one of {sorted(_SCHEDULES)}")
+    schedule = SCHEDULES[name].rate
     if steps_per_epoch < 1:
         raise ValueError(f"steps_per_epoch must be at least 1, got {steps_per_epoch}")
     warmup = params.warmup_epochs
@@ -185,7 +197,7 @@ def learning_rate(
     ramp = (epoch_time + 1.0 / steps_per_epoch) / jnp.where(has_warmup, warmup, 1.0)
     warmup_factor = jnp.where(has_warmup, jnp.minimum(1.0, ramp), 1.0)
     shifted = jnp.maximum(epoch_time - warmup, 0.0)
-    scheduled = _SCHEDULES[name](params, base_lr, shifted, _horizon(total_epochs, warmup))
+    scheduled = schedule(params, base_lr, shifted, _horizon(total_epochs, warmup))
     return warmup_factor * scheduled
 
 
