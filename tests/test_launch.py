@@ -293,3 +293,13 @@ def test_when_squeue_fails_nothing_is_submitted(
     (jobs / launch.SUBMITTED_FILE).write_text("{not json")
     with pytest.raises(launch.LaunchError, match=r"submitted\.json: unreadable"):
         launch.read_submitted(jobs)
+
+
+def test_last_error_line_names_a_validation_error_not_its_documentation_link() -> None:
+    log = (
+        "Traceback ...\n"
+        "pydantic_core._pydantic_core.ValidationError: 1 validation error for ModelConfig\n"
+        "kind\n  Value error, unknown model 'linar' [type=value_error]\n"
+        "    For further information visit https://errors.pydantic.dev/2.9/v/value_error\n"
+    )
+    assert last_error_line(log) == "Value error, unknown model 'linar' [type=value_error]"

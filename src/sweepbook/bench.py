@@ -46,7 +46,13 @@ from sweepbook.bench_workloads import (
 from sweepbook.config import RunConfig, flatten, unflatten
 from sweepbook.data import Split, load_split
 from sweepbook.engine import forget_compiled_programs, group_runs, load_splits, train_runs
-from sweepbook.models import LEGACY_NUMERICS, build_model, choose_numerics, multiply_adds
+from sweepbook.models import (
+    LEGACY_NUMERICS,
+    MODELS,
+    build_model,
+    choose_numerics,
+    multiply_adds,
+)
 from sweepbook.plan import PlannedRun, run_id
 from sweepbook.store import Store, atomic_write_json
 from sweepbook.train import data_arrays, hyper_from_config, static_spec, train_run
@@ -123,7 +129,7 @@ def _torch_model(config: RunConfig, image: tuple[int, ...], num_classes: int) ->
     flax_model = build_model(config.model, num_classes)
     layers: list[Any] = []
     features = int(np.prod(image))
-    if config.model.kind != "mlp":
+    if MODELS[config.model.kind].convolutional:
         size, channels = image[0], image[-1]
         for layer, out_channels in enumerate(flax_model.convolutions):
             kernel = flax_model.kernel

@@ -407,7 +407,8 @@ def last_error_line(text: str) -> str:
     Exited with exit code 1``), which say less than the line before them."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     stopped = [line for line in lines if line.startswith("slurmstepd") and "***" in line]
-    said = [line for line in lines if not line.startswith("srun: ")]
+    # pydantic ends its errors with a link, which says less than the error above it.
+    said = [line for line in lines if not line.startswith(("srun: ", "For further information"))]
     return (stopped or said or lines or ["no error output"])[-1]
 
 

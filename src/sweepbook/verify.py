@@ -36,7 +36,12 @@ import sweepbook
 from sweepbook import provenance
 from sweepbook.config import RunConfig, unflatten
 from sweepbook.engine import load_splits, train_runs
-from sweepbook.models import DENSE_NUMERICS, KNOWN_NUMERICS, LEGACY_NUMERICS, Numerics
+from sweepbook.models import (
+    DENSE_NUMERICS,
+    KNOWN_NUMERICS,
+    Numerics,
+    numerics_before_formulations,
+)
 from sweepbook.plan import PlannedRun, run_id
 from sweepbook.report import VERIFICATION_FILE
 from sweepbook.store import DONE_STATUSES, Store, StoreError, atomic_write_json
@@ -85,8 +90,7 @@ def stored_numerics(row: dict[str, Any], config: RunConfig) -> tuple[str, bool]:
     recorded = row.get("numerics")
     if recorded:
         return str(recorded), True
-    implied = DENSE_NUMERICS if config.model.kind == "mlp" else LEGACY_NUMERICS.name
-    return implied, False
+    return numerics_before_formulations(config.model.kind), False
 
 
 def replayable(numerics: str) -> bool:
