@@ -18,9 +18,12 @@ import flax.linen as nn
 import jax
 import polars as pl
 import pytest
+from matplotlib.figure import Figure
 
+from sweepbook import run_sweep
 from sweepbook.cli import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, main
 from sweepbook.config import ModelConfig
+from sweepbook.figure_kinds import FIGURES, FigureData, FigureSpec
 from sweepbook.models import MODELS, ModelSpec, build_model, choose_numerics, multiply_adds
 from sweepbook.registry import UnknownName
 
@@ -127,6 +130,53 @@ def test_a_sweep_trains_a_model_kind_registered_by_a_test_module(
     assert runs["test.accuracy"].min() > 0.5  # it learns: chance is 0.1
     history = pl.read_parquet(tmp_path / "reports" / "linear" / "history.parquet")
     assert history.height == 2 * 4  # 2 runs x 4 epochs
+
+
+def draw_seed_scatter(data: FigureData) -> Figure:
+    """A figure kind of the test's own: the headline metric of each run against its seed."""
+    fig = Figure(figsize=(data.venue.column_width_in, 1.8))
+    ax = fig.add_subplot()
+    ax.plot(data.ok["seed"].to_list(), data.ok[data.metric].to_list(), "o")
+    ax.set_xlabel("seed")
+    ax.set_ylabel(data.metric)
+    return fig
+
+
+@pytest.fixture
+def seed_scatter_kind() -> Iterator[str]:
+    FIGURES.register(
+        "test_seed_scatter",
+        FigureSpec(
+            stem="seed_scatter",
+            title="Headline by seed",
+            caption=lambda d: f"{d.metric} of each of the {d.ok.height} runs against its seed.",
+            build=draw_seed_scatter,
+            applies=lambda d: d.ok.height > 0,
+        ),
+    )
+    try:
+        yield "test_seed_scatter"
+    finally:
+        FIGURES.unregister("test_seed_scatter")
+
+
+def test_a_model_kind_and_a_figure_kind_from_a_test_module_in_one_sweep(
+    tmp_path: Path, linear_kind: str, seed_scatter_kind: str
+) -> None:
+    """Issue 15's bar: new components registered from outside ``src/``, a sweep that uses
+    both, through the library call a notebook would make."""
+    project = write_linear_project(tmp_path, linear_kind)
+
+    summary = run_sweep(project / "sweeps" / "linear.toml", project / "reports" / "linear")
+
+    assert summary.succeeded and summary.trained == summary.ok == 2
+    runs = pl.read_parquet(summary.store / "runs.parquet")
+    assert set(runs["model.kind"]) == {linear_kind}
+    assert summary.report is not None
+    html = summary.report.read_text(encoding="utf-8")
+    assert "Headline by seed" in html
+    assert "test.accuracy of each of the 2 runs against its seed." in html
+    assert (summary.store / "figures" / "seed_scatter.svg").is_file()
 
 
 def test_an_unknown_kind_is_one_line_with_a_hint_and_exit_2(
