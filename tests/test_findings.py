@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 import scipy.stats
 
-from sweepbook import stats
+from sweepbook import figures, stats
 from sweepbook.findings import (
     Findings,
     compute_findings,
@@ -375,3 +375,87 @@ def test_regularizers_findings_match_its_expected_line() -> None:
     assert "No single configuration differs from the best beyond seed noise" in said
     assert "the F-test finds that variant moves test.accuracy as a whole" in said
     assert "noise, not structure" not in said
+
+
+def _table_of(runs: pl.DataFrame, compare: list[str]) -> Any:
+    """The report's comparison of ``runs`` as a store of this sweep would show it."""
+    from sweepbook.report import compare_configurations
+    from sweepbook.venues import DEFAULT_VENUE, venue_named
+
+    record = {
+        "name": "s",
+        "title": "S",
+        "metric": "test.accuracy",
+        "direction": "max",
+        "compare": compare,
+    }
+    comparison = compare_configurations(
+        runs.with_columns(best_epoch=pl.lit(1), train_seconds=pl.lit(1.0)),
+        pl.DataFrame({"run_id": [], "epoch": [], "lr": []}),
+        record,
+        venue_named(DEFAULT_VENUE),
+        replicates_text="3 seeds",
+        seeds_text="3 seeds (seeds 0, 1, 2)",
+    )
+    axes = {planned.name: len(planned.figure.axes) for planned in comparison.figures}
+    for planned in comparison.figures:
+        figures.close(planned.figure)
+    return comparison, axes
+
+
+def test_the_table_stars_the_configuration_the_findings_choose_on_validation() -> None:
+    """Validation prefers 1e-3, test 1e-2: the table's ★, the best sentence and the paper
+    captions follow the validation choice, as the findings do, and say so."""
+
+    def prefers_1e3(config: dict[str, Any]) -> float:
+        return 0.2 if config[LR] == 1e-3 else 0.0
+
+    runs = grid_runs({LR: [1e-4, 1e-3, 1e-2]}, learning_rate_matters, validation_shift=prefers_1e3)
+    comparison, _ = _table_of(runs, [LR])
+    starred = [row.cells[0] for row in comparison.table.rows if row.best]
+    assert starred == ["0.001"]
+    assert findings_of(runs, compare=[LR]).winner.values[LR] == 1e-3  # type: ignore[union-attr]
+    assert "chosen on mean val.accuracy" in comparison.table.caption
+    assert comparison.best_summary.startswith("Best configuration, chosen on mean val.accuracy")
+    paper = comparison.paper_tables["results.tex"]
+    assert "chosen on mean val.accuracy" in paper.caption
+
+
+def test_the_table_decides_ties_with_holm_as_the_findings_do() -> None:
+    """Raw p of 'b' against the best is below 0.05, Holm-adjusted above: ≈ in the table."""
+    samples = {
+        "a": [0.900, 0.905, 0.910],
+        "b": [0.880, 0.889, 0.895],
+        "c": [0.899, 0.902, 0.909],
+        "d": [0.897, 0.904, 0.906],
+    }
+    runs = pl.DataFrame(
+        [
+            {"run_id": f"{name}{i}", "status": "ok", "variant": name, "seed": i, "test.accuracy": v}
+            for name, values in samples.items()
+            for i, v in enumerate(values)
+        ]
+    )
+    table = _table_of(runs, ["variant"])[0].table
+    marks = {row.cells[0]: ("★" if row.best else "≈" if row.tie else "") for row in table.rows}
+    assert marks == {"a": "★", "b": "≈", "c": "≈", "d": "≈"}
+    assert "Holm-Bonferroni-corrected over the 3 comparisons" in table.caption
+    assert "p vs best (Holm)" in table.headers
+
+
+def _heatmap_of(runs: pl.DataFrame) -> tuple[str, int]:
+    """The heatmap's caption and its number of axes (2 with a colour bar)."""
+    comparison, axes = _table_of(runs, [LR, BATCH])
+    (heatmap,) = [f for f in comparison.figures if f.name.startswith("heatmap_")]
+    return heatmap.caption, axes[heatmap.name]
+
+
+def test_a_heatmap_of_noise_is_not_coloured_and_its_caption_says_why() -> None:
+    nothing_matters = grid_runs({LR: [1e-3, 1e-2], BATCH: [16, 64]}, lambda config: 0.9)
+    caption, axes = _heatmap_of(nothing_matters)
+    assert "within seed noise of the best" in caption
+    assert axes == 1  # no colour bar
+    rate_matters = grid_runs({LR: [1e-3, 1e-2], BATCH: [16, 64]}, learning_rate_matters)
+    caption, axes = _heatmap_of(rate_matters)
+    assert "within seed noise" not in caption
+    assert axes == 2  # the grid and its colour bar

@@ -147,8 +147,10 @@ def heatmap_figure(
     best: int | None,
     venue: Venue = figures.ARTICLE,
     labels: dict[str, str] | None = None,
+    coloured: bool = True,
 ) -> Figure:
-    """Mean metric on the grid of the two compared axes (rows: the second, columns: the first)."""
+    """Mean metric on the grid of the two compared axes (rows: the second, columns: the first);
+    ``coloured=False`` when every difference is within seed noise (:func:`figures.heatmap`)."""
     columns_axis, rows_axis = compare
     column_values = summary[columns_axis].unique(maintain_order=True).to_list()
     row_values = summary[rows_axis].unique(maintain_order=True).to_list()
@@ -174,6 +176,7 @@ def heatmap_figure(
         value_label=(labels or {}).get(metric, metric),
         best=best_cell,
         venue=venue,
+        coloured=coloured,
     )
 
 
@@ -350,6 +353,17 @@ class FigureData:
         )
 
     @functools.cached_property
+    def within_noise(self) -> bool:
+        """Every configuration tied with the best (as the table's ≈ marks decide): nothing
+        here is distinguishable from seed noise. False where ties were not tested."""
+        ties = f"{self.metric}:tie"
+        return (
+            self.summary.height > 1
+            and ties in self.summary.columns
+            and bool(self.summary[ties].fill_null(False).all())
+        )
+
+    @functools.cached_property
     def best_row(self) -> dict[str, Any] | None:
         return None if self.best is None else self.summary.row(self.best, named=True)
 
@@ -466,8 +480,22 @@ FIGURES.register(
         title=lambda d: f"{d.metric}: {d.compare[0]} × {d.compare[1]}",
         caption=lambda d: (
             f"Mean {d.metric} over {d.seeds_text} per cell; the best configuration is boxed."
+            + (
+                " Every configuration is within seed noise of the best (the table's ≈ test), "
+                "so the cells are not coloured: a colour scale would show noise as structure."
+                if d.within_noise
+                else ""
+            )
         ),
-        build=lambda d: heatmap_figure(d.summary, d.compare, d.metric, d.best, d.venue, d.labels),
+        build=lambda d: heatmap_figure(
+            d.summary,
+            d.compare,
+            d.metric,
+            d.best,
+            d.venue,
+            d.labels,
+            coloured=not d.within_noise,
+        ),
         applies=lambda d: (
             len(d.compare) == 2 and all(d.summary[axis].n_unique() > 1 for axis in d.compare)
         ),

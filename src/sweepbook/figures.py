@@ -464,15 +464,21 @@ def heatmap(
     value_label: str,
     best: tuple[int, int] | None,
     venue: Venue = ARTICLE,
+    coloured: bool = True,
 ) -> Figure:
     """A two-axis grid: one cell per configuration, its value written in it, the best boxed.
     Missing configurations are NaN and left blank. Viridis is colour-blind safe and prints in
-    grey."""
+    grey. ``coloured=False`` (every difference within noise) draws every cell in one light grey
+    and no colour bar: a colour scale would show noise as structure."""
     with plt.rc_context(figure_style(venue)):
         fig, ax = plt.subplots(
             figsize=(venue.column_width_in, 0.45 * len(row_labels) + 1.0), layout="constrained"
         )
-        image = _cells(ax, values, cmap="viridis")
+        if coloured:
+            image = _cells(ax, values, cmap="viridis")
+        else:
+            flat = np.where(np.isfinite(values), 0.0, np.nan)
+            _cells(ax, flat, cmap="Greys", vmin=0.0, vmax=1.0)
         ax.set_xticks(range(len(column_labels)), column_labels)
         ax.set_yticks(range(len(row_labels)), row_labels)
         ax.set_xlabel(xlabel)
@@ -480,18 +486,18 @@ def heatmap(
         ax.grid(False)
         finite = values[np.isfinite(values)]
         middle = (finite.min() + finite.max()) / 2 if finite.size else 0.0
-        _write_in_cells(
-            ax, values, "{:.3f}", np.isfinite(values), values > middle, venue, dark_text=True
-        )
+        light = values > middle if coloured else np.ones_like(values, dtype=bool)
+        _write_in_cells(ax, values, "{:.3f}", np.isfinite(values), light, venue, dark_text=True)
         if best is not None:
             ax.add_patch(
                 plt.Rectangle(
                     (best[1] - 0.5, best[0] - 0.5), 1, 1, fill=False, lw=1.5, color=PALETTE[5]
                 )
             )
-        colorbar = fig.colorbar(image, ax=ax, label=value_label)
-        if colorbar.solids is not None:
-            colorbar.solids.set_rasterized(False)  # vector, so that PGF can carry it
+        if coloured:
+            colorbar = fig.colorbar(image, ax=ax, label=value_label)
+            if colorbar.solids is not None:
+                colorbar.solids.set_rasterized(False)  # vector, so that PGF can carry it
     return fig
 
 

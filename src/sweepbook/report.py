@@ -160,10 +160,14 @@ def compare_configurations(
     described = [*shown, *sizes, "best_epoch", "train_seconds"]
     # Metrics the sweep names for the paper table, where the store has them.
     named = [m for m in record.get("table", []) if m in ok.columns and m not in described]
-    summary = summarize(ok, compare, [*described, *named])
-    best = best_index(summary, metric, direction)
+    # A test.* headline is chosen on its validation twin where every run stored it: the best of
+    # the same test scores it reports would be optimistically biased (findings say so too).
+    selected_on = findings.selection_metric_for(metric, ok.columns, ok)
+    chosen_by = [] if selected_on in (*described, *named) else [selected_on]
+    summary = summarize(ok, compare, [*described, *named, *chosen_by])
+    best = best_index(summary, selected_on, direction)
     if best is not None:
-        summary = compare_to_best(summary, ok, metric, best)
+        summary = compare_to_best(summary, ok, metric, best, correction="holm")
     runs_per_config = sorted(set(summary["n"].to_list()))
     replicates = (
         f"{runs_per_config[0]} runs ({replicates_text})"
@@ -186,23 +190,31 @@ def compare_configurations(
         axes=list(record.get("axes", compare)),
     )
     return Comparison(
-        table=build_table(summary, compare, shown, best, replicates),
-        best_summary=_best_summary(data),
+        table=build_table(summary, compare, shown, best, replicates, selected_on),
+        best_summary=_best_summary(data, selected_on),
         paper_tables=build_paper_tables(
-            summary, record, compare, shown, best, replicates, sized=compressed
+            summary,
+            {**record, "selected_on": selected_on},
+            compare,
+            shown,
+            best,
+            replicates,
+            sized=compressed,
         ),
         figures=plan_figures(data),
         importance=data.importance,
     )
 
 
-def _best_summary(data: FigureData) -> str:
+def _best_summary(data: FigureData, selected_on: str) -> str:
     row = data.best_row
     if row is None:
         return ""
     metric = data.metric
+    chosen = "" if selected_on == metric else f", chosen on mean {selected_on}"
     return (
-        f"Best {metric}: {format_stat(row[f'{metric}:mean'], row[f'{metric}:std'])} "
+        f"Best configuration{chosen}: {metric} "
+        f"{format_stat(row[f'{metric}:mean'], row[f'{metric}:std'])} "
         f"({config_label(row, data.compare)}, {row['n']} runs)."
     )
 

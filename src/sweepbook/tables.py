@@ -78,14 +78,46 @@ def config_label(row: dict[str, Any], keys: Sequence[str]) -> str:
     return ", ".join(f"{short_key(k)}={format_value(row[k])}" for k in keys) or "all runs"
 
 
+def p_column(summary: pl.DataFrame, metric: str) -> str:
+    """The p-value the ties are decided on: Holm-adjusted where the summary has it."""
+    adjusted = f"{metric}:p_adjusted"
+    return adjusted if adjusted in summary.columns else f"{metric}:p_vs_best"
+
+
+def _p_header(summary: pl.DataFrame, metric: str) -> str:
+    return "p vs best (Holm)" if p_column(summary, metric).endswith("p_adjusted") else "p vs best"
+
+
+def selection_note(metric: str, selected_on: str) -> str:
+    """How the best configuration was chosen, when not on the headline itself."""
+    if selected_on == metric:
+        return ""
+    return (
+        f" (chosen on mean {selected_on}, so that its {metric} is not inflated by the choice; "
+        f"the best mean {metric} chosen from the same runs would be optimistically biased)"
+    )
+
+
+def tie_test_text(summary: pl.DataFrame, metric: str) -> str:
+    """The test behind the ties, with its correction for comparing k-1 rows to one best."""
+    if f"{metric}:p_adjusted" in summary.columns:
+        return (
+            f"Welch's t-test, Holm-Bonferroni-corrected over the {summary.height - 1} "
+            "comparisons with the best, adjusted p ≥ 0.05"
+        )
+    return "Welch's t-test, p ≥ 0.05"
+
+
 def build_table(
     summary: pl.DataFrame,
     compare: list[str],
     metrics: list[str],
     best: int | None,
     replicates: str,
+    selected_on: str | None = None,
 ) -> Table:
-    """One row per configuration; ``metrics[0]`` is the headline."""
+    """One row per configuration; ``metrics[0]`` is the headline; ``best`` was chosen on the
+    mean of ``selected_on`` (default: the headline)."""
     sized = "model_bytes:mean" in summary.columns
     tested = f"{metrics[0]}:p_vs_best" in summary.columns
     robust = tested and summary["n"].min() >= ROBUST_STATS_MIN_RUNS  # type: ignore[operator]
@@ -94,7 +126,7 @@ def build_table(
         "runs",
         f"{metrics[0]} (mean ± std)",
         *([f"{metrics[0]} median", f"{metrics[0]} IQM"] if robust else []),
-        *([f"{metrics[0]} 95% CI", "p vs best"] if tested else []),
+        *([f"{metrics[0]} 95% CI", _p_header(summary, metrics[0])] if tested else []),
         *[f"{m} (mean ± std)" for m in metrics[1:]],
         *(["non-zero weights", "size (kB)", "compression"] if sized else []),
         "best epoch",
@@ -107,7 +139,8 @@ def build_table(
         if robust:
             cells += [format_stat(row[f"{metrics[0]}:{stat}"], None) for stat in ("median", "iqm")]
         if tested:
-            low, high, p = (row[f"{metrics[0]}:{k}"] for k in ("ci_low", "ci_high", "p_vs_best"))
+            low, high = (row[f"{metrics[0]}:{k}"] for k in ("ci_low", "ci_high"))
+            p = row[p_column(summary, metrics[0])]
             cells += [
                 f"[{low:.4f}, {high:.4f}]" if low is not None and np.isfinite(low) else "—",
                 "—" if p is None or not np.isfinite(p) else f"{p:.3f}",
@@ -129,11 +162,11 @@ def build_table(
         rows.append(TableRow(cells=cells, best=index == best, tie=tie))
     caption = (
         f"Mean ± sample standard deviation over {replicates} per configuration. "
-        f"Best mean {metrics[0]} marked ★"
+        f"Best configuration marked ★{selection_note(metrics[0], selected_on or metrics[0])}"
         + (
             f"; ≈ marks configurations whose {metrics[0]} does not differ from the best's by "
-            "more than seed noise (Welch's t-test, p ≥ 0.05). 95% CI: percentile bootstrap "
-            "of the mean over the runs."
+            f"more than seed noise ({tie_test_text(summary, metrics[0])}). 95% CI: percentile "
+            "bootstrap of the mean over the runs."
             + (
                 " Median and IQM (interquartile mean: the mean of the middle half of the runs) "
                 "are robust to a few outlying runs."
@@ -189,8 +222,10 @@ def _stat(
 class _PaperRows:
     """What both paper tables are built from: the configurations' rows and what they hold."""
 
+    summary: pl.DataFrame
     rows: list[dict[str, Any]]
     metric: str  # the headline
+    selected_on: str  # the metric the best configuration was chosen on
     labels: dict[str, str]
     tested: bool  # the summary carries tests against the best (CI, p, ties)
     robust: bool  # enough runs per configuration for median and IQM
@@ -235,7 +270,8 @@ def build_paper_tables(
         )
         for axis in compare
     ]
-    paper = _PaperRows(rows, metric, labels, tested, bool(robust), ties, axes)
+    selected_on = str(record.get("selected_on", metric))
+    paper = _PaperRows(summary, rows, metric, selected_on, labels, tested, bool(robust), ties, axes)
     named = [m for m in dict.fromkeys(record.get("table", [])) if m != metric]
     with_ci = tested and bool(record.get("table_ci"))
     paper_columns = [
@@ -272,9 +308,9 @@ def _full_columns(paper: _PaperRows, others: list[str], *, sized: bool) -> list[
         [
             paper.interval(FULL_TABLE_DECIMALS),
             latex.axis_column(
-                "p vs best",
-                [row.get(f"{metric}:p_vs_best") for row in rows],
-                [_p_value(row.get(f"{metric}:p_vs_best")) for row in rows],
+                _p_header(paper.summary, metric),
+                [row.get(p_column(paper.summary, metric)) for row in rows],
+                [_p_value(row.get(p_column(paper.summary, metric))) for row in rows],
             ),
         ]
         if paper.tested
@@ -307,24 +343,27 @@ def _paper_captions(
 ) -> tuple[str, str]:
     """The captions of the paper table and of the full table."""
     headline_label = latex_escape(latex.human_label(paper.metric, paper.labels))
+    test = latex_escape(tie_test_text(paper.summary, paper.metric))
     marks = (
         f"; $^\\dagger$ marks configurations whose {headline_label} does not differ from the "
-        "best's by more than seed noise (Welch's t-test, $p \\geq 0.05$)"
+        f"best configuration's by more than seed noise ({test})"
         if paper.ties
         else ""
     )
+    chosen = latex_escape(selection_note(paper.metric, paper.selected_on).strip(" ()"))
+    chosen = f" The best configuration is {chosen}." if chosen else ""
     spread = f"mean $\\pm$ standard deviation over {latex_escape(replicates)} per configuration"
     interval_note = "; 95\\% CI: percentile bootstrap interval of the mean"
     paper_caption = (
         f"{headline_label}: {spread}"
         + (interval_note if with_ci else "")
-        + f". Best of each column in bold{marks}."
+        + f". Best of each column in bold{marks}.{chosen}"
     )
     full_caption = (
         f"{latex_escape(str(record['title']))}. Every configuration: {spread}"
         + (interval_note + "; p: Welch's t-test against the best" if paper.tested else "")
         + (". Median and IQM (interquartile mean) over the runs" if paper.robust else "")
-        + f". Best of each column in bold{marks}."
+        + f". Best of each column in bold{marks}.{chosen}"
     )
     return paper_caption, full_caption
 
