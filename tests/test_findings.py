@@ -321,6 +321,36 @@ def test_quickstart_findings_match_its_expected_line() -> None:
     assert findings.test_noise is not None and findings.test_noise.examples == 270
 
 
+BATCH_SIZE_RUNS = Path(__file__).parent / "fixtures" / "batch_size_lenet5_runs.parquet"
+
+
+def test_batch_size_study_findings_match_its_expected_line() -> None:
+    """sweeps/batch_size_lenet5.toml expects: batch 16 chosen (0.949 test accuracy), accuracy
+    falling with the batch size to 0.904 at 1024, the batch size mattering as a whole (F-test),
+    yet no single batch size distinguishable from 16 after Holm's correction. The fixture holds
+    the study's stored runs (the columns findings read), trained on 2 CPU cores at 3befe22."""
+    runs = pl.read_parquet(BATCH_SIZE_RUNS)
+    record = {
+        "metric": "test.accuracy",
+        "direction": "max",
+        "compare": [BATCH],
+        "axes": [BATCH],
+        "sampled": False,
+        "run_ids": runs["run_id"].to_list(),
+    }
+    findings = from_record(runs, record)
+    assert findings.selected_on_validation and findings.winner is not None
+    assert findings.winner.values[BATCH] == 16
+    assert findings.winner.mean == pytest.approx(0.949, abs=0.0005)
+    (effect,) = findings.axes
+    assert effect.beyond_noise and effect.worst_level == "1024"
+    others = [c for c in findings.configurations if c.verdict != "winner"]
+    assert len(others) == 5 and {c.verdict for c in others} == {"tie"}
+    assert findings.test_noise is not None and findings.test_noise.examples == 1000
+    said = " ".join(sentences(findings))
+    assert "cannot say which ones differ from the best" in said
+
+
 def test_report_opens_with_findings_and_records_them(tmp_path: Path) -> None:
     store = write_synthetic_store(
         tmp_path / "grid", {LR: [1e-4, 1e-3, 1e-2], BATCH: [16, 64]}, seeds=3
