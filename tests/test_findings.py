@@ -130,21 +130,29 @@ def test_interaction_is_detected_when_the_best_of_one_axis_depends_on_the_other(
     assert any(f"{LR} and {BATCH} interact" in s for s in sentences(findings))
 
 
-def test_ties_use_holm_adjusted_p_values() -> None:
-    """A configuration whose raw Welch p-value is below 0.05 is still a tie once corrected."""
-    samples = {
-        "a": [0.900, 0.905, 0.910],  # the best
-        "b": [0.880, 0.889, 0.895],  # raw p about 0.03
-        "c": [0.899, 0.902, 0.909],
-        "d": [0.897, 0.904, 0.906],
-    }
-    runs = pl.DataFrame(
+HOLM_SAMPLES = {
+    "a": [0.900, 0.905, 0.910],  # the best
+    "b": [0.880, 0.889, 0.895],  # raw p about 0.03: a tie only once corrected for 3 comparisons
+    "c": [0.899, 0.902, 0.909],
+    "d": [0.897, 0.904, 0.906],
+}
+
+
+def variant_runs(samples: dict[str, list[float]]) -> pl.DataFrame:
+    """One run per value: the configurations are named variants, the values their seeds."""
+    return pl.DataFrame(
         [
             {"run_id": f"{name}{i}", "status": "ok", "variant": name, "seed": i, "test.accuracy": v}
             for name, values in samples.items()
             for i, v in enumerate(values)
         ]
     )
+
+
+def test_ties_use_holm_adjusted_p_values() -> None:
+    """A configuration whose raw Welch p-value is below 0.05 is still a tie once corrected."""
+    samples = HOLM_SAMPLES
+    runs = variant_runs(samples)
     findings = compute_findings(runs, metric="test.accuracy", direction="max", compare=["variant"])
     raw = [
         scipy.stats.ttest_ind(samples[name], samples["a"], equal_var=False).pvalue for name in "bcd"
@@ -453,20 +461,7 @@ def test_the_table_stars_the_configuration_the_findings_choose_on_validation() -
 
 def test_the_table_decides_ties_with_holm_as_the_findings_do() -> None:
     """Raw p of 'b' against the best is below 0.05, Holm-adjusted above: ≈ in the table."""
-    samples = {
-        "a": [0.900, 0.905, 0.910],
-        "b": [0.880, 0.889, 0.895],
-        "c": [0.899, 0.902, 0.909],
-        "d": [0.897, 0.904, 0.906],
-    }
-    runs = pl.DataFrame(
-        [
-            {"run_id": f"{name}{i}", "status": "ok", "variant": name, "seed": i, "test.accuracy": v}
-            for name, values in samples.items()
-            for i, v in enumerate(values)
-        ]
-    )
-    table = _table_of(runs, ["variant"])[0].table
+    table = _table_of(variant_runs(HOLM_SAMPLES), ["variant"])[0].table
     marks = {row.cells[0]: ("★" if row.best else "≈" if row.tie else "") for row in table.rows}
     assert marks == {"a": "★", "b": "≈", "c": "≈", "d": "≈"}
     assert "Holm-Bonferroni-corrected over the 3 comparisons" in table.caption
