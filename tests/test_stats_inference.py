@@ -160,7 +160,8 @@ def test_compare_to_best_with_too_few_seeds_is_not_a_tie():
     result = compare_to_best(summarize(runs, ["lr"], ["acc"]), runs, "acc", best=0)
     assert math.isnan(result["acc:p_vs_best"][1])
     assert result["acc:tie"].to_list() == [True, False]
-    assert result["acc:ci_low"][1] == result["acc:ci_high"][1] == 0.5
+    # One run has no spread to measure: no interval (a bootstrap would return the run itself).
+    assert math.isnan(result["acc:ci_low"][1]) and math.isnan(result["acc:ci_high"][1])
 
 
 def test_compare_to_best_is_deterministic():
@@ -173,3 +174,20 @@ def test_compare_to_best_rejects_a_missing_best_row():
     runs = pl.DataFrame({"run_id": ["a"], "acc": [1.0]})
     with pytest.raises(IndexError, match="outside"):
         compare_to_best(summarize(runs, [], ["acc"]), runs, "acc", best=3)
+
+
+def test_compare_to_best_uses_a_t_interval_for_few_runs_and_names_it():
+    """Three runs: a percentile bootstrap could only return about their min and max, so the
+    interval is Student's t (as scipy computes it), and the caption text says so."""
+    from sweepbook.stats import interval_method
+
+    values = [0.90, 0.93, 0.91]
+    runs = pl.DataFrame({"run_id": ["a", "b", "c"], "acc": values})
+    result = compare_to_best(summarize(runs, [], ["acc"]), runs, "acc", best=0)
+    low, high = stats.t.interval(0.95, 2, loc=np.mean(values), scale=stats.sem(values))
+    assert result["acc:ci_low"][0] == pytest.approx(low)
+    assert result["acc:ci_high"][0] == pytest.approx(high)
+    assert low < min(values) and high > max(values)
+    assert interval_method([3, 3]) == "t-interval of the mean over the runs"
+    assert interval_method([20, 25]).startswith("percentile bootstrap")
+    assert "below 20 runs" in interval_method([3, 25])

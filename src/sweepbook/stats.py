@@ -166,8 +166,10 @@ def compare_to_best(
     Added columns, computed over the runs listed in each row's ``run_ids`` (nulls and NaNs,
     i.e. runs that did not report ``metric``, left out):
 
-    - ``{metric}:ci_low`` / ``{metric}:ci_high``: 95% percentile bootstrap interval of the mean
-      (:func:`bootstrap_ci`, fixed seed, so the table is reproducible);
+    - ``{metric}:ci_low`` / ``{metric}:ci_high``: 95% interval of the mean by
+      :func:`mean_interval`: a t-interval below :data:`BOOTSTRAP_MIN_RUNS` runs (NaN for one
+      run: no spread to measure), a percentile bootstrap (fixed seed, reproducible) from there;
+      :func:`interval_method` names the method in captions;
     - ``{metric}:median`` and ``{metric}:iqm`` (:func:`iqm`);
     - ``{metric}:p_vs_best``: :func:`welch_t_test` p-value of the row's values against those
       of row ``best``; null for the best row itself;
@@ -192,7 +194,7 @@ def compare_to_best(
         .to_list()
         for run_ids in summary["run_ids"].to_list()
     ]
-    intervals = [bootstrap_ci(sample) for sample in samples]
+    intervals = [mean_interval(sample)[:2] for sample in samples]
     p_values = [
         None if row == best else welch_t_test(sample, samples[best])
         for row, sample in enumerate(samples)
@@ -275,6 +277,19 @@ def mean_interval(values: Sequence[float], *, confidence: float = 0.95) -> tuple
     if count < BOOTSTRAP_MIN_RUNS:
         return (*t_interval(values, confidence=confidence), "t-interval")
     return (*bootstrap_ci(values, confidence=confidence), "percentile bootstrap")
+
+
+def interval_method(runs_per_row: Sequence[int]) -> str:
+    """What :func:`mean_interval` computed for rows of these run counts, for a caption."""
+    few = [n < BOOTSTRAP_MIN_RUNS for n in runs_per_row]
+    if all(few):
+        return "t-interval of the mean over the runs"
+    if not any(few):
+        return "percentile bootstrap of the mean over the runs"
+    return (
+        f"t-interval of the mean below {BOOTSTRAP_MIN_RUNS} runs, percentile bootstrap from "
+        f"{BOOTSTRAP_MIN_RUNS}"
+    )
 
 
 def wilson_interval(

@@ -15,6 +15,7 @@ import polars as pl
 
 from sweepbook import latex
 from sweepbook.latex import PaperColumn, PaperTable, latex_escape
+from sweepbook.stats import interval_method
 
 TABLE_METRICS = (
     "test.accuracy",
@@ -165,8 +166,8 @@ def build_table(
         f"Best configuration marked ★{selection_note(metrics[0], selected_on or metrics[0])}"
         + (
             f"; ≈ marks configurations whose {metrics[0]} does not differ from the best's by "
-            f"more than seed noise ({tie_test_text(summary, metrics[0])}). 95% CI: percentile "
-            "bootstrap of the mean over the runs."
+            f"more than seed noise ({tie_test_text(summary, metrics[0])}). 95% CI: "
+            f"{interval_method(summary['n'].to_list())}."
             + (
                 " Median and IQM (interquartile mean: the mean of the middle half of the runs) "
                 "are robust to a few outlying runs."
@@ -353,7 +354,7 @@ def _paper_captions(
     chosen = latex_escape(selection_note(paper.metric, paper.selected_on).strip(" ()"))
     chosen = f" The best configuration is {chosen}." if chosen else ""
     spread = f"mean $\\pm$ standard deviation over {latex_escape(replicates)} per configuration"
-    interval_note = "; 95\\% CI: percentile bootstrap interval of the mean"
+    interval_note = "; 95\\% CI: " + interval_method(paper.summary["n"].to_list())
     paper_caption = (
         f"{headline_label}: {spread}"
         + (interval_note if with_ci else "")
