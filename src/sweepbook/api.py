@@ -779,6 +779,29 @@ def verify_store(
     )
 
 
+def compare_stores(
+    directories: Sequence[str | Path],
+    out: str | Path | None = None,
+    venue: str | None = None,
+    *,
+    every_configuration: bool = False,
+) -> Path:
+    """Render one report over the stores in ``directories``: each one's best configuration
+    (``every_configuration``: every one too), the statistics across them and their learning
+    curves side by side; returns the path of its ``index.html`` (in ``out``, default
+    ``compare-<a>-vs-<b>`` beside the first store). Stores
+    that do not share their test data are refused with a :class:`ConfigError` naming both and
+    the key, before anything is written. Reading only: safe beside a sweep writing a store."""
+    from sweepbook.compare import render_comparison  # its figures load matplotlib
+
+    return render_comparison(
+        [Path(directory) for directory in directories],
+        None if out is None else Path(out),
+        venue,
+        every_configuration=every_configuration,
+    )
+
+
 __all__ = [
     "LAUNCHERS",
     "Detached",
@@ -795,6 +818,7 @@ __all__ = [
     "TrainingFinished",
     "TrainingStarted",
     "VerifySummary",
+    "compare_stores",
     "render_report",
     "run_sweep",
     "verify_store",

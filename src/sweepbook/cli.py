@@ -282,6 +282,16 @@ def command_verify(args: argparse.Namespace) -> int:
     return EXIT_OK if summary.succeeded else EXIT_FAILURE
 
 
+def command_compare(args: argparse.Namespace) -> int:
+    from sweepbook.api import compare_stores
+
+    target = compare_stores(
+        args.directories, args.out, args.venue, every_configuration=args.every_configuration
+    )
+    stderr.print(f"comparison: {target.resolve().as_uri()}")
+    return EXIT_OK
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -423,6 +433,32 @@ def _add_verify_command(
     verify.set_defaults(handler=command_verify)
 
 
+def _add_compare_command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    compare = commands.add_parser(
+        "compare", help="one report over several stores that share their test data"
+    )
+    compare.add_argument(
+        "directories", nargs="+", help="two store directories or more, e.g. reports/optimizers"
+    )
+    compare.add_argument(
+        "--out", help="report directory (default: compare-<a>-vs-<b> beside the first store)"
+    )
+    compare.add_argument(
+        "--all",
+        dest="every_configuration",
+        action="store_true",
+        help="also compare every configuration of every store, not only each one's best",
+    )
+    compare.add_argument(
+        "--venue",
+        type=_venue_name,
+        help="draw the figures for this venue (default: the first sweep file's [report] venue)",
+    )
+    compare.set_defaults(handler=command_compare)
+
+
 def _add_bench_command(
     commands: argparse._SubParsersAction[argparse.ArgumentParser],
 ) -> None:
@@ -442,6 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_run_command,
         _add_report_command,
         _add_verify_command,
+        _add_compare_command,
         _add_bench_command,
     ):
         add_command(commands)

@@ -35,6 +35,7 @@ from sweepbook.provenance import describe_devices
 from sweepbook.record import seen_from_store as seen_from_store
 from sweepbook.record import write_sweep_record as write_sweep_record
 from sweepbook.results import (
+    COMPARE_RECORD,
     EXPERIMENT_COPY,
     FIGURES_DIR,
     REPORT_FILE,
@@ -479,7 +480,8 @@ def check_report(directory: Path) -> bool:
 
 
 def render_index(root: Path) -> Path:
-    """``index.html`` in ``root`` listing every sweep report below it."""
+    """``index.html`` in ``root`` listing every sweep report below it, then every comparison
+    of sweeps (``sweepbook compare``)."""
     entries = []
     for record_path in sorted(root.glob(f"*/{SWEEP_RECORD}")):
         record = read_json(record_path)
@@ -489,6 +491,16 @@ def render_index(root: Path) -> Path:
                 "question": record["question"],
                 "href": f"{record_path.parent.name}/{REPORT_FILE}",
                 "runs": len(record["run_ids"]),
+            }
+        )
+    for record_path in sorted(root.glob(f"*/{COMPARE_RECORD}")):
+        compared = read_json(record_path)
+        entries.append(
+            {
+                "title": compared["title"],
+                "question": " ".join(compared["sentences"]),
+                "href": f"{record_path.parent.name}/{REPORT_FILE}",
+                "runs": sum(store["runs"] for store in compared["stores"]),
             }
         )
     html = environment().get_template("index.html.j2").render(entries=entries)

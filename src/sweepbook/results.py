@@ -40,6 +40,7 @@ FIGURES_DIR = "figures"
 TABLES_DIR = "tables"
 REPORT_RECORD = "report.json"  # the fingerprint of the results the report was rendered from
 VERIFICATION_FILE = "verification.json"  # written by ``sweepbook verify``
+COMPARE_RECORD = "compare.json"  # a comparison report's record (``sweepbook compare``)
 
 # --- the row schema --------------------------------------------------------------------------
 
