@@ -177,6 +177,26 @@ def test_ties_use_holm_adjusted_p_values() -> None:
     assert any("optimistically biased" in s for s in sentences(findings))
 
 
+def test_a_value_separated_pairwise_but_not_by_the_f_test_is_explained() -> None:
+    """The learning-rate-schedules case: one value (z) is worse than the best by Welch + Holm,
+    while the F-test over all values, pooling their larger noise, detects nothing. The axis
+    sentence must say both instead of 'no effect' beside 'worse beyond seed noise'."""
+    samples = {"a": [0.950, 0.951, 0.952], "z": [0.940, 0.9405, 0.941]}
+    samples.update({name: [0.935, 0.950, 0.965] for name in "bcdefg"})
+    findings = compute_findings(
+        variant_runs(samples), metric="test.accuracy", direction="max", compare=["variant"]
+    )
+    (effect,) = findings.axes
+    assert effect.beyond_noise is False
+    assert {c.label for c in findings.configurations if c.verdict == "worse"} == {"variant=z"}
+    said = sentences(findings)
+    assert "Worse beyond seed noise: variant=z." in said
+    (axis,) = [s for s in said if s.startswith("variant: ")]
+    assert "the F-test over all its values detects no effect" in axis
+    assert "pairwise tests separate variant=z from the best" in axis
+    assert "so no effect of this axis is detected" not in axis
+
+
 def test_all_differences_within_noise_are_called_noise() -> None:
     findings = findings_of(grid_runs(AXES, lambda config: 0.94, noise=0.01))
     assert findings.all_within_noise
@@ -357,6 +377,32 @@ def test_batch_size_study_findings_match_its_expected_line() -> None:
     assert findings.test_noise is not None and findings.test_noise.examples == 1000
     said = " ".join(sentences(findings))
     assert "cannot say which ones differ from the best" in said
+
+
+LR_SCHEDULES_RUNS = Path(__file__).parent / "fixtures" / "lr_schedules_runs.parquet"
+
+
+def test_learning_rate_schedules_findings_match_its_expected_line() -> None:
+    """sweeps/lr_schedules.toml expects: every schedule within 0.940-0.947 (step 0.947),
+    schedules differing by less than seed noise except cosine with warm restarts (0.940,
+    worse). The fixture holds the study's stored runs, trained on 2 CPU cores at 88eeb81."""
+    runs = pl.read_parquet(LR_SCHEDULES_RUNS)
+    record = {
+        "metric": "test.accuracy",
+        "direction": "max",
+        "compare": ["variant"],
+        "axes": ["variant"],
+        "sampled": False,
+        "run_ids": runs["run_id"].to_list(),
+    }
+    findings = from_record(runs, record)
+    assert findings.winner is not None and findings.winner.values["variant"] == "step"
+    assert findings.winner.mean == pytest.approx(0.947, abs=0.0005)
+    verdicts = {c.values["variant"]: c.verdict for c in findings.configurations}
+    assert verdicts.pop("step") == "winner"
+    assert verdicts.pop("cosine+restarts") == "worse"
+    assert set(verdicts.values()) == {"tie"}
+    assert min(c.mean for c in findings.configurations) == pytest.approx(0.940, abs=0.0005)
 
 
 def test_report_opens_with_findings_and_records_them(tmp_path: Path) -> None:

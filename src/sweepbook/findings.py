@@ -524,6 +524,15 @@ def _axis_sentence(findings: Findings, effect: AxisEffect) -> str:
     noise = f"seed std {_number(effect.seed_std)}, " if effect.seed_std is not None else ""
     if effect.beyond_noise:
         return text + f": beyond seed noise ({noise}{test}), so this axis matters."
+    separated = [c.label for c in findings.configurations if c.verdict in ("worse", "better")]
+    if separated and len(findings.axes) == 1:
+        # The pairwise tests found a difference the F-test over all values did not: one value
+        # stands apart, while the axis as a whole moves the metric too little to detect.
+        return text + (
+            f": the F-test over all its values detects no effect ({noise}{test}), although the "
+            f"pairwise tests separate {_named(separated)} from the best: one value differs, "
+            "the axis as a whole does not move the metric beyond seed noise."
+        )
     return text + f": within seed noise ({noise}{test}), so no effect of this axis is detected."
 
 
