@@ -158,9 +158,7 @@ def _column(page: object, column: int) -> list[tuple[str, float | None]]:
     """The results table's rows in page order: (first cell, sort key of ``column``)."""
     return page.evaluate(  # type: ignore[attr-defined, no-any-return]
         """column => Array.from(document.querySelectorAll("#results table.sortable tbody tr"))
-          .map(row => [row.cells[0].textContent.trim(),
-                       row.cells[column].hasAttribute("data-missing")
-                         ? null : Number(row.cells[column].dataset.sort)])""",
+          .map(row => [row.cells[0].textContent.trim(), JSON.parse(row.dataset.sort)[column]])""",
         column,
     )
 
