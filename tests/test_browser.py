@@ -1,6 +1,7 @@
 """The report as a reader sees it: opened from file:// in headless Chromium (Debian's
 ``chromium`` driven by Playwright), it must load without a console error, request nothing
-beyond its own file, and show every figure."""
+beyond its own file, show every figure, sort its table by a clicked column, and name each
+mark's configuration in its figures' tooltips."""
 
 from __future__ import annotations
 
@@ -75,11 +76,15 @@ def visit(browser: object, page_path: Path) -> PageVisit:
     page.goto(page_path.resolve().as_uri(), wait_until="load")
     visit.page_width = page.evaluate("document.documentElement.scrollWidth")
     visit.window_width = page.evaluate("window.innerWidth")
-    images = page.locator("figure img")
+    # Figures are inline <svg>; an <img> (the harness's broken one) must also have decoded.
+    images = page.locator("figure > img, figure > svg")
     for index in range(images.count()):
         image = images.nth(index)
         image.scroll_into_view_if_needed()
-        decoded = image.evaluate("el => el.complete && el.naturalWidth > 0")
+        decoded = image.evaluate(
+            "el => el.tagName === 'IMG' ? el.complete && el.naturalWidth > 0"
+            " : el.querySelectorAll('path, use').length > 0"
+        )
         box = image.bounding_box() or {"width": 0.0, "height": 0.0}
         visit.figures.append(
             {
@@ -147,3 +152,81 @@ def test_the_check_catches_an_external_request_and_a_broken_figure(
     visit_ = visit(browser, page)
     assert "https://example.invalid/tracker.png" in external(visit_.requests, page)
     assert not all(figure["decoded"] for figure in visit_.figures)
+
+
+def _column(page: object, column: int) -> list[tuple[str, float | None]]:
+    """The results table's rows in page order: (first cell, sort key of ``column``)."""
+    return page.evaluate(  # type: ignore[attr-defined, no-any-return]
+        """column => Array.from(document.querySelectorAll("#results table.sortable tbody tr"))
+          .map(row => [row.cells[0].textContent.trim(), JSON.parse(row.dataset.sort)[column]])""",
+        column,
+    )
+
+
+def test_clicking_a_header_sorts_the_table_and_a_second_click_reverses_it(
+    browser, three_axes_report
+):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})  # type: ignore[attr-defined]
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto(three_axes_report.resolve().as_uri(), wait_until="load")
+    headers = page.locator("#results table.sortable thead th")
+    texts = [headers.nth(i).inner_text() for i in range(headers.count())]
+    column = next(i for i, text in enumerate(texts) if "(mean ± std)" in text)
+    before = _column(page, column)
+    values = [value for _, value in before]
+    assert None not in values and len(set(values)) > 1  # a column the sort can show
+
+    headers.nth(column).locator("button").click()
+    ascending = _column(page, column)
+    assert [value for _, value in ascending] == sorted(values)
+    assert sorted(ascending) == sorted(before)  # whole rows moved, each with its own values
+    assert headers.nth(column).get_attribute("aria-sort") == "ascending"
+
+    headers.nth(column).locator("button").click()
+    descending = _column(page, column)
+    assert [value for _, value in descending] == sorted(values, reverse=True)
+    assert headers.nth(column).get_attribute("aria-sort") == "descending"
+    assert ascending != descending
+
+    # Another column takes over the direction mark; the first loses it.
+    headers.nth(0).locator("button").click()
+    assert headers.nth(column).get_attribute("aria-sort") is None
+    first = [name for name, _ in _column(page, column)]
+    assert first == sorted(first, key=float)
+    page.close()
+    assert external(requests, three_axes_report) == []
+
+
+def test_hovering_a_mark_in_a_figure_shows_its_configuration(browser, three_axes_report):
+    """Each line of the parallel coordinates and each point of the metric figure carries a
+    <title> (the browser's tooltip) naming its configuration and value; hit-testing the point's
+    centre reaches the element that carries it."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})  # type: ignore[attr-defined]
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto(three_axes_report.resolve().as_uri(), wait_until="load")
+    lines = page.eval_on_selector_all(
+        "#parallel_coordinates svg title", "titles => titles.map(t => t.textContent)"
+    )
+    assert len(lines) == 8  # one per configuration
+    for text in lines:
+        assert "learning_rate=" in text and "batch_size=" in text and "dropout=" in text
+        assert ": test.accuracy 0." in text
+    assert len(set(lines)) == 8
+
+    point = page.locator("section[id$='_vs_learning_rate'] svg use:has(> title)").first
+    point.scroll_into_view_if_needed()
+    box = point.bounding_box()
+    assert box is not None
+    hit = page.evaluate(
+        """([x, y]) => {
+             const element = document.elementFromPoint(x, y);
+             const title = element && element.querySelector(":scope > title");
+             return title ? title.textContent : null;
+           }""",
+        [box["x"] + box["width"] / 2, box["y"] + box["height"] / 2],
+    )
+    assert hit is not None and "learning_rate=" in hit and "test.accuracy" in hit
+    page.close()
+    assert external(requests, three_axes_report) == []

@@ -241,3 +241,146 @@ def test_a_legend_too_wide_for_four_columns_takes_fewer():
     assert fig.get_figwidth() == figures.ARTICLE.column_width_in
     assert _outside(fig) == []
     assert len(fig.legends) == 1
+
+
+# --- tooltips: each mark's configuration as an SVG <title> -----------------------------------
+
+_SVG_NS = "{http://www.w3.org/2000/svg}"
+
+
+def _titles(svg: bytes) -> list[str]:
+    from xml.etree import ElementTree
+
+    return [title.text or "" for title in ElementTree.fromstring(svg).iter(f"{_SVG_NS}title")]
+
+
+def _tooltips(fig) -> list[str]:
+    """The titles of ``fig``'s SVG as the report writes it; the figure is closed."""
+    svg = figures.svg_with_tooltips(figures.render(fig, "svg"))
+    figures.close(fig)
+    return _titles(svg)
+
+
+def _tipped_heatmap(tips: list[list[str]]):
+    return figures.heatmap(
+        np.array([[0.9, 0.95], [0.85, 0.8]]),
+        row_labels=["a", "b"],
+        column_labels=["x", "y"],
+        xlabel="x",
+        ylabel="y",
+        value_label="acc",
+        best=(0, 1),
+        tips=tips,
+    )
+
+
+def test_heatmap_cells_carry_their_configuration_in_row_order():
+    from xml.etree import ElementTree
+
+    tips = [["x=1, y=a: acc 0.9", "x=2, y=a: acc 0.95"], ["x=1, y=b: acc 0.85", "x=2 <&> b"]]
+    fig = _tipped_heatmap(tips)
+    svg = figures.svg_with_tooltips(figures.render(fig, "svg"))
+    figures.close(fig)
+    cells = [
+        path
+        for path in ElementTree.fromstring(svg).iter(f"{_SVG_NS}path")
+        if path.find(f"{_SVG_NS}title") is not None
+    ]
+    assert [cell.find(f"{_SVG_NS}title").text for cell in cells] == [t for row in tips for t in row]
+    assert b"sweepbook-tips" not in svg  # the tag became titles; no free text left as an id
+
+
+def test_a_tooltip_changes_the_svg_only():
+    """PDF and PNG ignore the tags: the paper's files are the same with or without tooltips."""
+    tipped, plain = _tipped_heatmap([["a", "b"], ["c", "d"]]), _tipped_heatmap([])
+    for file_format in ("pdf", "png"):
+        assert figures.render(tipped, file_format) == figures.render(plain, file_format)
+    assert figures.render(tipped, "svg") != figures.render(plain, "svg")
+    figures.close(tipped)
+    figures.close(plain)
+
+
+def test_an_untagged_figure_keeps_its_svg_bytes():
+    fig = _tipped_heatmap([])
+    raw = figures.render(fig, "svg")
+    figures.close(fig)
+    assert figures.svg_with_tooltips(raw) == raw
+    assert _titles(raw) == []
+
+
+def test_metric_points_seed_dots_pareto_points_and_parallel_lines_are_tipped():
+    series = figures.Series(
+        "s",
+        np.array([1.0, 2.0]),
+        np.array([0.9, 0.95]),
+        np.array([0.01, 0.02]),
+        np.array([1.0, 1.0, 2.0]),
+        np.array([0.89, 0.91, 0.95]),
+        tips=["lr=1: acc 0.9", "lr=2: acc 0.95"],
+        seed_tips=["lr=1, seed 0", "lr=1, seed 1", "lr=2, seed 0"],
+    )
+    metric = figures.metric_vs_axis(
+        [series], xlabel="lr", ylabel="acc", log_x=False, ticks=None, categorical=False
+    )
+    assert sorted(_tooltips(metric)) == [
+        "lr=1, seed 0",
+        "lr=1, seed 1",
+        "lr=1: acc 0.9",
+        "lr=2, seed 0",
+        "lr=2: acc 0.95",
+    ]
+    points = [
+        figures.ParetoPoint(f"p{i}", 10.0**i, 0.9, 0.01, i > 0, i == 2, tip=f"size {i}")
+        for i in range(3)
+    ]
+    pareto = figures.pareto(points, xlabel="bytes", ylabel="acc")
+    assert _tooltips(pareto) == [
+        "size 0",
+        "size 1",
+        "size 2",
+    ]
+    parallel = figures.parallel_coordinates(
+        [figures.ParallelAxis("lr", [1, 2, 3])],
+        metric=figures.ParallelAxis("acc", [0.8, 0.9, 0.85]),
+        best=1,
+        higher_is_better=True,
+        tips=["lr=1", "lr=2", "lr=3"],
+    )
+    titles = _tooltips(parallel)
+    assert sorted(titles) == ["lr=1", "lr=2", "lr=3"]  # drawn worst first, the best on top
+
+
+def test_marks_skipped_for_missing_values_leave_every_text_on_their_group():
+    """A NaN point draws no marker: titles can no longer be matched to marks one by one, so the
+    group names them all rather than pinning a text on the wrong point."""
+    series = figures.Series(
+        "s",
+        np.array([1.0, 2.0, 3.0]),
+        np.array([0.9, np.nan, 0.95]),
+        np.zeros(3),
+        np.array([]),
+        np.array([]),
+        tips=["lr=1", "lr=2", "lr=3"],
+    )
+    metric = figures.metric_vs_axis(
+        [series], xlabel="lr", ylabel="acc", log_x=False, ticks=None, categorical=False
+    )
+    assert _tooltips(metric) == ["lr=1\nlr=2\nlr=3"]
+
+
+def test_a_blank_heatmap_cell_gets_no_tooltip_and_the_others_keep_theirs():
+    fig = figures.heatmap(
+        np.array([[0.9, np.nan], [0.8, 0.7]]),
+        row_labels=["a", "b"],
+        column_labels=["x", "y"],
+        xlabel="x",
+        ylabel="y",
+        value_label="acc",
+        best=None,
+        tips=[["x, a", ""], ["x, b", "y, b"]],
+    )
+    assert _tooltips(fig) == [
+        "x, a",
+        "x, b",
+        "y, b",
+    ]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -258,3 +259,65 @@ def test_a_sweep_with_no_finished_run_renders_its_problems_and_no_figure(tmp_pat
     assert "No run finished successfully." in html
     assert f"{runs.height} failed" in html and "OOM" in html
     assert not list((store / "figures").glob("*")) and not (store / "tables").exists()
+
+
+@pytest.mark.parametrize(
+    ("cell", "key"),
+    [
+        ("0.9712 ± 0.0031", 0.9712),  # the mean
+        ("—", None),  # missing: last either way
+        ("12,345", 12345.0),
+        ("1e-05", 1e-05),
+        ("3.2×", 3.2),
+        ("-0.5", -0.5),
+        ("adam", "adam"),
+        ("[0.9612, 0.9801]", "[0.9612, 0.9801]"),
+        ("10.0.0.1", "10.0.0.1"),  # a host, not a number
+        ("16x16", "16x16"),
+    ],
+)
+def test_sort_key_orders_a_cell_by_its_number_or_its_text(cell, key):
+    from sweepbook.tables import sort_key
+
+    assert sort_key(cell) == key
+
+
+def test_table_cells_carry_their_sort_keys_for_the_page_script():
+    from sweepbook.report import Table, TableRow, environment
+
+    table = Table(
+        caption="",
+        headers=["optimizer.name", "test.accuracy (mean ± std)"],
+        rows=[
+            TableRow(cells=["adam", "0.9700 ± 0.0040"], best=True),
+            TableRow(cells=["sgd", "—"], best=False),
+        ],
+        marked_column=1,
+    )
+    html = environment().get_template("partials/table.html.j2").render(table=table)
+    assert '<table class="sortable">' in html
+    keys = [json.loads(k) for k in re.findall(r"<tr[^>]* data-sort='([^']*)'>", html)]
+    assert keys == [["adam", 0.97], ["sgd", None]]  # text by its text, a mean ± std by its mean
+    assert "<td>adam</td>" in html and "<td>—</td>" in html  # the cells read as before
+
+
+def test_report_inlines_every_figure_with_tooltips_and_its_sort_script(tmp_path):
+    """Tooltips work only in inline SVG (an <img> shows none): every figure is inline, its file
+    under figures/ is the same SVG, and each heatmap cell names its configuration."""
+    from sweepbook.report import render_report
+    from synthetic_store import write_synthetic_store
+
+    store = write_synthetic_store(
+        tmp_path / "store", {"optimizer.learning_rate": [1e-3, 1e-2], "train.batch_size": [16, 64]}
+    )
+    html = render_report(store).read_text(encoding="utf-8")
+    svg_files = sorted((store / "figures").glob("*.svg"))
+    assert "<img" not in html and html.count("<svg") == len(svg_files) > 0
+    for svg_file in svg_files:
+        inline = svg_file.read_text(encoding="utf-8")
+        assert inline[inline.index("<svg") :] in html
+    heatmap = next(f for f in svg_files if "heatmap" in f.stem).read_text(encoding="utf-8")
+    cells = re.findall(r"<title>(.*?)</title>", heatmap)
+    assert len(cells) == 4
+    assert all("learning_rate=" in c and "batch_size=" in c and "test.accuracy" in c for c in cells)
+    assert "<script>" in html and "aria-sort" in html

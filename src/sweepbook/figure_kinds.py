@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 from sweepbook import figures, importance
 from sweepbook.registry import Registry
 from sweepbook.stats import pareto_front, per_epoch
-from sweepbook.tables import any_compressed, config_label, format_value, short_key
+from sweepbook.tables import any_compressed, config_label, format_stat, format_value, short_key
 from sweepbook.venues import Venue
 
 # Learning curves: one figure per metric, a row of panels per split.
@@ -48,6 +48,19 @@ class PlannedFigure:
 
 def _is_numeric(values: Sequence[Any]) -> bool:
     return all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+
+
+def tooltip(row: dict[str, Any], keys: Sequence[str], metric: str) -> str:
+    """A configuration and its mean metric, as the report shows it on hover over its mark:
+    "learning_rate=0.003, batch_size=16: test.accuracy 0.9691 ± 0.0077"."""
+    stat = format_stat(row[f"{metric}:mean"], row.get(f"{metric}:std"))
+    return f"{config_label(row, keys)}: {metric} {stat}"
+
+
+def seed_tooltip(run: dict[str, Any], keys: Sequence[str], metric: str) -> str:
+    """One run's configuration, seed and metric, shown on hover over its dot."""
+    value = format_stat(run[metric], None)
+    return f"{config_label(run, keys)}, seed {run.get('seed')}: {metric} {value}"
 
 
 def best_rows(
@@ -129,6 +142,7 @@ def parallel_figure(
         best=best,
         higher_is_better=direction == "max",
         venue=venue,
+        tips=[tooltip(row, compare, metric) for row in summary.iter_rows(named=True)],
     )
 
 
@@ -161,10 +175,12 @@ def heatmap_figure(
     columns = {format_value(v): j for j, v in enumerate(column_values)}
     rows = {format_value(v): i for i, v in enumerate(row_values)}
     values = np.full((len(row_values), len(column_values)), np.nan)
+    tips = [[""] * len(column_values) for _ in row_values]
     best_cell = None
     for index, row in enumerate(summary.iter_rows(named=True)):
         cell = rows[format_value(row[rows_axis])], columns[format_value(row[columns_axis])]
         values[cell] = row[f"{metric}:mean"]
+        tips[cell[0]][cell[1]] = tooltip(row, compare, metric)
         if index == best:
             best_cell = cell
     return figures.heatmap(
@@ -177,6 +193,7 @@ def heatmap_figure(
         best=best_cell,
         venue=venue,
         coloured=coloured,
+        tips=tips,
     )
 
 
@@ -232,6 +249,7 @@ def pareto_figure(
             on_front=on_front,
             # Uncompressed: every parameter stored as a float32.
             baseline=row["model_bytes:mean"] >= row["params:mean"] * 4,
+            tip=f"{tooltip(row, compare, metric)}, {label} {row[f'{cost}:mean']:,.0f}",
         )
         for row, on_front in zip(summary.iter_rows(named=True), front, strict=True)
     ]
@@ -305,6 +323,10 @@ def metric_figure(
                 std=np.nan_to_num(np.array([r[f"{metric}:std"] for r in rows], dtype=float)),
                 seeds_x=np.array([positions[format_value(v)] for v in seed_rows[axis].to_list()]),
                 seeds_y=seed_rows[metric].to_numpy().astype(float),
+                tips=[tooltip(r, compare, metric) for r in rows],
+                seed_tips=[
+                    seed_tooltip(r, compare, metric) for r in seed_rows.iter_rows(named=True)
+                ],
             )
         )
     return figures.metric_vs_axis(

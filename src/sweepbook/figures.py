@@ -13,11 +13,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import json
 import shutil
 import textwrap
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from xml.etree import ElementTree
 
 import matplotlib
 
@@ -162,6 +164,56 @@ def render(fig: Figure, file_format: str) -> bytes:
     return buffer.getvalue()
 
 
+# Tooltips: the report's inline SVG names each configuration a mark stands for. A drawing
+# function tags an artist with its configurations (matplotlib writes the gid as the id of the
+# artist's <g> group); after rendering, :func:`svg_with_tooltips` turns each tag into SVG
+# <title> elements, which browsers show on hover. PDF, PNG and PGF ignore gids, and a figure
+# with no tagged artist renders to the same bytes as before.
+_TIPS_PREFIX = "sweepbook-tips:"
+_SVG = "http://www.w3.org/2000/svg"
+_XLINK = "http://www.w3.org/1999/xlink"
+ElementTree.register_namespace("", _SVG)
+ElementTree.register_namespace("xlink", _XLINK)
+for _prefix, _uri in {
+    "rdf": "http://www.w3.org/1999/02/22-rdf-syntax-ns#",
+    "cc": "http://creativecommons.org/ns#",
+    "dc": "http://purl.org/dc/elements/1.1/",
+}.items():  # matplotlib's <metadata> block: kept under its usual prefixes
+    ElementTree.register_namespace(_prefix, _uri)
+
+
+def tag_tooltips(artist: Any, tips: Sequence[str]) -> None:
+    """Tag ``artist`` with the configurations it draws: one text for the whole artist (a line),
+    or one per mark in drawing order (the markers of a line or scatter, the cells of a mesh)."""
+    if any(tips):
+        artist.set_gid(_TIPS_PREFIX + json.dumps(list(tips), ensure_ascii=False))
+
+
+def svg_with_tooltips(svg: bytes) -> bytes:
+    """``svg`` with every tagged group's configurations as <title> elements. Each mark (a
+    marker's <use>, a mesh cell's <path>) gets its own title when the tag holds one text per
+    mark; otherwise (one text, or marks skipped for NaN values) the group gets all its texts."""
+    if _TIPS_PREFIX.encode() not in svg:
+        return svg
+    root = ElementTree.fromstring(svg)
+    for group in root.iter(f"{{{_SVG}}}g"):
+        tag = group.get("id", "")
+        if not tag.startswith(_TIPS_PREFIX):
+            continue
+        tips: list[str] = json.loads(tag.removeprefix(_TIPS_PREFIX))
+        del group.attrib["id"]  # free text makes a poor id, and ids must be unique in a page
+        marks = list(group.iter(f"{{{_SVG}}}use")) or group.findall(f"{{{_SVG}}}path")
+        if len(tips) > 1 and len(marks) == len(tips):
+            for mark, tip in zip(marks, tips, strict=True):
+                if tip:  # an empty text: a mark that stands for no configuration (a blank cell)
+                    ElementTree.SubElement(mark, f"{{{_SVG}}}title").text = tip
+        else:
+            title = ElementTree.Element(f"{{{_SVG}}}title")
+            title.text = "\n".join(tip for tip in tips if tip)
+            group.insert(0, title)
+    return ElementTree.tostring(root, encoding="utf-8", xml_declaration=True)
+
+
 def close(fig: Figure) -> None:
     plt.close(fig)
 
@@ -286,6 +338,8 @@ class Series:
     std: np.ndarray
     seeds_x: np.ndarray
     seeds_y: np.ndarray
+    tips: Sequence[str] = ()  # per mean point: its configuration and value, shown on hover
+    seed_tips: Sequence[str] = ()  # per seed's point, the same with the seed
 
 
 def metric_vs_axis(
@@ -313,7 +367,7 @@ def metric_vs_axis(
             shift = (index - (len(series) - 1) / 2) * 0.12 if categorical else 0.0
             if categorical or not join:
                 style["linestyle"] = "none"
-            ax.errorbar(
+            bars = ax.errorbar(
                 item.x + shift,
                 item.mean,
                 yerr=item.std,
@@ -323,9 +377,11 @@ def metric_vs_axis(
                 ms=3,
                 **style,
             )
-            ax.scatter(
+            tag_tooltips(bars.lines[0], item.tips)
+            dots = ax.scatter(
                 item.seeds_x + shift, item.seeds_y, s=6, color=style["color"], alpha=0.45, lw=0
             )
+            tag_tooltips(dots, item.seed_tips)
         if log_x:
             ax.set_xscale("log")
         if ticks is not None:
@@ -377,6 +433,7 @@ class ParetoPoint:
     std: float
     on_front: bool
     baseline: bool
+    tip: str = ""  # its configuration and value, shown on hover
 
 
 def pareto(
@@ -391,7 +448,7 @@ def pareto(
             [p.cost for p in front], [p.mean for p in front], color=PALETTE[0], lw=1.0, zorder=1
         )
         for point in points:
-            ax.errorbar(
+            bars = ax.errorbar(
                 point.cost,
                 point.mean,
                 yerr=point.std,
@@ -403,6 +460,7 @@ def pareto(
                 linestyle="none",
                 zorder=2,
             )
+            tag_tooltips(bars.lines[0], [point.tip])
         for point in front:
             ax.annotate(
                 point.label,
@@ -465,11 +523,13 @@ def heatmap(
     best: tuple[int, int] | None,
     venue: Venue = ARTICLE,
     coloured: bool = True,
+    tips: Sequence[Sequence[str]] = (),
 ) -> Figure:
     """A two-axis grid: one cell per configuration, its value written in it, the best boxed.
     Missing configurations are NaN and left blank. Viridis is colour-blind safe and prints in
     grey. ``coloured=False`` (every difference within noise) draws every cell in one light grey
-    and no colour bar: a colour scale would show noise as structure."""
+    and no colour bar: a colour scale would show noise as structure. ``tips``: each cell's
+    configuration and value, row by row, shown on hover."""
     with plt.rc_context(figure_style(venue)):
         fig, ax = plt.subplots(
             figsize=(venue.column_width_in, 0.45 * len(row_labels) + 1.0), layout="constrained"
@@ -478,7 +538,8 @@ def heatmap(
             image = _cells(ax, values, cmap="viridis")
         else:
             flat = np.where(np.isfinite(values), 0.0, np.nan)
-            _cells(ax, flat, cmap="Greys", vmin=0.0, vmax=1.0)
+            image = _cells(ax, flat, cmap="Greys", vmin=0.0, vmax=1.0)
+        tag_tooltips(image, [tip for row in tips for tip in row])
         ax.set_xticks(range(len(column_labels)), column_labels)
         ax.set_yticks(range(len(row_labels)), row_labels)
         ax.set_xlabel(xlabel)
@@ -604,10 +665,12 @@ def parallel_coordinates(
     best: int | None,
     higher_is_better: bool,
     venue: Venue = ARTICLE,
+    tips: Sequence[str] = (),
 ) -> Figure:
     """One line per configuration through its value on every swept axis, ending at its metric.
     Lines are coloured by the metric (cividis: colour-blind safe, prints in grey), better ones
-    drawn on top; the best configuration is thick and black."""
+    drawn on top; the best configuration is thick and black. ``tips``: each configuration's
+    description, shown on hover over its line."""
     columns = [*axes, metric]
     positions = [_axis_positions(axis.values) for axis in columns]
     y = np.stack([scaled for scaled, _ in positions], axis=1)
@@ -623,9 +686,11 @@ def parallel_coordinates(
         for index in np.argsort(np.nan_to_num(goodness, nan=-1.0)):
             if index == best:
                 continue
-            ax.plot(x, y[index], color=colormap(goodness[index]), lw=0.8, alpha=0.8)
+            (line,) = ax.plot(x, y[index], color=colormap(goodness[index]), lw=0.8, alpha=0.8)
+            tag_tooltips(line, tips[index : index + 1])
         if best is not None:
-            ax.plot(x, y[best], color="black", lw=2.0, label="best")
+            (line,) = ax.plot(x, y[best], color="black", lw=2.0, label="best")
+            tag_tooltips(line, tips[best : best + 1])
             ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         for column, (_, ticks) in enumerate(positions):
             ax.axvline(column, color="grey", lw=0.6)

@@ -13,7 +13,6 @@ Names that lived here before the module was split (``write_sweep_record``, ``rea
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import functools
 import re
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import jinja2
+import markupsafe
 import polars as pl
 from matplotlib.figure import Figure
 
@@ -77,7 +77,8 @@ class FigureView:
     id: str
     title: str
     caption: str
-    data_uri: str
+    # The SVG markup itself, inline: its <title> tooltips work only there (an <img> shows none)
+    svg: markupsafe.Markup
     files: list[tuple[str, str]]  # (label, relative href)
     wide: bool  # full text width rather than one column
     latex: str  # a figure environment to paste into a paper
@@ -300,20 +301,25 @@ def build_context(
     return context, comparison.figures, venue
 
 
-def save_figure(fig: Figure, directory: Path, name: str) -> tuple[str, list[tuple[str, str]]]:
-    """Write the figure in every available format under ``figures/``; return the SVG as a data
-    URI and the file links."""
+def save_figure(
+    fig: Figure, directory: Path, name: str
+) -> tuple[markupsafe.Markup, list[tuple[str, str]]]:
+    """Write the figure in every available format under ``figures/``; return its SVG, with
+    tooltips naming each mark's configuration, as markup to inline in the page, and the file
+    links. The SVG file carries the same tooltips."""
     rendered = {
         extension: figures.render(fig, extension) for extension in figures.available_formats()
     }
     figures.close(fig)
+    rendered["svg"] = figures.svg_with_tooltips(rendered["svg"])
     files = []
     for extension, content in rendered.items():
         path = directory / FIGURES_DIR / f"{name}.{extension}"
         atomic_write(path, functools.partial(Path.write_bytes, data=content))
         files.append((extension.upper(), f"{FIGURES_DIR}/{path.name}"))
-    data_uri = "data:image/svg+xml;base64," + base64.b64encode(rendered["svg"]).decode("ascii")
-    return data_uri, files
+    # Inline, the XML declaration and DOCTYPE before the <svg> element have no place in HTML.
+    svg = rendered["svg"].decode("utf-8")
+    return markupsafe.Markup(svg[svg.index("<svg") :]), files
 
 
 def provenance_rows(
@@ -518,10 +524,10 @@ def render_report(directory: Path, venue: str | None = None) -> Path:
     views = []
     for planned in figs:
         wide = planned.figure.get_figwidth() > drawn_for.column_width_in + 1e-6
-        data_uri, files = save_figure(planned.figure, directory, planned.name)
+        svg, files = save_figure(planned.figure, directory, planned.name)
         snippet = figure_snippet(planned, context.name, wide=wide and drawn_for.two_column)
         views.append(
-            FigureView(planned.name, planned.title, planned.caption, data_uri, files, wide, snippet)
+            FigureView(planned.name, planned.title, planned.caption, svg, files, wide, snippet)
         )
     # Figures of a previous render may no longer apply. Removed after writing, not by emptying
     # the folder first, so that a report rendered beside a running sweep cannot pull figure

@@ -6,6 +6,7 @@ Values are formatted here once, so the HTML and the LaTeX show the same numbers.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,32 @@ class TableRow:
     cells: list[str]
     best: bool
     tie: bool = False  # not distinguishable from the best by seed noise
+
+    @property
+    def sort_keys(self) -> list[float | str | None]:
+        """What the report's column sort orders each cell by (:func:`sort_key`)."""
+        return [sort_key(cell) for cell in self.cells]
+
+
+# A numeric cell: "0.9712 ± 0.0031" (sorted by its mean), "12,345", "1e-05", "3.2×". Anything
+# else after the number ("16x16", "10.0.0.1") makes the cell text.
+_NUMBER_CELL = re.compile(
+    r"(?P<number>[-+]?(?:\d[\d,]*\.?\d*|\.\d+)(?:e[-+]?\d+)?)(?: ± .*|×|%)?", re.IGNORECASE
+)
+
+
+def sort_key(cell: str) -> float | str | None:
+    """A table cell's key for sorting in the browser: the number it starts with (a mean ± std
+    sorts by the mean), None for a missing value ("—", sorted last either way), else its text
+    (category names, lists, intervals, host names)."""
+    text = cell.strip()
+    if text in ("", "—"):
+        return None
+    number = _NUMBER_CELL.fullmatch(text)
+    if number is None:
+        return text
+    value = float(number.group("number").replace(",", ""))
+    return value if np.isfinite(value) else None
 
 
 @dataclass(frozen=True)
