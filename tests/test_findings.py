@@ -530,3 +530,28 @@ def test_a_heatmap_of_noise_is_not_coloured_and_its_caption_says_why() -> None:
     caption, axes = _heatmap_of(rate_matters)
     assert "within seed noise" not in caption
     assert axes == 2  # the grid and its colour bar
+
+
+def test_repeats_of_one_seed_count_once_not_as_seed_noise() -> None:
+    """The reproducibility study's case: a configuration that repeats seed 0 five times (equal
+    bits, std 0) is one replicate. Counted as five runs it would look certain and 'beat' the
+    five-seed configuration; counted once, it cannot be ranked, and the findings say so."""
+    rows = [
+        {"run_id": f"r{i}", "status": "ok", "variant": "repeat", "repeat": i, "seed": 0}
+        | {"test.accuracy": 0.911}
+        for i in range(5)
+    ] + [
+        {"run_id": f"s{i}", "status": "ok", "variant": "seeds", "repeat": 0, "seed": i}
+        | {"test.accuracy": 0.90 + 0.004 * (i - 2)}
+        for i in range(5)
+    ]
+    findings = compute_findings(
+        pl.DataFrame(rows), metric="test.accuracy", direction="max", compare=["variant"]
+    )
+    by_variant = {c.values["variant"]: c for c in findings.configurations}
+    assert by_variant["repeat"].runs == 1 and by_variant["seeds"].runs == 5
+    assert findings.evidence == "thin"
+    assert findings.thin_reason == "one run of the best configuration"
+    said = " ".join(sentences(findings))
+    assert "repeats of one seed count once" in said
+    assert "differs from the best beyond seed noise" not in said

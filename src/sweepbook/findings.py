@@ -177,6 +177,8 @@ def compute_findings(
     if metric in ok.columns:
         ok = ok.filter(pl.col(metric).is_not_null() & pl.col(metric).cast(pl.Float64).is_not_nan())
     selection = selection_metric_for(metric, ok.columns, ok) if metric in ok.columns else metric
+    if metric in ok.columns:
+        ok = one_row_per_replicate(ok, compare, list(dict.fromkeys([metric, selection])))
     base = dict(
         metric=metric,
         direction=direction,
@@ -228,11 +230,30 @@ def compute_findings(
     )
 
 
+def one_row_per_replicate(ok: pl.DataFrame, compare: list[str], metrics: list[str]) -> pl.DataFrame:
+    """Runs that repeat one seed (``[[variant]] repeat = N``) are not independent samples of seed
+    noise: they are one replicate, trained N times (with bit-identical results, as sweepbook's
+    explicit keys promise). Counting them as N runs would give a standard deviation of 0 and a
+    spurious certainty, so each (configuration, seed, fold) becomes one row, its metrics the
+    mean over its repeats."""
+    if "repeat" not in ok.columns or ok["repeat"].drop_nulls().n_unique() < 2:
+        return ok
+    keys = [key for key in (*compare, "seed", "data.fold") if key in ok.columns]
+    others = [c for c in ok.columns if c not in keys and c not in metrics]
+    collapsed = ok.group_by(keys, maintain_order=True).agg(
+        *(pl.col(m).cast(pl.Float64).mean() for m in metrics),
+        *(pl.col(c).first() for c in others),
+    )
+    return collapsed.select(ok.columns)
+
+
 def _thin_reason(summary: pl.DataFrame, winner: int) -> str | None:
     if summary.height < 2:
         return "one configuration"
-    if summary["n"][winner] < 2 or summary["n"].max() < 2:  # type: ignore[operator]
+    if summary["n"].max() < 2:  # type: ignore[operator]
         return "one run per configuration"
+    if summary["n"][winner] < 2:
+        return "one run of the best configuration"
     return None
 
 
@@ -447,6 +468,12 @@ def _thin_sentences(findings: Findings, winner: Configuration) -> list[str]:
         return [
             "Evidence too thin to rank: the sweep has only one configuration, so there is "
             "nothing to compare it with."
+        ]
+    if findings.thin_reason == "one run of the best configuration":
+        return [
+            "Evidence too thin to rank: the highest configuration has one independent run (its "
+            "repeats of one seed count once), so its seed noise cannot be measured and no other "
+            "configuration can be shown worse than it."
         ]
     return [
         "Evidence too thin to rank: with one run per configuration seed noise cannot be "
