@@ -555,3 +555,8 @@ def test_repeats_of_one_seed_count_once_not_as_seed_noise() -> None:
     said = " ".join(sentences(findings))
     assert "repeats of one seed count once" in said
     assert "differs from the best beyond seed noise" not in said
+    # Without repeats (one run per holdout split, as in kfold_vs_holdout) they go unmentioned.
+    plain = pl.DataFrame(rows).filter(pl.col("repeat") == 0)
+    thin = compute_findings(plain, metric="test.accuracy", direction="max", compare=["variant"])
+    assert thin.thin_reason == "one run of the best configuration"
+    assert "repeats" not in " ".join(sentences(thin))

@@ -117,6 +117,7 @@ class Findings:
     interaction: Interaction | None
     test_noise: TestSetNoise | None
     sampled: bool
+    repeats_counted_once: bool = False  # runs repeating one seed were merged into one replicate
 
     @property
     def selected_on_validation(self) -> bool:
@@ -177,6 +178,7 @@ def compute_findings(
     if metric in ok.columns:
         ok = ok.filter(pl.col(metric).is_not_null() & pl.col(metric).cast(pl.Float64).is_not_nan())
     selection = selection_metric_for(metric, ok.columns, ok) if metric in ok.columns else metric
+    repeated = "repeat" in ok.columns and ok["repeat"].drop_nulls().n_unique() > 1
     if metric in ok.columns:
         ok = one_row_per_replicate(ok, compare, list(dict.fromkeys([metric, selection])))
     base = dict(
@@ -188,6 +190,7 @@ def compute_findings(
         ok=ok.height,
         problems=problems,
         sampled=sampled,
+        repeats_counted_once=repeated,
     )
     if ok.is_empty() or metric not in ok.columns:
         return Findings(
@@ -470,10 +473,11 @@ def _thin_sentences(findings: Findings, winner: Configuration) -> list[str]:
             "nothing to compare it with."
         ]
     if findings.thin_reason == "one run of the best configuration":
+        repeats = " (repeats of one seed count once)" if findings.repeats_counted_once else ""
         return [
-            "Evidence too thin to rank: the highest configuration has one independent run (its "
-            "repeats of one seed count once), so its seed noise cannot be measured and no other "
-            "configuration can be shown worse than it."
+            f"Evidence too thin to rank: the highest configuration has one independent run"
+            f"{repeats}, so its seed noise cannot be measured and no other configuration can be "
+            "shown worse than it."
         ]
     return [
         "Evidence too thin to rank: with one run per configuration seed noise cannot be "
