@@ -319,18 +319,9 @@ def run_benchmark(*, quick: bool = False, log: Callable[[str], None] = print) ->
 
 def format_table(result: dict[str, Any]) -> str:
     digits = result["digits_sweep"]
-    lines = [
-        f"{'digits MLP, ' + str(digits['configurations']) + ' configs':<34}"
-        f"{'train s':>9}{'compile s':>11}{'GFLOP/s':>9}{'engine is':>14}",
-    ]
-    engine = digits["timings"][0]
-    for timing in digits["timings"]:
-        ratio = timing["seconds"] / engine["seconds"]
-        speed = "—" if timing is engine else f"{ratio:.1f}x faster"
-        lines.append(
-            f"{timing['name']:<34}{timing['seconds']:>9.2f}{timing['compile_seconds']:>11.2f}"
-            f"{timing['gflops']:>9.1f}{speed:>14}"
-        )
+    lines = _timing_table(
+        f"digits MLP, {digits['configurations']} configs", digits["timings"], width=34
+    )
     for net in result.get("conv_nets", []):
         lines += ["", *_conv_net_lines(net)]
     mnist = result["mnist_mlp_784_784_10"]
@@ -361,14 +352,19 @@ def _conv_net_lines(net: dict[str, Any]) -> list[str]:
         f"{net['title']}, {net['configurations']} configs, {net['training_images']:,} images, "
         f"batch {net['batch_size']}, {net['epochs']} epoch(s)"
     )
-    lines = [f"{header:<58}{'train s':>9}{'compile s':>11}{'GFLOP/s':>9}{'engine is':>14}"]
-    engine = net["timings"][0]
-    for timing in net["timings"]:
+    return _timing_table(header, net["timings"], width=58)
+
+
+def _timing_table(header: str, timings: list[dict[str, Any]], *, width: int) -> list[str]:
+    """A header row and one row per timing, each compared with the first (the engine's)."""
+    lines = [f"{header:<{width}}{'train s':>9}{'compile s':>11}{'GFLOP/s':>9}{'engine is':>14}"]
+    engine = timings[0]
+    for timing in timings:
         ratio = timing["seconds"] / engine["seconds"]
         speed = "—" if timing is engine else f"{ratio:.1f}x faster"
         lines.append(
-            f"{timing['name']:<58}{timing['seconds']:>9.2f}{timing['compile_seconds']:>11.2f}"
-            f"{timing['gflops']:>9.1f}{speed:>14}"
+            f"{timing['name']:<{width}}{timing['seconds']:>9.2f}"
+            f"{timing['compile_seconds']:>11.2f}{timing['gflops']:>9.1f}{speed:>14}"
         )
     return lines
 
