@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from sweepbook.metrics import METRICS, classification_metrics, confusion_matrix
+from sweepbook.metrics import (
+    METRICS,
+    classification_metrics,
+    confusion_matrix,
+    metric_info,
+    metrics_for_task,
+    regression_metrics,
+)
 
 NUM_SAMPLES = 300
 EXPECTED_KEYS = {
@@ -278,7 +285,120 @@ def test_reliability_bins_add_up_to_the_ece():
 def test_every_metric_a_run_stores_is_registered_with_a_direction():
     probabilities = np.full((4, 3), 1 / 3)
     computed = set(classification_metrics(probabilities, np.array([0, 1, 2, 0]))) - {"confusion"}
-    stored = {name for name in METRICS if METRICS[name].stored}
-    assert stored == computed | {"loss"}  # the loss is computed by training, not here
+    assert set(metrics_for_task("classification")) == computed | {"loss"}  # loss: by training
+    regression = set(regression_metrics(np.zeros(3), np.arange(3.0)))
+    assert set(metrics_for_task("regression")) == regression | {"loss"}
     lower_is_better = {name for name in METRICS if METRICS[name].direction == "min"}
-    assert lower_is_better == {"loss", "ece", "mce", "error"}
+    assert lower_is_better == {"loss", "ece", "mce", "error", "mse", "rmse", "mae"}
+    assert METRICS["r2"].direction == "max" and METRICS["r2"].label == "R²"
+
+
+def test_metrics_for_an_unknown_task_is_an_error():
+    with pytest.raises(ValueError, match="task must be one of classification, regression"):
+        metrics_for_task("ranking")
+
+
+# --- regression ------------------------------------------------------------------------------
+
+
+def regression_case(outputs: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Targets of a noisy linear model and imperfect predictions; ``outputs=None``: 1-D."""
+    rng = np.random.default_rng(seed)
+    shape = (NUM_SAMPLES,) if outputs is None else (NUM_SAMPLES, outputs)
+    # Outputs on different scales, so that averaging per output differs from pooling them.
+    scale = 1.0 if outputs is None else np.arange(1, outputs + 1) ** 2
+    targets = rng.normal(size=shape) * scale + 3.0
+    predictions = targets + rng.normal(0, 0.5, size=shape) * scale
+    return predictions, targets
+
+
+@pytest.mark.parametrize("outputs", [None, 1, 3])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_regression_metrics_match_scikit_learn(outputs, seed):
+    predictions, targets = regression_case(outputs, seed)
+    computed = regression_metrics(predictions, targets)
+    assert computed["mse"] == pytest.approx(skm.mean_squared_error(targets, predictions), 1e-12)
+    assert computed["rmse"] == pytest.approx(
+        skm.root_mean_squared_error(targets, predictions), 1e-12
+    )
+    assert computed["mae"] == pytest.approx(skm.mean_absolute_error(targets, predictions), 1e-12)
+    assert computed["r2"] == pytest.approx(skm.r2_score(targets, predictions), 1e-12)
+    assert all(isinstance(value, float) for value in computed.values())
+
+
+def test_rmse_of_several_outputs_averages_the_outputs_rmse():
+    predictions, targets = regression_case(3, 2)
+    computed = regression_metrics(predictions, targets)
+    assert computed["rmse"] != pytest.approx(math.sqrt(computed["mse"]))
+    per_output = np.sqrt(((predictions - targets) ** 2).mean(axis=0))
+    assert computed["rmse"] == pytest.approx(per_output.mean())
+
+
+@pytest.mark.parametrize(
+    ("predictions", "r2"),
+    [([2.0, 2.0, 2.0], 1.0), ([2.0, 2.5, 2.0], 0.0)],
+    ids=["exact", "inexact"],
+)
+def test_r2_of_a_constant_target_follows_scikit_learn(predictions, r2):
+    targets = np.full(3, 2.0)
+    assert regression_metrics(np.array(predictions), targets)["r2"] == r2
+    assert skm.r2_score(targets, predictions) == r2
+
+
+def test_r2_of_one_example_is_nan_as_in_scikit_learn():
+    computed = regression_metrics(np.array([1.0]), np.array([2.0]))
+    assert math.isnan(computed["r2"]) and computed["mse"] == 1.0 and computed["mae"] == 1.0
+
+
+def test_r2_averages_a_constant_output_with_the_others():
+    rng = np.random.default_rng(3)
+    targets = np.stack([rng.normal(size=50), np.full(50, 1.5)], axis=1)
+    predictions = targets + rng.normal(0, 0.3, size=targets.shape)
+    assert regression_metrics(predictions, targets)["r2"] == pytest.approx(
+        skm.r2_score(targets, predictions)
+    )
+
+
+@pytest.mark.parametrize(
+    ("predictions", "targets", "match"),
+    [
+        (np.zeros(3), np.zeros(4), "same shape"),
+        (np.zeros((3, 2)), np.zeros((3, 1)), "same shape"),
+        (np.array([0.0, np.nan]), np.zeros(2), "predictions contain NaN"),
+        (np.zeros(2), np.array([np.inf, 0.0]), "targets contain NaN or infinity"),
+        (np.zeros((2, 2, 2)), np.zeros((2, 2, 2)), "must be 1-D"),
+        (np.zeros(0), np.zeros(0), "empty"),
+        (np.array(["a"]), np.array(["b"]), "must be numbers"),
+    ],
+    ids=["length", "outputs", "nan", "infinity", "3-d", "empty", "text"],
+)
+def test_regression_metrics_reject_bad_input(predictions, targets, match):
+    with pytest.raises(ValueError, match=match):
+        regression_metrics(predictions, targets)
+
+
+@pytest.mark.parametrize(
+    ("name", "record", "expected"),
+    [
+        ("test.rmse", {}, ("min", "RMSE")),
+        ("r2", None, ("max", "R²")),
+        ("val.accuracy", {}, ("max", "accuracy")),
+        (
+            "test.balanced_accuracy",
+            {"metrics": {"balanced_accuracy": {"direction": "max", "label": "balanced accuracy"}}},
+            ("max", "balanced accuracy"),
+        ),
+        ("test.pinball", {"metrics": {"pinball": {"direction": "min"}}}, ("min", "pinball")),
+        # The store's own definition wins over a built-in of the same name.
+        ("test.loss", {"metrics": {"loss": {"direction": "max", "label": "L"}}}, ("max", "L")),
+        ("test.something_new", {}, ("max", "something_new")),
+        ("params", {}, ("max", "params")),
+    ],
+)
+def test_metric_info_reads_the_store_then_the_registry(name, record, expected):
+    assert metric_info(name, record) == expected
+
+
+def test_metric_info_rejects_a_direction_that_is_neither():
+    with pytest.raises(ValueError, match=r"metrics\.odd\.direction must be 'max' or 'min'"):
+        metric_info("test.odd", {"metrics": {"odd": {"direction": "up"}}})

@@ -1,19 +1,28 @@
-"""Classification metrics from predicted class probabilities, on the host in NumPy.
+"""Classification metrics from predicted class probabilities and regression metrics from
+predicted values, on the host in NumPy; the :data:`METRICS` registry of the metrics a report
+can rank runs by, and :func:`metric_info`, how a report reads a stored metric's direction and
+label.
 
 Definitions follow scikit-learn (precision/recall/F1 with ``labels=range(C)`` and
-``zero_division=0``; one-vs-rest ROC-AUC) so that numbers stored by a sweep can be checked
-against it, but scikit-learn is not imported here: it is slow to import and this runs once per
+``zero_division=0``; one-vs-rest ROC-AUC; MSE, RMSE, MAE and R² with
+``multioutput="uniform_average"``) so that numbers stored by a sweep can be checked against
+it, but scikit-learn is not imported here: it is slow to import and this runs once per
 evaluation of every run.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from sweepbook.registry import Registry
+
+Task = Literal["classification", "regression"]
+TASKS: tuple[Task, ...] = ("classification", "regression")
+DEFAULT_TASK: Task = "classification"  # what a store that records no task holds
 
 
 @dataclass(frozen=True)
@@ -23,23 +32,71 @@ class MetricSpec:
     ``direction``: whether a higher ("max") or lower ("min") value is better; ``label``: its
     readable name; ``stored``: whether every run stores it for the test and validation sets
     (a metric that is not, like "error", can only set the direction of a sweep's own
-    ``report.direction``-less ranking of a column it computes itself)."""
+    ``report.direction``-less ranking of a column it computes itself); ``task``: the kind of
+    experiment whose runs store it ("any": every kind, like the loss)."""
 
     direction: Literal["max", "min"]
     label: str
     stored: bool = True
+    task: Literal["classification", "regression", "any"] = "any"
 
 
 METRICS: Registry[MetricSpec] = Registry("metric")
-METRICS.register("accuracy", MetricSpec("max", "accuracy"))
+METRICS.register("accuracy", MetricSpec("max", "accuracy", task="classification"))
 METRICS.register("loss", MetricSpec("min", "loss"))
 for _kind, _shown in (("precision", "precision"), ("recall", "recall"), ("f1", "F1")):
     for _average in ("micro", "macro", "weighted"):
-        METRICS.register(f"{_kind}_{_average}", MetricSpec("max", f"{_shown} ({_average})"))
-METRICS.register("roc_auc", MetricSpec("max", "ROC-AUC"))
-METRICS.register("ece", MetricSpec("min", "ECE"))
-METRICS.register("mce", MetricSpec("min", "MCE"))
-METRICS.register("error", MetricSpec("min", "error", stored=False))
+        METRICS.register(
+            f"{_kind}_{_average}",
+            MetricSpec("max", f"{_shown} ({_average})", task="classification"),
+        )
+METRICS.register("roc_auc", MetricSpec("max", "ROC-AUC", task="classification"))
+METRICS.register("ece", MetricSpec("min", "ECE", task="classification"))
+METRICS.register("mce", MetricSpec("min", "MCE", task="classification"))
+METRICS.register("error", MetricSpec("min", "error", stored=False, task="classification"))
+METRICS.register("mse", MetricSpec("min", "MSE", task="regression"))
+METRICS.register("rmse", MetricSpec("min", "RMSE", task="regression"))
+METRICS.register("mae", MetricSpec("min", "MAE", task="regression"))
+METRICS.register("r2", MetricSpec("max", "R²", task="regression"))
+
+
+def metrics_for_task(task: str) -> tuple[str, ...]:
+    """The registered metrics every run of a ``task`` experiment stores for its test and
+    validation sets (its own and those of any task, such as the loss), in registration order."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+    return tuple(
+        name for name, spec in METRICS.items() if spec.stored and spec.task in (task, "any")
+    )
+
+
+SPLITS = ("train", "val", "test")  # the prefixes of stored metric columns
+
+
+def metric_info(
+    name: str, record: Mapping[str, Any] | None = None
+) -> tuple[Literal["max", "min"], str]:
+    """``(direction, label)`` of a stored metric, ``name`` bare ("rmse") or a column
+    ("test.rmse"): the store's own definition first (``record["metrics"]``, where a sweep
+    records metrics that are not built in, such as a user's ``balanced_accuracy``), then
+    :data:`METRICS`, then ("max", the name): a report must render any store, and an unknown
+    score is more often one to maximise."""
+    split, dot, bare = name.partition(".")
+    if not dot or split not in SPLITS:
+        bare = name
+    recorded = (record or {}).get("metrics") or {}
+    if bare in recorded:
+        entry = recorded[bare]
+        direction = entry.get("direction", "max")
+        if direction not in ("max", "min"):
+            raise ValueError(
+                f"sweep.json: metrics.{bare}.direction must be 'max' or 'min', got {direction!r}"
+            )
+        return direction, str(entry.get("label", bare))
+    if bare in METRICS:
+        spec = METRICS[bare]
+        return spec.direction, spec.label
+    return "max", bare
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
@@ -116,6 +173,62 @@ def classification_metrics(
         "mce": mce,
         "confusion": confusion.tolist(),
     }
+
+
+def regression_metrics(predictions: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+    """Mean squared error, its root, mean absolute error and R² of ``predictions`` against
+    ``targets``, both ``[N]`` (one output) or ``[N, K]`` (K outputs), computed in float64.
+
+    As scikit-learn's defaults (``multioutput="uniform_average"``), each is computed per output
+    and then averaged over the outputs with equal weights. So for several outputs ``rmse`` is the
+    mean of the per-output RMSEs, not the square root of ``mse``; for one output it is.
+
+    ``R²_k = 1 - sum_i (y_ik - p_ik)² / sum_i (y_ik - mean_i y_ik)²``. An output whose targets
+    are all equal has no variance to explain: its R² is 1.0 when predicted exactly and 0.0
+    otherwise (scikit-learn's ``force_finite=True``), not the -inf or NaN of the formula. With
+    fewer than two examples R² is NaN, as in scikit-learn (it is not defined there).
+    """
+    predictions, targets = _validate_regression(predictions, targets)
+    errors = predictions - targets
+    mse_per_output = np.mean(errors**2, axis=0)
+    residual_ss = np.sum(errors**2, axis=0)
+    total_ss = np.sum((targets - targets.mean(axis=0)) ** 2, axis=0)
+    explained = total_ss > 0
+    safe_total = np.where(explained, total_ss, 1.0)
+    r2_per_output = np.where(
+        explained, 1.0 - residual_ss / safe_total, np.where(residual_ss == 0, 1.0, 0.0)
+    )
+    return {
+        "mse": float(mse_per_output.mean()),
+        "rmse": float(np.sqrt(mse_per_output).mean()),
+        "mae": float(np.mean(np.abs(errors), axis=0).mean()),
+        "r2": float(r2_per_output.mean()) if targets.shape[0] >= 2 else float("nan"),
+    }
+
+
+def _validate_regression(
+    predictions: np.ndarray, targets: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Both as float64 ``[N, K]``; ValueError naming what is wrong."""
+    arrays = []
+    for name, values in (("predictions", predictions), ("targets", targets)):
+        array = np.asarray(values)
+        if array.ndim not in (1, 2):
+            raise ValueError(f"{name} must be 1-D [N] or 2-D [N, outputs], got shape {array.shape}")
+        if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+            raise ValueError(f"{name} must be numbers, got dtype {array.dtype}")
+        if array.size == 0:
+            raise ValueError(f"{name} is empty (shape {array.shape}); metrics need an example")
+        array = array.astype(np.float64)
+        if not np.all(np.isfinite(array)):
+            raise ValueError(f"{name} contain NaN or infinity")
+        arrays.append(array.reshape(array.shape[0], -1))
+    if np.shape(predictions) != np.shape(targets):
+        raise ValueError(
+            f"predictions and targets must have the same shape, got {np.shape(predictions)} "
+            f"and {np.shape(targets)}"
+        )
+    return arrays[0], arrays[1]
 
 
 def _validate(
