@@ -14,10 +14,14 @@ __all__ = [
     "RunSummary",
     "VerifySummary",
     "__version__",
+    "metric",
     "render_report",
     "run_sweep",
     "verify_store",
 ]
+
+# Where each lazily imported name lives (the API's, and the decorator of users' metrics).
+_HOMES = {"metric": "sweepbook.tasks"}
 
 # Not typing.TYPE_CHECKING: importing typing would take longer than this whole module.
 TYPE_CHECKING = False
@@ -29,5 +33,5 @@ def __getattr__(name: str) -> "Any":
     """The API's names, imported on first use. By name through importlib, not an import
     statement: every module imports from this package, so a statement would read as a cycle."""
     if name in __all__:
-        return getattr(importlib.import_module("sweepbook.api"), name)
+        return getattr(importlib.import_module(_HOMES.get(name, "sweepbook.api")), name)
     raise AttributeError(f"module 'sweepbook' has no attribute {name!r}")

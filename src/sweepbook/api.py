@@ -20,6 +20,7 @@ order things happen; without ``on_progress`` nothing is printed.
 from __future__ import annotations
 
 import itertools
+import json
 import shlex
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -36,7 +37,7 @@ from pydantic import ValidationError
 from sweepbook import provenance
 from sweepbook import report as reporting
 from sweepbook.config import ConfigError, LauncherConfig, Sweep, load_sweep
-from sweepbook.data import DataError, Split
+from sweepbook.data import DataError, Split, check_augmentation
 from sweepbook.engine import (
     DEFAULT_MEMORY_FRACTION,
     DEFAULT_RUNS_PER_CHUNK,
@@ -67,11 +68,14 @@ from sweepbook.launch import (
     run_tasks,
     submit,
 )
+from sweepbook.models import MODELS
 from sweepbook.ownership import check_store_owner
 from sweepbook.plan import MAX_RUNS, PlannedRun, expand
 from sweepbook.registry import Registry, UnknownName
 from sweepbook.search import run_search
 from sweepbook.store import Store, StoreLocked, atomic_write_json
+from sweepbook.train import output_problem
+from sweepbook.usercode import identities
 from sweepbook.verify import DEFAULT_RUNS, Outcome, verify_runs
 
 # --- progress events -------------------------------------------------------------------------
@@ -291,7 +295,7 @@ class InlineTrainer:
                 train_runs(
                     runs,
                     context.store,
-                    splits=load_splits(planned),  # chunk sizes follow the plan
+                    splits=load_splits(planned, settings.code_base),  # chunk sizes follow the plan
                     origin=context.origin,
                     on_run_done=lambda run, status: context.emit(RunTrained(run.run_id, status)),
                     planned=planned,
@@ -373,7 +377,8 @@ class TaskTrainer:
         """Submit ``runs`` as tasks and wait for them, and for the ``queued`` tasks that an
         earlier run submitted (SLURM)."""
         emit = self.context.emit
-        tasks = plan_tasks(runs, planned, load_splits(planned), self.context.settings)
+        settings = self.context.settings
+        tasks = plan_tasks(runs, planned, load_splits(planned, settings.code_base), settings)
         if tasks:
             emit(TasksPlanned(len(tasks), self.name, self.jobs))
         wanted = {run.run_id for run in runs} | {r for task in queued for r in task.runs}
@@ -409,7 +414,8 @@ class TaskTrainer:
 
     def submit_only(self, todo: list[PlannedRun], planned: list[PlannedRun]) -> Detached:
         """Submit the array and return without waiting (``wait=False``)."""
-        tasks = plan_tasks(todo, planned, load_splits(planned), self.context.settings)
+        settings = self.context.settings
+        tasks = plan_tasks(todo, planned, load_splits(planned, settings.code_base), settings)
         jobs = submit(self.executor, tasks)
         self._record(list(zip(tasks, jobs, strict=True)))
         return Detached(len(tasks), len(todo), jobs[0].job_id.split("_")[0], self.jobs)
@@ -473,9 +479,12 @@ def load_checked(
     sweep = load_sweep(sweep_path)
     plan = expand(sweep, max_runs=max_runs)
     try:
-        splits = load_splits(plan)
+        splits = load_splits(plan, sweep.experiment_path.parent)
+        for run in plan:
+            check_augmentation(run.config, splits[split_key(run)])
     except DataError as error:
         raise sweep.blame(error.key, str(error)) from None
+    _check_user_models(sweep, plan, splits)
     for run in plan:
         # A larger batch would only be padding: memory grows with it, learning does not.
         examples = len(splits[split_key(run)].y_train)
@@ -487,6 +496,46 @@ def load_checked(
                 run.variant,
             )
     return sweep, plan, splits
+
+
+def _check_user_models(sweep: Sweep, plan: list[PlannedRun], splits: dict[str, Split]) -> None:
+    """Every user's model builds and returns outputs of the task's shape on its data (checked
+    on shapes once per model and split), or a one-line error before anything is written."""
+    seen: set[tuple[str, str]] = set()
+    for run in plan:
+        model = run.config.model
+        key = (model.model_dump_json(), split_key(run))
+        if MODELS[model.kind].calling != "flax" or key in seen:
+            continue
+        seen.add(key)
+        problem = output_problem(run.config, splits[split_key(run)])
+        if problem:
+            raise sweep.blame("model.kind", problem, run.variant)
+
+
+def check_user_code(sweep: Sweep, plan: list[PlannedRun], store: Store, done: set[str]) -> None:
+    """Refuse to resume a store whose runs were trained with another version of the users'
+    code this sweep names: one table would mix results of two programs. The stored runs keep
+    their results; a new store (``--out``), or deleting this one, trains afresh."""
+    current = {ref: i for run in plan for ref, i in identities(run.flat).items()}
+    if not current or not done:
+        return
+    runs = store.read_runs()
+    if "user_code" not in runs.columns:
+        return
+    stored = runs.filter(pl.col("run_id").is_in(done) & pl.col("user_code").is_not_null())
+    for text in stored["user_code"].unique().to_list():
+        for reference, sha256 in json.loads(text).items():
+            now = current.get(reference)
+            if now is not None and now.sha256 != sha256:
+                raise ConfigError(
+                    sweep.experiment_path,
+                    None,
+                    f"{now.file} changed since runs stored in {store.directory} were trained "
+                    f"with it (sha256 {sha256[:12]} then, {now.sha256[:12]} now): their results "
+                    "would mix two versions of the code; pass --out NEW_DIR for a new store, or "
+                    "delete the old one",
+                )
 
 
 def _check_launcher(
@@ -570,6 +619,7 @@ def run_sweep(
         # A damaged store file stops the sweep here, before anything is written.
         done = store.completed_ids()
         store.read_history()
+        check_user_code(loaded, plan, store, done)
         request = _Request(
             sweep=loaded,
             plan=plan,
@@ -600,6 +650,7 @@ def _trainer(request: _Request, info: dict[str, Any]) -> InlineTrainer | TaskTra
         git_commit=info["git"]["commit"],
         runs_per_chunk=request.runs_per_chunk,
         memory_budget=request.memory_budget,
+        code_base=request.sweep.experiment_path.parent,
     )
     origin = {
         "git_commit": info["git"]["commit"],
@@ -642,7 +693,12 @@ def _run_locked(request: _Request) -> RunSummary:
     sweep, store, emit = request.sweep, request.store, request.emit
     out = store.directory
     run_command = run_command_line(sweep.path)
-    info = provenance.collect(sweep.path, sweep.experiment_path, request.command)
+    user_code = {
+        reference: (identity.file, identity.sha256)
+        for run in request.plan
+        for reference, identity in identities(run.flat).items()
+    }
+    info = provenance.collect(sweep.path, sweep.experiment_path, request.command, user_code)
     started = time.perf_counter()
     trainer = _trainer(request, info)
     atomic_write_json(out / reporting.PROVENANCE, info)

@@ -28,6 +28,7 @@ from pydantic import (
 
 from sweepbook.metrics import METRICS
 from sweepbook.registry import registry_at
+from sweepbook.usercode import UserCodeError, register_references
 
 FlatConfig = dict[str, Any]
 
@@ -105,6 +106,9 @@ DATASETS_AT = "sweepbook.data:DATASETS"
 OPTIMIZERS_AT = "sweepbook.optim:OPTIMIZERS"
 SCHEDULES_AT = "sweepbook.schedules:SCHEDULES"
 LOSSES_AT = "sweepbook.losses:LOSSES"
+HOST_METRICS_AT = "sweepbook.tasks:HOST_METRICS"
+
+Task = Literal["classification", "regression"]
 
 
 def _registered(reference: str) -> AfterValidator:
@@ -185,10 +189,21 @@ class ModelConfig(_Strict):
     init: Literal[
         "default", "lecun_normal", "he_normal", "he_uniform", "glorot_normal", "glorot_uniform"
     ] = "default"
+    # A user's model (``kind = "file.py:Net"``): the module's constructor arguments, static
+    # (a compile group per value), and the numbers passed to its ``__call__`` as traced
+    # scalars (runs differing only in them share one program). See models.user_model_spec.
+    args: dict[str, Any] = {}
+    traced: dict[str, float] = {}
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
-        widths = registry_at(MODELS_AT)[self.kind].widths
+        spec = registry_at(MODELS_AT)[self.kind]
+        if spec.calling == "flax":
+            self._check_user_model()
+        elif self.args or self.traced:
+            key = "args" if self.args else "traced"
+            raise FieldError(key, f"only a user's model takes [model.{key}], not '{self.kind}'")
+        widths = spec.widths
         if widths == "required" and not self.widths:
             raise FieldError(
                 "widths", f"must list at least one hidden width for model.kind = '{self.kind}'"
@@ -196,6 +211,17 @@ class ModelConfig(_Strict):
         if widths == "forbidden" and self.widths:
             raise FieldError("widths", f"fixed by the {self.kind} architecture; remove it")
         return self
+
+    def _check_user_model(self) -> None:
+        """A user's model builds itself from ``args``: the built-ins' architecture keys would be
+        silently ignored, so they are refused."""
+        for key in ("widths", "activation", "dropout", "batch_norm", "init"):
+            if key in self.model_fields_set:
+                raise FieldError(
+                    key,
+                    "applies to sweepbook's built-in models only; give your model its own "
+                    "[model.args] (static) or [model.traced] (traced) values",
+                )
 
 
 Unit = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -301,6 +327,8 @@ class LossConfig(_Strict):
     name: Annotated[str, _registered(LOSSES_AT)] = "cross_entropy"
     label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
     focal_gamma: Annotated[float, Field(ge=0.0)] | None = None
+    # Where the Huber loss turns from quadratic to linear (in target units).
+    huber_delta: Positive = 1.0
 
     @model_validator(mode="after")
     def _check(self) -> LossConfig:
@@ -396,6 +424,8 @@ class ExperimentConfig(_Strict):
     """A full base experiment, as in ``experiments/*.toml``."""
 
     description: str = ""
+    # What the targets are: class indices ("classification") or numbers ("regression").
+    task: Task = "classification"
     data: DataConfig
     model: ModelConfig
     optimizer: OptimizerConfig
@@ -407,9 +437,34 @@ class ExperimentConfig(_Strict):
     augment: AugmentConfig = AugmentConfig()
     compress: CompressConfig = CompressConfig()
     train: TrainConfig
+    # Users' own metrics, by code reference (``"file.py:balanced_accuracy"``): computed on the
+    # host from each run's predictions, stored as ``test.<name>`` and ``val.<name>``.
+    metrics: list[Annotated[str, _registered(HOST_METRICS_AT)]] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_defaults(cls, data: Any) -> Any:
+        """A regression's defaults where classification's cannot apply: the mean squared error
+        as loss and an unstratified split (both only when the file does not choose)."""
+        if not isinstance(data, dict) or data.get("task") != "regression":
+            return data
+        data = dict(data)
+        for section, key, value in (("loss", "name", "mse"), ("data", "split", "holdout")):
+            table = data.get(section, {})
+            if isinstance(table, dict) and key not in table:
+                data[section] = {**table, key: value}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> ExperimentConfig:
+        loss_task = registry_at(LOSSES_AT)[self.loss.name].task
+        if loss_task not in (None, self.task):
+            raise FieldError(
+                "loss.name",
+                f"'{self.loss.name}' is a {loss_task} loss, but task = '{self.task}'",
+            )
+        if self.task == "regression" and self.loss.label_smoothing:
+            raise FieldError("loss.label_smoothing", "smooths class labels: classification only")
         if self.schedule.warmup_epochs >= self.train.epochs:
             raise FieldError("schedule.warmup_epochs", "must be shorter than train.epochs")
         prune = self.compress.prune
@@ -425,10 +480,14 @@ class RunConfig(ExperimentConfig):
     seed: Annotated[int, Field(ge=0)]
 
 
+# The headline metric of a sweep that does not name one, per task.
+DEFAULT_METRIC = {"classification": "test.accuracy", "regression": "test.rmse"}
+
+
 class ReportConfig(_Strict):
     title: str | None = None
     question: str | None = None
-    metric: str = "test.accuracy"
+    metric: str = DEFAULT_METRIC["classification"]
     direction: Literal["max", "min"] | None = None
     compare: list[str] | None = None
     # Paper output (figures, tables/results.tex): settings of the report, not of any run, so
@@ -695,7 +754,13 @@ def _first_error(path: Path, error: ValidationError, prefix: str = "") -> Config
 
 
 def load_experiment(path: Path) -> ExperimentConfig:
+    """Read and validate an experiment file, first importing the users' code it names by
+    reference (resolved against the file's folder) so that validation finds it registered."""
     raw = read_toml(path)
+    try:
+        register_references(_flat_section(path, "", raw), path.parent.resolve())
+    except UserCodeError as error:
+        raise ConfigError(path, error.key, str(error)) from None
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as error:
@@ -772,7 +837,9 @@ def load_sweep(path: Path) -> Sweep:
     path = Path(path)
     parsed = _parse_sweep_file(path)
     experiment_path, experiment = _sweep_experiment(path, parsed)
+    _register_sweep_references(path, parsed, experiment_path.parent)
     known = set(flatten(experiment.model_dump())) - {"description"}
+    known |= _user_argument_keys(path, parsed, experiment)
 
     overrides = _flat_section(path, "set", parsed.set)
     _check_keys(path, "set", list(overrides), known)
@@ -785,6 +852,9 @@ def load_sweep(path: Path) -> Sweep:
     random = _random_search(path, parsed.random, known)
     search = _model_search(path, parsed.search, known)
 
+    report = parsed.report
+    if "metric" not in report.model_fields_set:
+        report = report.model_copy(update={"metric": DEFAULT_METRIC[experiment.task]})
     sweep = Sweep(
         name=path.stem,
         path=path.resolve(),
@@ -800,13 +870,50 @@ def load_sweep(path: Path) -> Sweep:
         random=random,
         search=search,
         folds=parsed.folds,
-        report=parsed.report,
+        report=report,
         question=parsed.report.question or _leading_comment(path),
         launcher=parsed.launcher,
     )
     _check_each_key_given_once(sweep)
     _check_report_keys(sweep, known)
     return sweep
+
+
+def _register_sweep_references(path: Path, parsed: SweepConfig, base: Path) -> None:
+    """Users' code a sweep names in its overrides (``grid."model.kind" = ["a.py:A", ...]``),
+    imported and registered before its runs are validated; files relative to ``base``, the
+    experiment's folder, like the experiment's own references."""
+    sections: list[tuple[str, dict[str, Any]]] = [
+        ("set", parsed.set),
+        ("grid", parsed.grid),
+        ("zip", parsed.zip),
+        *((f"variant[{i}]", table) for i, table in enumerate(parsed.variant)),
+    ]
+    for section, table in sections:
+        flat = _flat_section(path, section, table)
+        # An axis lists its values: each one may be a reference.
+        values = {
+            key: value
+            for key, value in flat.items()
+            if section not in ("grid", "zip") or not isinstance(value, list)
+        }
+        axes = [(key, v) for key, vs in flat.items() if key not in values for v in vs]
+        try:
+            register_references(values, base)
+            for key, value in axes:
+                register_references({key: value}, base)
+        except UserCodeError as error:
+            raise ConfigError(path, f"{section}.{error.key}", str(error)) from None
+
+
+def _user_argument_keys(path: Path, parsed: SweepConfig, experiment: ExperimentConfig) -> set[str]:
+    """Keys a sweep may set though its experiment does not: the arguments of a user's model
+    or loader (``model.args.width``), which only the user's code knows."""
+    given: set[str] = set()
+    for table in (parsed.set, parsed.grid, parsed.zip, *parsed.variant):
+        given |= set(_flat_section(path, "sweep", table))
+    prefixes = ("model.args.", "model.traced.", "data.args.")
+    return {key for key in given if key.startswith(prefixes)}
 
 
 def _parse_sweep_file(path: Path) -> SweepConfig:
@@ -1000,10 +1107,13 @@ def _check_report_keys(sweep: Sweep, known: set[str]) -> None:
             raise ConfigError(sweep.path, "report.compare", f"'{key}' is not an experiment key")
         if key not in sweep.axes:
             raise ConfigError(sweep.path, "report.compare", f"'{key}' is not a swept axis")
-    metric = sweep.report.metric
-    if not is_stored_metric(metric):
+    metric, task = sweep.report.metric, sweep.experiment.task
+    if not is_stored_metric(metric, task):
+        example = DEFAULT_METRIC[task]
         raise ConfigError(
-            sweep.path, "report.metric", f"'{metric}' is not a stored metric (e.g. test.accuracy)"
+            sweep.path,
+            "report.metric",
+            f"'{metric}' is not a stored metric of task = '{task}' (e.g. {example})",
         )
 
 
@@ -1024,14 +1134,17 @@ TRAIN_METRICS = ("accuracy", "loss")
 RUN_COLUMNS = ("model_bytes", "nonzero_params", "params", "best_epoch", "train_seconds")
 
 
-def is_stored_metric(key: str) -> bool:
-    """Whether runs store ``key`` (``test.f1_macro``, ``train.loss``): a metric of
-    :data:`metrics.METRICS` that every run stores, for the test or validation set, or one that
-    training records on the training set."""
+def is_stored_metric(key: str, task: Task = "classification") -> bool:
+    """Whether runs of ``task`` store ``key`` (``test.f1_macro``, ``train.loss``): a metric of
+    :data:`metrics.METRICS` that every run of the task stores (a user's metric included), for
+    the test or validation set, or one that training records on the training set."""
     split, _, name = key.partition(".")
     if split == "train":
-        return name in TRAIN_METRICS
-    return split in ("test", "val") and name in METRICS and METRICS[name].stored
+        return name in (TRAIN_METRICS if task == "classification" else ("loss",))
+    if split not in ("test", "val") or name not in METRICS:
+        return False
+    spec = METRICS[name]
+    return spec.stored and spec.task in ("any", task)
 
 
 def metric_direction(report: ReportConfig) -> Literal["max", "min"]:

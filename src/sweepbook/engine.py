@@ -23,7 +23,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from sweepbook.config import ModelConfig
 from sweepbook.data import Split, load_split
-from sweepbook.models import build_model, choose_numerics, multiply_adds
+from sweepbook.models import build_network, choose_numerics, multiply_adds
 from sweepbook.plan import PlannedRun
 from sweepbook.results import Origin
 from sweepbook.results import failed_row as _failed_row
@@ -111,7 +111,9 @@ class Group:
 
 
 def split_key(run: PlannedRun) -> str:
-    return run.config.data.model_dump_json()
+    """Runs with equal keys train on one split (the data config and what the targets are)."""
+    data = run.config.data.model_dump_json()
+    return data if run.config.task == "classification" else f"{run.config.task}:{data}"
 
 
 def group_runs(runs: list[PlannedRun], splits: dict[str, Split]) -> list[Group]:
@@ -120,19 +122,20 @@ def group_runs(runs: list[PlannedRun], splits: dict[str, Split]) -> list[Group]:
     for run in runs:
         split = splits[split_key(run)]
         static = static_spec(run.config)
-        group_id = program_id(static, split.num_classes, split)
-        specs[group_id] = (static, split.num_classes)
+        group_id = program_id(static, split.num_outputs, split)
+        specs[group_id] = (static, split.num_outputs)
         grouped.setdefault(group_id, []).append(run)
     return [Group(gid, *specs[gid], tuple(members)) for gid, members in grouped.items()]
 
 
-def load_splits(runs: list[PlannedRun]) -> dict[str, Split]:
-    """Load every data split the runs need, keyed by their data config (canonical JSON)."""
+def load_splits(runs: list[PlannedRun], base: Path | None = None) -> dict[str, Split]:
+    """Load every data split the runs need, keyed by :func:`split_key`; a relative
+    ``data.path`` is found in ``base``, the experiment file's folder."""
     splits: dict[str, Split] = {}
     for run in runs:
         key = split_key(run)
         if key not in splits:
-            splits[key] = load_split(run.config.data)
+            splits[key] = load_split(run.config.data, run.config.task, base)
     return splits
 
 
@@ -183,7 +186,7 @@ def step_flops(static: StaticSpec, num_classes: int, image: tuple[int, ...]) -> 
     """FLOPs of one training step of one run: 6 per multiply-add (forward 2, backward 4) of
     the dense and convolution layers, per example of a (padded) batch."""
     config = ModelConfig.model_validate_json(static.model)
-    return 6 * static.batch_size * multiply_adds(config, image, num_classes)
+    return 6 * static.batch_size * multiply_adds(config, image, num_classes, static.traced)
 
 
 def saturation_limit(
@@ -212,11 +215,12 @@ def run_memory_bytes(static: StaticSpec, num_classes: int, split: Split) -> int:
     parameters x 8 (weights, best weights, two optimizer moments, gradients, masks, quantized
     copy, update), activations of a training batch and of an evaluation batch x 4 (forward,
     backward, dropout masks, batch norm), and the class probabilities it returns."""
-    model = build_model(ModelConfig.model_validate_json(static.model), num_classes)
+    network = build_network(ModelConfig.model_validate_json(static.model), num_classes)
     example = jnp.zeros((1, *split.x_train.shape[1:]), jnp.float32)
+    traced = {name: jnp.float32(0.0) for name in static.traced}
     shapes = jax.eval_shape(
-        lambda x: model.init(
-            jax.random.key(0), x, train=False, dropout_rate=jnp.float32(0.0), dropout_key=None
+        lambda x: network.init(
+            jax.random.key(0), x, dropout_rate=jnp.float32(0.0), traced=traced
         ),
         example,
     )

@@ -41,6 +41,7 @@ from sweepbook.engine import (
 )
 from sweepbook.plan import PlannedRun
 from sweepbook.registry import Registry
+from sweepbook.usercode import register_run_references
 from sweepbook.store import Store, StoreError, atomic_write_json
 
 JOBS_DIR = "jobs"  # under the store: submitit's scripts, pickles and one log pair per task
@@ -67,6 +68,9 @@ class TaskSettings:
     git_commit: str | None
     runs_per_chunk: int
     memory_budget: float
+    # The experiment file's folder: users' code files and a relative data.path are found there
+    # (a task's process imports the users' code its runs name again, from there).
+    code_base: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -178,10 +182,12 @@ def run_task(task: Task) -> TaskResult:
         raise RuntimeError(
             f"JAX finds no usable device on {host}{asked}: {type(error).__name__}: {error}"
         ) from error
+    for run in task.group:
+        register_run_references(run.flat, settings.code_base)
     summary = train_runs(
         list(task.runs),
         Store(settings.store),
-        splits=load_splits(list(task.group)),
+        splits=load_splits(list(task.group), settings.code_base),
         origin={
             "git_commit": settings.git_commit,
             "host": host,

@@ -1,16 +1,19 @@
-"""Training losses on logits and integer labels, per example (the caller masks and averages).
+"""Training losses, per example (the caller masks and averages).
 
 Every training loss is registered in :data:`LOSSES` under the name ``loss.name`` takes, as a
-:class:`TrainingLoss`: called ``(logits, labels, hyper) -> per-example loss``, where ``hyper``
-holds the traced numbers of the ``[loss]`` table (:class:`LossHyper`), each loss reading those
-it uses and ``requires`` naming those a file must give for it.
+:class:`TrainingLoss`: called ``(outputs, targets, hyper) -> per-example loss``, where
+``hyper`` holds the traced numbers of the ``[loss]`` table (:class:`LossHyper`), each loss
+reading those it uses and ``requires`` naming those a file must give for it. Classification
+losses take logits ``[B, C]`` and integer labels ``[B]``; regression losses outputs and
+targets of one shape ``[B, T]``. A user's loss ``(outputs, targets) -> [B]`` (pure JAX,
+traced) is named by code reference in ``loss.name`` (:func:`user_loss`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +27,7 @@ class LossHyper(NamedTuple):
 
     label_smoothing: jax.Array
     focal_gamma: jax.Array
+    huber_delta: jax.Array
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,7 @@ class TrainingLoss:
 
     per_example: Callable[[jax.Array, jax.Array, LossHyper], jax.Array]
     requires: tuple[str, ...] = ()
+    task: Literal["classification", "regression"] | None = None  # None: a user's, any task
 
     def __call__(self, logits: jax.Array, labels: jax.Array, hyper: LossHyper) -> jax.Array:
         return self.per_example(logits, labels, hyper)
@@ -79,5 +84,39 @@ def _focal_loss(logits: jax.Array, labels: jax.Array, hyper: LossHyper) -> jax.A
     return focal(logits, labels, hyper.label_smoothing, hyper.focal_gamma)
 
 
-LOSSES.register("cross_entropy", TrainingLoss(_cross_entropy_loss))
-LOSSES.register("focal", TrainingLoss(_focal_loss, requires=("focal_gamma",)))
+LOSSES.register("cross_entropy", TrainingLoss(_cross_entropy_loss, task="classification"))
+LOSSES.register(
+    "focal", TrainingLoss(_focal_loss, requires=("focal_gamma",), task="classification")
+)
+
+
+def squared_error(outputs: jax.Array, targets: jax.Array) -> jax.Array:
+    """Per example, the squared error averaged over the outputs: the loss every regression
+    run reports (val.loss, test.loss), whatever it trains on."""
+    return jnp.mean(jnp.square(outputs - targets), axis=-1)
+
+
+def huber(outputs: jax.Array, targets: jax.Array, delta: jax.Array) -> jax.Array:
+    """Huber loss averaged over the outputs: ½r² for |r| ≤ δ, δ(|r| − ½δ) beyond."""
+    return jnp.mean(optax.huber_loss(outputs, targets, delta=delta), axis=-1)
+
+
+LOSSES.register(
+    "mse", TrainingLoss(lambda o, t, hyper: squared_error(o, t), task="regression")
+)
+LOSSES.register(
+    "huber", TrainingLoss(lambda o, t, hyper: huber(o, t, hyper.huber_delta), task="regression")
+)
+
+
+def user_loss(found: Any) -> TrainingLoss:
+    """A user's loss: a :class:`TrainingLoss` as it is, or a function ``(outputs, targets) ->
+    per-example loss`` (traced; it sees logits and labels for classification, outputs and
+    targets of shape ``[B, T]`` for regression)."""
+    if isinstance(found, TrainingLoss):
+        return found
+    if not callable(found) or isinstance(found, type):
+        raise TypeError(
+            f"expected a function (outputs, targets) -> per-example loss, got {type(found).__name__}"
+        )
+    return TrainingLoss(lambda outputs, targets, hyper: found(outputs, targets))

@@ -23,6 +23,8 @@ a run can be replayed in the formulation it was trained with.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -311,6 +313,10 @@ class ModelSpec:
     convolutional: bool = False
     widths: Literal["required", "forbidden", "optional"] = "optional"
     multiply_adds: MultiplyAdds | None = None
+    # How the module is called: "sweepbook" (the convention of the module docstring) or
+    # "flax" (a user's module: ``__call__(x, train, **traced)``, see :func:`user_model_spec`).
+    calling: Literal["sweepbook", "flax"] = "sweepbook"
+    takes_mask: bool = False  # a "flax" module whose __call__ takes ``mask=``
 
 
 MODELS: Registry[ModelSpec] = Registry("model")
@@ -379,6 +385,110 @@ MODELS.register(
 )
 
 
+def _static_argument(value: Any) -> Any:
+    """A TOML value as a module field: lists become tuples (hashable, like Flax's own)."""
+    if isinstance(value, list):
+        return tuple(_static_argument(item) for item in value)
+    if isinstance(value, dict):
+        return {key: _static_argument(item) for key, item in value.items()}
+    return value
+
+
+def user_model_spec(found: Any) -> ModelSpec:
+    """A user's model: a :class:`ModelSpec` as it is, or a ``flax.linen.Module`` subclass.
+
+    The module contract:
+
+    - it is built as ``Module(**args)`` from ``[model.args]`` (lists as tuples), plus
+      ``num_outputs`` (classes, or regression outputs) when it declares that field and the
+      args do not give it;
+    - it is called ``module(x, train=..., **traced)``: ``x`` a batch ``[B, ...]`` of features,
+      ``train`` (static) True for training steps, ``traced`` the ``[model.traced]`` numbers as
+      float32 scalars; ``mask=`` (a [B] bool array of the real examples of a padded batch)
+      too when ``__call__`` takes it;
+    - dropout uses ``nn.Dropout(rate, deterministic=not train)`` (its key comes from the
+      ``"dropout"`` RNG stream sweepbook passes, per step), batch norm
+      ``nn.BatchNorm(use_running_average=not train)`` (the ``batch_stats`` collection);
+    - it returns logits ``[B, C]`` for classification, ``[B]`` or ``[B, T]`` for regression.
+    """
+    if isinstance(found, ModelSpec):
+        return found
+    if not (isinstance(found, type) and issubclass(found, nn.Module)):
+        raise TypeError(
+            f"expected a flax.linen.Module subclass (or a ModelSpec), got {type(found).__name__}"
+        )
+    fields = {field.name for field in dataclasses.fields(found)}
+    takes_mask = "mask" in inspect.signature(found.__call__).parameters
+
+    def build(config: ModelConfig, num_outputs: int, numerics: str | None) -> nn.Module:
+        args = {key: _static_argument(value) for key, value in config.args.items()}
+        if "num_outputs" in fields:
+            args.setdefault("num_outputs", num_outputs)
+        return found(**args)
+
+    return ModelSpec(build, widths="forbidden", calling="flax", takes_mask=takes_mask)
+
+
+@dataclass(frozen=True)
+class Network:
+    """A built model and how to call it: one ``init`` and ``apply`` for built-in and users'
+    modules alike, so that training never asks which one it holds."""
+
+    module: nn.Module
+    calling: Literal["sweepbook", "flax"] = "sweepbook"
+    takes_mask: bool = False
+
+    def init(
+        self,
+        key: jax.Array,
+        x: jax.Array,
+        *,
+        dropout_rate: jax.Array,
+        traced: dict[str, jax.Array] | None = None,
+    ) -> Any:
+        """Variables for inputs like ``x``, in evaluation mode."""
+        if self.calling == "sweepbook":
+            call = {"train": False, "dropout_rate": dropout_rate, "dropout_key": None}
+            return self.module.init(key, x, **call)
+        return self.module.init({"params": key}, x, train=False, **(traced or {}))
+
+    def apply(
+        self,
+        variables: Any,
+        x: jax.Array,
+        *,
+        train: bool,
+        dropout_rate: jax.Array,
+        dropout_key: jax.Array | None,
+        mask: jax.Array | None = None,
+        mutable: Any = False,
+        traced: dict[str, jax.Array] | None = None,
+    ) -> Any:
+        """The module's outputs (and its updated collections when ``mutable``). Dropout is on
+        only with ``dropout_key``; ``mask`` marks the real examples of a padded batch."""
+        if self.calling == "sweepbook":
+            return self.module.apply(
+                variables,
+                x,
+                train=train,
+                dropout_rate=dropout_rate,
+                dropout_key=dropout_key,
+                mask=mask,
+                mutable=mutable,
+            )
+        extra = {"mask": mask} if self.takes_mask and mask is not None else {}
+        rngs = {"dropout": dropout_key} if dropout_key is not None else None
+        return self.module.apply(
+            variables, x, train=train, rngs=rngs, mutable=mutable, **extra, **(traced or {})
+        )
+
+
+def build_network(config: ModelConfig, num_outputs: int, numerics: str | None = None) -> Network:
+    """The :class:`Network` of ``config``: :func:`build_model` with its calling convention."""
+    spec = MODELS[config.kind]
+    return Network(build_model(config, num_outputs, numerics), spec.calling, spec.takes_mask)
+
+
 def build_model(config: ModelConfig, num_classes: int, numerics: str | None = None) -> nn.Module:
     """The model of ``config`` (its kind looked up in :data:`MODELS`); a conv net in
     formulation ``numerics`` (a :class:`Numerics` name; default the legacy one). The
@@ -386,23 +496,30 @@ def build_model(config: ModelConfig, num_classes: int, numerics: str | None = No
     return MODELS[config.kind].build(config, num_classes, numerics)
 
 
-def multiply_adds(config: ModelConfig, image: Sequence[int], num_classes: int) -> int:
+def multiply_adds(
+    config: ModelConfig, image: Sequence[int], num_classes: int, traced: Sequence[str] = ()
+) -> int:
     """Multiply-adds of one example's forward pass through the model's dense and convolution
     layers (pooling, biases and activations are not counted), from the model's own shapes."""
     count = MODELS[config.kind].multiply_adds
     if count is not None:
         return count(config, image, num_classes)
-    return _estimated_multiply_adds(build_model(config, num_classes), image)
+    return _estimated_multiply_adds(build_network(config, num_classes), image, traced)
 
 
-def _estimated_multiply_adds(model: nn.Module, image: Sequence[int]) -> int:
+def _estimated_multiply_adds(network: Network, image: Sequence[int], traced: Sequence[str]) -> int:
     """Half the floating-point operations XLA counts in one example's forward pass (a
     multiply-add is two): for a registered model that does not count its own. Approximate: it
     counts biases and activations too, and leaves out the taps of a SAME convolution that fall
     on its padding (within 10% of the built-ins' own counts)."""
     example = jnp.zeros((1, *image), jnp.float32)
-    call = {"train": False, "dropout_rate": jnp.float32(0.0), "dropout_key": None}
-    variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, **call), example)
-    lowered = jax.jit(lambda v, x: model.apply(v, x, **call)).lower(variables, example)
+    call: dict[str, Any] = {
+        "dropout_rate": jnp.float32(0.0),
+        "traced": {name: jnp.float32(0.0) for name in traced},  # any value: shapes only
+    }
+    variables = jax.eval_shape(lambda x: network.init(jax.random.key(0), x, **call), example)
+    lowered = jax.jit(
+        lambda v, x: network.apply(v, x, train=False, dropout_key=None, **call)
+    ).lower(variables, example)
     cost = lowered.cost_analysis() or {}  # a backend without an estimate: no chunk limit
     return int(cost.get("flops", 0)) // 2

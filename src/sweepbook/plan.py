@@ -75,6 +75,9 @@ def _short_hash(text: str) -> str:
 ADDED_KEYS: dict[str, object] = {
     "data.scale": "auto",
     "optimizer.weight_decay_mask": "all",
+    "task": "classification",
+    "metrics": [],
+    "loss.huber_delta": 1.0,
 }
 
 

@@ -8,6 +8,7 @@ import importlib.metadata
 import platform
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -89,8 +90,18 @@ def describe_devices(device: dict[str, Any]) -> str:
     return f"{backend}: " + ", ".join(f"{n} × {kind}" for kind, n in kinds.items())
 
 
-def collect(sweep_path: Path, experiment_path: Path, command: list[str]) -> dict[str, Any]:
-    """Everything needed to say how a sweep's results were produced, as JSON-able data."""
+def collect(
+    sweep_path: Path,
+    experiment_path: Path,
+    command: list[str],
+    user_code: Mapping[str, tuple[str, str]] | None = None,
+) -> dict[str, Any]:
+    """Everything needed to say how a sweep's results were produced, as JSON-able data.
+    ``user_code``: ``{reference: (file, sha256)}`` of the users' code the sweep imported."""
+    code = {
+        f"code {reference}": {"path": file, "sha256": sha256}
+        for reference, (file, sha256) in (user_code or {}).items()
+    }
     return {
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": command,
@@ -103,5 +114,6 @@ def collect(sweep_path: Path, experiment_path: Path, command: list[str]) -> dict
         "files": {
             "sweep": {"path": str(sweep_path), "sha256": sha256_file(sweep_path)},
             "experiment": {"path": str(experiment_path), "sha256": sha256_file(experiment_path)},
+            **code,
         },
     }

@@ -14,6 +14,7 @@ from sweepbook.config import Sweep, metric_direction
 from sweepbook.plan import PlannedRun
 from sweepbook.results import EXPERIMENT_COPY, SWEEP_COPY, SWEEP_RECORD
 from sweepbook.store import atomic_write_json, atomic_write_text
+from sweepbook.tasks import user_metrics_info
 
 
 def seen_from_store(path: Path, directory: Path) -> str:
@@ -48,6 +49,10 @@ def write_sweep_record(
         "table": sweep.report.table,
         "table_ci": sweep.report.table_ci,
         "labels": sweep.report.labels,
+        # What the targets are, and the users' metrics' directions and labels: a report ranks
+        # by them without importing the users' code (stores without these: classification).
+        "task": sweep.experiment.task,
+        "metrics": user_metrics_info(sorted({m for run in plan for m in run.config.metrics})),
     }
     directory.mkdir(parents=True, exist_ok=True)
     atomic_write_text(directory / SWEEP_COPY, sweep.path.read_text(encoding="utf-8"))

@@ -19,6 +19,7 @@ import difflib
 import functools
 import importlib
 from collections.abc import Callable, Iterator
+from types import ModuleType
 from typing import Any, Generic, TypeVar, overload
 
 T = TypeVar("T")
@@ -62,6 +63,8 @@ class Registry(Generic[T]):
         self._entries.pop(name, None)
 
     def __getitem__(self, name: str) -> T:
+        if name not in self._entries:
+            load_plugins()  # an installed package may register it
         try:
             return self._entries[name]
         except KeyError:
@@ -91,10 +94,42 @@ class Registry(Generic[T]):
         return f"unknown {self.kind} {name!r}: expected one of {known}{hint}"
 
     def check(self, name: str) -> str:
-        """``name`` if registered; otherwise :class:`UnknownName`. For pydantic validators."""
+        """``name`` if registered (by sweepbook, a plugin or a user's code reference);
+        otherwise :class:`UnknownName`. For pydantic validators."""
+        if name not in self._entries:
+            load_plugins()
         if name not in self._entries:
             raise UnknownName(self.unknown(name))
         return name
+
+
+# Installed packages register components through this entry-point group: each entry point
+# names a module (importing it registers) or a callable without arguments (called once).
+PLUGIN_GROUP = "sweepbook.plugins"
+
+
+class PluginError(ValueError):
+    """An installed plugin that does not load; the message names it in one line."""
+
+
+@functools.cache
+def load_plugins() -> tuple[str, ...]:
+    """Load every ``sweepbook.plugins`` entry point once per process, on the first name a
+    registry does not know (so a sweep of built-ins never imports a plugin, and a report, which
+    looks nothing up by a user's name, never does). Returns the entry points' names."""
+    from importlib.metadata import entry_points
+
+    loaded = []
+    for entry in entry_points(group=PLUGIN_GROUP):
+        try:
+            target = entry.load()
+            if callable(target) and not isinstance(target, ModuleType):
+                target()
+        except Exception as error:
+            detail = " ".join(f"{type(error).__name__}: {error}".split())
+            raise PluginError(f"plugin '{entry.name}' ({entry.value}) failed: {detail}") from None
+        loaded.append(entry.name)
+    return tuple(loaded)
 
 
 @functools.cache

@@ -12,7 +12,7 @@ import datetime as dt
 import hashlib
 import io
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from sweepbook.metrics import classification_metrics, reliability
+from sweepbook.metrics import classification_metrics, regression_metrics, reliability
+from sweepbook.tasks import HOST_METRICS, HostMetric, user_metric_values
 from sweepbook.store import HISTORY_FILE, RUNS_FILE, Store, StoreError
 
 if TYPE_CHECKING:  # the report reads stores without importing the training code
@@ -57,16 +58,46 @@ HISTORY_COLUMNS = {
 }
 
 
-def evaluation_columns(split: str, evaluation: Evaluation, labels: np.ndarray) -> dict[str, Any]:
-    """``<split>.loss`` from the program, every other metric from the class probabilities."""
-    probabilities = np.asarray(evaluation.probabilities, dtype=np.float64)
-    computed: dict[str, Any] = classification_metrics(probabilities, labels)
-    if split == "test":  # the reliability diagram of the report
-        computed.update(reliability(probabilities, labels))
+def evaluation_columns(
+    split: str,
+    evaluation: Evaluation,
+    targets: np.ndarray,
+    task: str = "classification",
+    metrics: Sequence[HostMetric] = (),
+) -> dict[str, Any]:
+    """``<split>.loss`` from the program, every other metric from the predictions: the class
+    probabilities' metrics (and the test set's reliability bins), or a regression's errors (and
+    the test set's predictions and targets, for the report's figures); then the users'
+    ``metrics``, on the predictions in the shape of the targets."""
+    predictions = np.asarray(evaluation.predictions, dtype=np.float64)
+    computed: dict[str, Any]
+    if task == "regression":
+        predictions = predictions.reshape(targets.shape)
+        computed = regression_metrics(predictions, targets)
+        if split == "test":
+            computed["predictions"] = predictions.ravel().tolist()
+            computed["targets"] = targets.astype(np.float64).ravel().tolist()
+            computed["outputs"] = int(np.prod(targets.shape[1:], dtype=np.int64))
+    else:
+        computed = classification_metrics(predictions, targets)
+        if split == "test":  # the reliability diagram of the report
+            computed.update(reliability(predictions, targets))
+    computed.update(user_metric_values(list(metrics), predictions, targets))
     return {
         f"{split}.loss": float(evaluation.loss),
         **{f"{split}.{k}": v for k, v in computed.items()},
     }
+
+
+def user_code_column(run: PlannedRun) -> dict[str, str]:
+    """The ``user_code`` column of a run that used users' code: ``{reference: sha256}`` as
+    JSON, what ``api.check_user_code`` compares before a store is resumed; no column else."""
+    from sweepbook.usercode import identities
+
+    found = identities(run.flat)
+    if not found:
+        return {}
+    return {"user_code": json.dumps({ref: i.sha256 for ref, i in found.items()}, sort_keys=True)}
 
 
 def result_row(
@@ -84,6 +115,13 @@ def result_row(
     reported_epoch = best_epoch if run.config.train.early_stopping.restore_best else epochs_run
     index = max(reported_epoch, 1) - 1
     params = int(out.params)
+    task = run.config.task
+    metrics = [HOST_METRICS[reference] for reference in run.config.metrics]
+    train_accuracy = (
+        {"train.accuracy": float(out.history.train_accuracy[index])}
+        if task == "classification"
+        else {}
+    )
     return {
         "run_id": run.run_id,
         "status": "diverged" if bool(out.diverged) else "ok",
@@ -92,9 +130,9 @@ def result_row(
         "search.trial": run.trial,
         "repeat": run.repeat,
         **run.flat,
-        **evaluation_columns("test", out.test, split.y_test),
-        **evaluation_columns("val", out.val, split.y_val),
-        "train.accuracy": float(out.history.train_accuracy[index]),
+        **evaluation_columns("test", out.test, split.y_test, task, metrics),
+        **evaluation_columns("val", out.val, split.y_val, task, metrics),
+        **train_accuracy,
         "train.loss": float(out.history.train_loss[index]),
         "best_epoch": best_epoch,
         "epochs_run": epochs_run,
@@ -104,6 +142,7 @@ def result_row(
         "train_seconds": seconds,
         "compile_group": group_id,
         **origin,
+        **user_code_column(run),
         "config": run.config_json,
         "finished_at": dt.datetime.now(dt.UTC),
     }
@@ -123,6 +162,7 @@ def failed_row(
         **run.flat,
         "compile_group": group_id,
         **origin,
+        **user_code_column(run),
         "config": run.config_json,
         "finished_at": dt.datetime.now(dt.UTC),
     }

@@ -60,7 +60,7 @@ from sweepbook import compress, losses, regularize, schedules
 from sweepbook.augment import random_shift
 from sweepbook.config import ModelConfig, RunConfig
 from sweepbook.data import Split
-from sweepbook.models import build_model
+from sweepbook.models import Network, build_network
 from sweepbook.optim import OptimizerHyper, build_direction, scale_updates
 
 INIT, DATA_ORDER, DROPOUT, AUGMENT = 0, 1, 2, 3  # purpose numbers for fold_in; never renumber
@@ -117,6 +117,8 @@ class StaticSpec:
     patience: int
     restore_best: bool
     eval_batch_size: int
+    task: str = "classification"
+    traced: tuple[str, ...] = ()  # the names of a user's model's traced numbers
 
 
 class Hyper(NamedTuple):
@@ -139,6 +141,8 @@ class Hyper(NamedTuple):
     focal_gamma: jax.Array
     sparsity: jax.Array
     bits: jax.Array
+    huber_delta: jax.Array
+    model_traced: dict[str, jax.Array]  # a user's model's [model.traced] numbers
 
 
 class DataArrays(NamedTuple):
@@ -163,7 +167,7 @@ class Evaluation(NamedTuple):
     loss: jax.Array
     accuracy: jax.Array
     f1_macro: jax.Array
-    probabilities: jax.Array  # [N, classes]
+    predictions: jax.Array  # [N, classes] class probabilities, or [N, outputs] (regression)
 
 
 class RunOutput(NamedTuple):
@@ -182,7 +186,7 @@ def static_spec(config: RunConfig) -> StaticSpec:
     opt, reg, stop = config.optimizer, config.regularization, config.train.early_stopping
     prune, quantize = config.compress.prune, config.compress.quantize
     return StaticSpec(
-        model=config.model.model_dump_json(exclude={"dropout"}),
+        model=config.model.model_dump_json(exclude={"dropout", "traced"}),
         optimizer=opt.name,
         nesterov=opt.nesterov,
         centered=opt.centered,
@@ -206,6 +210,8 @@ def static_spec(config: RunConfig) -> StaticSpec:
         patience=stop.patience,
         restore_best=stop.restore_best,
         eval_batch_size=config.train.eval_batch_size,
+        task=config.task,
+        traced=tuple(sorted(config.model.traced)),
     )
 
 
@@ -253,12 +259,24 @@ def hyper_from_config(config: RunConfig) -> Hyper:
         focal_gamma=f32(config.loss.focal_gamma),
         sparsity=f32(config.compress.prune.sparsity),
         bits=f32(config.compress.quantize.bits),
+        huber_delta=f32(config.loss.huber_delta),
+        model_traced={name: f32(value) for name, value in sorted(config.model.traced.items())},
     )
 
 
 def data_arrays(split: Split) -> DataArrays:
+    """The split on the device. Regression targets are ``[N, T]`` (T = 1 for scalar targets),
+    the shape the model's outputs are brought to, so that an output never broadcasts against
+    a target of another shape."""
     arrays = (split.x_train, split.y_train, split.x_val, split.y_val, split.x_test, split.y_test)
+    if split.task == "regression":
+        arrays = tuple(a.reshape(len(a), -1) if i % 2 else a for i, a in enumerate(arrays))
     return DataArrays(*(jnp.asarray(a) for a in arrays))
+
+
+def as_outputs(outputs: jax.Array, task: str) -> jax.Array:
+    """A regression model's outputs as ``[B, T]`` (a ``[B]`` output is one target each)."""
+    return outputs.reshape(outputs.shape[0], -1) if task == "regression" else outputs
 
 
 def _padded_batches(n: int, batch_size: int) -> tuple[int, jax.Array]:
@@ -277,17 +295,31 @@ def macro_f1(confusion: jax.Array) -> jax.Array:
     )
 
 
+def _batched(a: jax.Array, steps: int, batch_size: int) -> jax.Array:
+    """``a`` padded with zeros to ``steps * batch_size`` rows, as ``[steps, batch_size, ...]``."""
+    pad = steps * batch_size - a.shape[0]
+    padded = jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1))
+    return padded.reshape(steps, batch_size, *a.shape[1:])
+
+
 def evaluate(
-    apply: Any, variables: Any, x: jax.Array, y: jax.Array, batch_size: int, num_classes: int
+    apply: Any,
+    variables: Any,
+    x: jax.Array,
+    y: jax.Array,
+    batch_size: int,
+    num_classes: int,
+    task: str = "classification",
 ) -> Evaluation:
-    """Cross-entropy, accuracy, macro F1 and class probabilities over ``x, y`` in fixed-size
-    batches (the padded tail of the last batch is masked out)."""
+    """Over ``x, y`` in fixed-size batches (the padded tail of the last batch is masked out):
+    cross-entropy, accuracy, macro F1 and class probabilities for classification; the mean
+    squared error and the outputs ``[N, num_classes]`` for regression (accuracy and F1 NaN)."""
+    if task == "regression":
+        return _evaluate_regression(apply, variables, x, y, batch_size)
     n = x.shape[0]
     batch_size = min(batch_size, n)
     steps, mask = _padded_batches(n, batch_size)
-    pad = steps * batch_size - n
-    xb = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)).reshape(steps, batch_size, *x.shape[1:])
-    yb = jnp.pad(y, (0, pad)).reshape(steps, batch_size)
+    xb, yb = _batched(x, steps, batch_size), _batched(y, steps, batch_size)
 
     def body(
         totals: tuple[jax.Array, jax.Array], batch: tuple[jax.Array, ...]
@@ -310,7 +342,30 @@ def evaluate(
         loss=loss_sum / n,
         accuracy=jnp.trace(confusion) / n,
         f1_macro=macro_f1(confusion),
-        probabilities=probabilities.reshape(steps * batch_size, num_classes)[:n],
+        predictions=probabilities.reshape(steps * batch_size, num_classes)[:n],
+    )
+
+
+def _evaluate_regression(
+    apply: Any, variables: Any, x: jax.Array, y: jax.Array, batch_size: int
+) -> Evaluation:
+    n = x.shape[0]
+    batch_size = min(batch_size, n)
+    steps, mask = _padded_batches(n, batch_size)
+
+    def body(total: jax.Array, batch: tuple[jax.Array, ...]) -> tuple[jax.Array, jax.Array]:
+        xs, ys, ms = batch
+        outputs = as_outputs(apply(variables, xs), "regression")
+        return total + jnp.sum(losses.squared_error(outputs, ys) * ms), outputs
+
+    batches = (_batched(x, steps, batch_size), _batched(y, steps, batch_size), mask)
+    total, outputs = jax.lax.scan(body, jnp.float32(0.0), batches)
+    nan = jnp.float32(jnp.nan)
+    return Evaluation(
+        loss=total / n,
+        accuracy=nan,
+        f1_macro=nan,
+        predictions=outputs.reshape(steps * batch_size, -1)[:n],
     )
 
 
@@ -335,7 +390,7 @@ class StepKeys(NamedTuple):
 
 class Batch(NamedTuple):
     x: jax.Array  # [batch, ...] features, before augmentation
-    y: jax.Array  # [batch] integer labels
+    y: jax.Array  # [batch] integer labels, or [batch, outputs] regression targets
     mask: jax.Array  # [batch] float32: 1 for a real example, 0 for the padded tail
 
 
@@ -394,8 +449,8 @@ class TrainSetup:
     run's traced hyper-parameters (the optimizer's direction closes over them)."""
 
     static: StaticSpec
-    num_classes: int
-    model: Any  # flax.linen.Module
+    num_classes: int  # classes, or a regression's outputs per example
+    model: Network
     direction: optax.GradientTransformation
     n_train: int
     steps_per_epoch: int
@@ -405,7 +460,7 @@ def train_setup(
     static: StaticSpec, num_classes: int, hyper: Hyper, n_train: int, numerics: str | None = None
 ) -> TrainSetup:
     """Build the model and the optimizer's direction of a run training on ``n_train`` examples."""
-    model = build_model(ModelConfig.model_validate_json(static.model), num_classes, numerics)
+    model = build_network(ModelConfig.model_validate_json(static.model), num_classes, numerics)
     direction = build_direction(
         static.optimizer,
         hyper.optimizer,
@@ -438,7 +493,7 @@ def init_train_state(
     """Initial variables from ``key`` (the INIT key) traced on ``example`` (one input), a fresh
     optimizer state, step 0, no rate reduction, and all-ones masks when pruning is on."""
     variables = dict(
-        setup.model.init(key, example, train=False, dropout_rate=hyper.dropout, dropout_key=None)
+        setup.model.init(key, example, dropout_rate=hyper.dropout, traced=hyper.model_traced)
     )
     params = variables["params"]
     masks = None if setup.static.prune == "none" else jax.tree.map(jnp.ones_like, params)
@@ -495,10 +550,17 @@ def deployed(static: StaticSpec, hyper: Hyper, variables: Any) -> Any:
     return {**variables, "params": params}
 
 
-def predict(model: Any, dropout: jax.Array, variables: Any, x: jax.Array) -> jax.Array:
-    """Logits in evaluation mode (no dropout, batch norm from its running statistics)."""
-    logits = model.apply(variables, x, train=False, dropout_rate=dropout, dropout_key=None)
-    return cast(jax.Array, logits)
+def predict(model: Network, hyper: Hyper, variables: Any, x: jax.Array) -> jax.Array:
+    """Outputs (logits) in evaluation mode (no dropout, batch norm from its running statistics)."""
+    outputs = model.apply(
+        variables,
+        x,
+        train=False,
+        dropout_rate=hyper.dropout,
+        dropout_key=None,
+        traced=hyper.model_traced,
+    )
+    return cast(jax.Array, outputs)
 
 
 def make_train_step(
@@ -511,7 +573,7 @@ def make_train_step(
     direction from the optimizer, ``params += lr · direction``, then max-norm and the pruning
     masks (pruned weights are zeroed after every update, so they stay exactly zero)."""
     static = setup.static
-    loss_hyper = losses.LossHyper(hyper.label_smoothing, hyper.focal_gamma)
+    loss_hyper = losses.LossHyper(hyper.label_smoothing, hyper.focal_gamma, hyper.huber_delta)
 
     def objective(params: Any, state: Any, batch: Batch, key: jax.Array) -> Any:
         if static.quantize == "qat":  # the forward pass sees the weights it will be deployed with
@@ -524,10 +586,15 @@ def make_train_step(
             dropout_key=key,
             mask=batch.mask > 0,
             mutable=list(state),
+            traced=hyper.model_traced,
         )
+        logits = as_outputs(logits, static.task)
         per_example = losses.LOSSES[static.loss](logits, batch.y, loss_hyper)
         total = jnp.sum(per_example * batch.mask)
-        correct = jnp.sum((jnp.argmax(logits, -1) == batch.y) * batch.mask)
+        if static.task == "classification":
+            correct = jnp.sum((jnp.argmax(logits, -1) == batch.y) * batch.mask)
+        else:  # no accuracy for a regression: its history records NaN
+            correct = jnp.float32(jnp.nan)
         # Mean over the real examples of the batch: the padded tail of the last batch weighs 0.
         data_term = total / jnp.maximum(jnp.sum(batch.mask), 1.0)
         penalty = regularize.weight_penalty(params, hyper.l1, hyper.l2)
@@ -657,7 +724,7 @@ def make_run_epoch(
     and recorded as NaN."""
     static = setup.static
     train_epoch = make_train_epoch(setup, hyper, keys, data.x_train, data.y_train)
-    apply_eval = functools.partial(predict, setup.model, hyper.dropout)
+    apply_eval = functools.partial(predict, setup.model, hyper)
 
     def run_epoch(carry: RunState, epoch: jax.Array) -> tuple[RunState, EpochRecord]:
         first_step = epoch * setup.steps_per_epoch
@@ -667,7 +734,13 @@ def make_run_epoch(
         variables = train.variables
         validated = deployed(static, hyper, variables) if static.quantize == "qat" else variables
         val = evaluate(
-            apply_eval, validated, data.x_val, data.y_val, static.eval_batch_size, setup.num_classes
+            apply_eval,
+            validated,
+            data.x_val,
+            data.y_val,
+            static.eval_batch_size,
+            setup.num_classes,
+            static.task,
         )
         stopping = early_stopping_update(
             carry.stopping,
@@ -715,12 +788,12 @@ def final_evaluation(
     left nonzero by pruning, and the deployed model's storage."""
     static = setup.static
     final = deployed(static, hyper, variables)
-    apply_eval = functools.partial(predict, setup.model, hyper.dropout)
+    apply_eval = functools.partial(predict, setup.model, hyper)
     leaves = jax.tree.leaves(final["params"])
     batch, classes = static.eval_batch_size, setup.num_classes
     return FinalEvaluation(
-        val=evaluate(apply_eval, final, data.x_val, data.y_val, batch, classes),
-        test=evaluate(apply_eval, final, data.x_test, data.y_test, batch, classes),
+        val=evaluate(apply_eval, final, data.x_val, data.y_val, batch, classes, static.task),
+        test=evaluate(apply_eval, final, data.x_test, data.y_test, batch, classes, static.task),
         params=jnp.int32(sum(int(np.prod(leaf.shape)) for leaf in leaves)),
         nonzero_params=jnp.sum(jnp.stack([jnp.count_nonzero(leaf) for leaf in leaves])),
         model_bytes=compress.model_bytes(
@@ -764,3 +837,31 @@ def train_run(
         nonzero_params=final.nonzero_params,
         model_bytes=final.model_bytes,
     )
+
+
+def output_problem(config: RunConfig, split: Split) -> str | None:
+    """Why the model of ``config`` cannot train on ``split`` (one line), or None: it must
+    build, initialize on one example and return one output row per example with the task's
+    width (classes, or the targets' outputs). Shapes only (``jax.eval_shape``): no compute."""
+    static, hyper = static_spec(config), hyper_from_config(config)
+    example = jnp.zeros((1, *split.x_train.shape[1:]), jnp.float32)
+    try:
+        network = build_network(config.model, split.num_outputs)
+        variables = jax.eval_shape(
+            lambda x: network.init(
+                jax.random.key(0), x, dropout_rate=hyper.dropout, traced=hyper.model_traced
+            ),
+            example,
+        )
+        outputs = jax.eval_shape(lambda v, x: predict(network, hyper, v, x), variables, example)
+    except Exception as error:  # the user's module: any error is theirs, said in one line
+        detail = " ".join(f"{type(error).__name__}: {error}".split())
+        return f"the model does not run on one example of shape {example.shape}: {detail}"[:400]
+    want = split.num_outputs
+    shape = tuple(outputs.shape)
+    fits = shape == (1, want) or (static.task == "regression" and want == 1 and shape == (1,))
+    if fits:
+        return None
+    wanted = f"(1, {want})" + (" or (1,)" if static.task == "regression" and want == 1 else "")
+    what = f"{want} classes" if static.task == "classification" else f"{want} target output(s)"
+    return f"the model returns shape {shape} for one example; task '{static.task}' with {what} needs {wanted}"

@@ -44,7 +44,9 @@ from sweepbook.models import (
 )
 from sweepbook.plan import PlannedRun, run_id
 from sweepbook.report import VERIFICATION_FILE
+from sweepbook.results import SWEEP_RECORD, read_json
 from sweepbook.store import DONE_STATUSES, Store, StoreError, atomic_write_json
+from sweepbook.usercode import register_run_references
 
 DEFAULT_RUNS = 3
 CIRCUMSTANCES = frozenset(
@@ -141,15 +143,27 @@ def first_difference(
 
 
 def retrain(
-    run: PlannedRun, lanes: int, numerics: str | None = None
+    run: PlannedRun, lanes: int, numerics: str | None = None, base: Path | None = None
 ) -> tuple[dict[str, Any], pl.DataFrame]:
     """Train ``run`` in a chunk of ``lanes`` copies of itself, in formulation ``numerics``
-    (default: the one this device would choose); its row and history."""
+    (default: the one this device would choose); its row and history. ``base``: the
+    experiment's folder, where users' code and a relative ``data.path`` are found."""
     with tempfile.TemporaryDirectory(prefix="sweepbook-verify-") as scratch:
         store = Store(Path(scratch))
         formulation = None if numerics == DENSE_NUMERICS else numerics
-        train_runs([run], store, splits=load_splits([run]), lanes=lanes, numerics=formulation)
+        splits = load_splits([run], base)
+        train_runs([run], store, splits=splits, lanes=lanes, numerics=formulation)
         return store.read_runs().row(0, named=True), store.read_history().sort("epoch")
+
+
+def experiment_folder(directory: Path) -> Path | None:
+    """The folder of the experiment file the store's sweep ran (``sweep.json``): where users'
+    code files and a relative ``data.path`` are found again; None when not recorded."""
+    path = directory / SWEEP_RECORD
+    if not path.is_file():
+        return None
+    recorded = read_json(path).get("experiment_file")
+    return Path(recorded).parent if recorded else None
 
 
 def verify_runs(
@@ -162,9 +176,11 @@ def verify_runs(
     if "chunk_size" not in runs.columns:
         raise StoreError(f"{store.runs_path}: runs lack chunk_size (stored before verify existed)")
     history = store.read_history()
+    base = experiment_folder(directory)
     outcomes = []
     for row in choose_runs(runs, count).iter_rows(named=True):
         lanes = int(row["chunk_size"])
+        register_run_references(json.loads(row["config"]), base)
         run = planned_run(row)
         numerics, recorded = stored_numerics(row, run.config)
         trained_in = f"trained in numerics {numerics}" + (
@@ -176,7 +192,7 @@ def verify_runs(
                 f"(it knows {', '.join(KNOWN_NUMERICS)}); results would differ by float rounding"
             )
         else:
-            retrained, retrained_history = retrain(run, lanes, numerics)
+            retrained, retrained_history = retrain(run, lanes, numerics, base)
             stored_history = history.filter(pl.col("run_id") == row["run_id"]).sort("epoch")
             difference = first_difference(row, retrained, stored_history, retrained_history)
             if difference is not None:
