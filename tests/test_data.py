@@ -14,9 +14,9 @@ from sweepbook.data import (
     DataError,
     Dataset,
     DatasetSpec,
-    RawImages,
-    _check_arrays,
+    RawData,
     as_dataset,
+    check_loaded,
     load_digits,
     load_idx_directory,
     load_mnist5k,
@@ -24,7 +24,7 @@ from sweepbook.data import (
     load_raw,
     pixel_divisor,
     read_idx,
-    scaled_images,
+    scaled_features,
     split_dataset,
 )
 
@@ -165,13 +165,13 @@ def test_load_idx_directory_pools_all_pairs_in_file_order(tmp_path):
     write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", test_y, gz=True)
 
     raw = load_idx_directory(tmp_path)
-    images = scaled_images(raw, "auto")
+    images = scaled_features(raw, "auto")
 
     # Sorted by file name: t10k before train.
     expected = np.concatenate([test_x, train_x]).astype(np.float32)[..., None] / 255.0
     assert images.dtype == np.float32
     np.testing.assert_allclose(images, expected, rtol=1e-6)
-    np.testing.assert_array_equal(raw.labels, [3, 1, 0, 1, 2])
+    np.testing.assert_array_equal(raw.targets, [3, 1, 0, 1, 2])
     assert raw.name == str(tmp_path)
 
 
@@ -191,7 +191,7 @@ def test_load_idx_directory_errors_on_a_missing_labels_file(tmp_path):
         ({}, "no '*-images-idx3-ubyte[.gz]' file"),
         (
             {"a-images-idx3-ubyte": random_images(3), "a-labels-idx1-ubyte": np.zeros(2, np.uint8)},
-            "expected [N, S, S] images",
+            "expected [N, H, W] or [N, H, W, C] images",
         ),
     ],
     ids=["no_images", "count_mismatch"],
@@ -227,12 +227,12 @@ def test_load_npz_with_x_and_y(tmp_path):
     np.savez(path, x=x, y=y)
 
     raw = load_npz(path)
-    images = scaled_images(raw, "auto")
+    images = scaled_features(raw, "auto")
 
     assert raw.name == str(path)
     assert images.shape == (6, 5, 5, 1)
     np.testing.assert_allclose(images[..., 0], x / 255.0, rtol=1e-6)
-    np.testing.assert_array_equal(raw.labels, y)
+    np.testing.assert_array_equal(raw.targets, y)
 
 
 def test_load_npz_pools_train_and_test_arrays(tmp_path):
@@ -243,9 +243,9 @@ def test_load_npz_pools_train_and_test_arrays(tmp_path):
     raw = load_npz(path)
 
     np.testing.assert_allclose(
-        scaled_images(raw, "auto")[..., 0], np.concatenate([x_train, x_test]) / 255.0, rtol=1e-6
+        scaled_features(raw, "auto")[..., 0], np.concatenate([x_train, x_test]) / 255.0, rtol=1e-6
     )
-    np.testing.assert_array_equal(raw.labels, [0, 1, 2, 3, 4, 5])
+    np.testing.assert_array_equal(raw.targets, [0, 1, 2, 3, 4, 5])
 
 
 def test_load_npz_reshapes_flat_784_pixel_rows(tmp_path):
@@ -253,7 +253,7 @@ def test_load_npz_reshapes_flat_784_pixel_rows(tmp_path):
     path = tmp_path / "flat.npz"
     np.savez(path, x=flat, y=[7, 8, 9])
 
-    images = scaled_images(load_npz(path), "auto")
+    images = scaled_features(load_npz(path), "auto")
 
     assert images.shape == (3, 28, 28, 1)
     np.testing.assert_allclose(images.reshape(3, 784), flat / 255.0, rtol=1e-6)
@@ -264,17 +264,17 @@ def test_load_npz_keeps_float_images_already_in_unit_range(tmp_path):
     path = tmp_path / "float.npz"
     np.savez(path, x=x, y=[0, 1, 0, 1])
 
-    np.testing.assert_array_equal(scaled_images(load_npz(path), "auto")[..., 0], x)
+    np.testing.assert_array_equal(scaled_features(load_npz(path), "auto")[..., 0], x)
 
 
 @pytest.mark.parametrize(
     ("arrays", "fragment"),
     [
         ({"images": np.zeros((2, 3, 3))}, "expected arrays 'x' and 'y'"),
-        ({"x": np.zeros((2, 10)), "y": [0, 1]}, "not square"),
-        ({"x": np.zeros((3, 4, 4)), "y": [0, 1]}, "expected square grey images"),
+        ({"x": np.zeros((2, 4, 4, 2)), "y": [0, 1]}, "expected images [N, H, W]"),
+        ({"x": np.zeros((3, 4, 4)), "y": [0, 1]}, "expected images [N, H, W]"),
     ],
-    ids=["no_arrays", "flat_not_square", "length_mismatch"],
+    ids=["no_arrays", "two_channels", "length_mismatch"],
 )
 def test_load_npz_rejects_bad_archives_naming_them(tmp_path, arrays, fragment):
     path = tmp_path / "bad.npz"
@@ -416,13 +416,13 @@ def test_integer_regression_targets_are_refused_as_class_labels(tmp_path):
         as_dataset(load_npz(path), "auto")
 
     message = str(caught.value)
-    assert str(path) in message and "regression targets are not supported yet" in message
+    assert str(path) in message and "set task = 'regression'" in message
     assert "never occur" in message and caught.value.key == "data.path"
 
 
 def test_many_classes_for_few_examples_are_refused():
     labels = np.arange(40) % 20  # every class present, 2 examples each
-    raw = RawImages("few.npz", random_images(40, side=2), labels, side=2)
+    raw = RawData("few.npz", random_images(40, side=2), labels)
 
     with pytest.raises(DataError, match=r"20 classes for 40 examples .*regression"):
         as_dataset(raw, "auto")
@@ -430,7 +430,7 @@ def test_many_classes_for_few_examples_are_refused():
 
 def test_continuous_targets_name_regression():
     with pytest.raises(DataError, match="regression"):
-        _check_arrays(Path("t.npz"), random_images(3), np.array([0.5, 1.25, 2.0]))
+        check_loaded(Path("t.npz"), random_images(3), np.array([0.5, 1.25, 2.0]), "classification")
 
 
 def test_a_class_missing_from_the_training_part_is_refused_naming_the_setting():
@@ -455,7 +455,7 @@ def test_a_class_missing_from_the_training_part_is_refused_naming_the_setting():
     ],
 )
 def test_pixels_are_divided_only_as_data_scale_says(pixels, scale, divisor):
-    raw = RawImages("p", pixels, np.array([0]), side=1)
+    raw = RawData("p", pixels, np.array([0]))
 
     assert pixel_divisor(raw, scale) == divisor
 
@@ -465,7 +465,7 @@ def test_pixels_are_divided_only_as_data_scale_says(pixels, scale, divisor):
 )
 def test_pixels_outside_unit_range_need_an_explicit_scale(pixels):
     """Float pixels above 1 were once divided by 255 without a word."""
-    raw = RawImages("mine.npz", pixels, np.array([0]), side=1)
+    raw = RawData("mine.npz", pixels, np.array([0]))
 
     with pytest.raises(DataError) as caught:
         pixel_divisor(raw, "auto")
@@ -476,7 +476,7 @@ def test_pixels_outside_unit_range_need_an_explicit_scale(pixels):
 
 def test_embedded_datasets_use_their_own_range():
     assert pixel_divisor(load_digits(), "auto") == 16.0
-    assert scaled_images(load_digits(), 1.0).max() == 16.0
+    assert scaled_features(load_digits(), 1.0).max() == 16.0
 
 
 def test_datasets_are_registered_with_whether_they_read_data_path(tmp_path):
@@ -498,10 +498,10 @@ def test_datasets_are_registered_with_whether_they_read_data_path(tmp_path):
 def test_a_registered_dataset_is_loaded_by_name(tmp_path):
     pixels = np.arange(5 * 4 * 4, dtype=np.uint8).reshape(5, 4, 4)
     DATASETS.register(
-        "test_ramp", DatasetSpec(lambda _: RawImages("ramp", pixels, np.arange(5), 4), False)
+        "test_ramp", DatasetSpec(lambda _, __: RawData("ramp", pixels, np.arange(5)), False)
     )
     try:
         raw = load_raw("test_ramp", None)
-        assert raw.pixels is pixels and raw.labels.tolist() == [0, 1, 2, 3, 4]
+        assert raw.features is pixels and raw.targets.tolist() == [0, 1, 2, 3, 4]
     finally:
         DATASETS.unregister("test_ramp")

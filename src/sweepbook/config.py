@@ -8,6 +8,7 @@ Every problem is raised as :class:`ConfigError`, which names the file and the ke
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import re
 import tomllib
@@ -124,15 +125,26 @@ def _required_keys(model: BaseModel, keys: tuple[str, ...], where: str) -> None:
             raise FieldError(key, f"required when {where}")
 
 
+# A value of ``[data.args]``: what TOML writes as a scalar or a list of scalars.
+DataArg = str | bool | int | float | list[str | bool | int | float]
+
+
 class DataConfig(_Strict):
     """Which dataset, and how it is split into train / validation / test."""
 
     name: Annotated[str, _registered(DATASETS_AT)]
+    # A relative path is read from the experiment file's folder (see data.resolve_path).
     path: str | None = None
+    # Keyword arguments of a user's loader (see the sweepbook.data docstring); built-in
+    # datasets take none.
+    args: dict[str, DataArg] = {}
     # Holdout splits validate on this share; K-fold splits on a fold, and ignore it (so that
-    # one sweep can compare the two on one base experiment).
+    # one sweep can compare the two on one base experiment). With a loader's own test split,
+    # the share is of the loader's training examples.
     val_fraction: Fraction | None = None
-    test_fraction: Fraction
+    # Required, except for a user's loader that returns its own test split (then it must be
+    # absent, which only the loaded data can tell: data.split_dataset checks it).
+    test_fraction: Fraction | None = None
     split_seed: Annotated[int, Field(ge=0)]
     max_samples: Annotated[int, Field(gt=0)] | None = None
     # How train and validation are separated once the test set is held out: one holdout split,
@@ -144,8 +156,9 @@ class DataConfig(_Strict):
     fold: Annotated[int, Field(ge=0)] = 0
     # Keep this fraction of the training part (stratified, seeded by split_seed): small data.
     train_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
-    # "standardize": subtract the training set's mean and divide by its std (one value each).
-    normalize: Literal["none", "standardize"] = "none"
+    # "standardize": subtract the training set's mean and divide by its std (one value each);
+    # "standardize_features": the same per feature (each trailing position its own).
+    normalize: Literal["none", "standardize", "standardize_features"] = "none"
     # What pixels are divided by before anything else: "auto" uses the range the format
     # defines (digits 16, MNIST and uint8 files 255) and keeps floats already in [0, 1];
     # other pixels need a number (255 to divide, 1 to keep). See data.pixel_divisor.
@@ -165,16 +178,28 @@ class DataConfig(_Strict):
                 raise FieldError(
                     "folds", "only used with data.split = 'kfold' or 'stratified_kfold'"
                 )
-        needs_path = registry_at(DATASETS_AT)[self.name].needs_path
-        if needs_path and not self.path:
+        dataset = registry_at(DATASETS_AT)[self.name]
+        if dataset.needs_path and not self.path:
             raise FieldError("path", f"required for data.name = '{self.name}'")
-        if not needs_path and self.path:
+        if self.path and not (dataset.needs_path or dataset.user_loader):
             raise FieldError("path", f"not used by the embedded dataset '{self.name}'")
-        if self.folds is None and (self.val_fraction or 0.0) + self.test_fraction >= 1.0:
+        if self.args and not dataset.user_loader:
+            raise FieldError(
+                "args", f"only a user's loader takes arguments, not data.name = '{self.name}'"
+            )
+        if self.test_fraction is None and not dataset.user_loader:
+            raise FieldError("test_fraction", f"required for data.name = '{self.name}'")
+        test_fraction = self.test_fraction or 0.0
+        if self.folds is None and (self.val_fraction or 0.0) + test_fraction >= 1.0:
             raise FieldError(
                 "test_fraction", "data.val_fraction + data.test_fraction must be below 1"
             )
         return self
+
+    def __hash__(self) -> int:
+        # ``args`` is a dict, which pydantic's frozen hash cannot take; the canonical JSON can
+        # (data.load_split caches on the config). Sorted keys: equal dicts, equal hashes.
+        return hash(json.dumps(self.model_dump(), sort_keys=True))
 
 
 class ModelConfig(_Strict):
