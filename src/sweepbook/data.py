@@ -465,6 +465,8 @@ def user_dataset_spec(loader: Callable[..., Any], name: str | None = None) -> Da
     """A :class:`DatasetSpec` that calls a user's ``loader`` as the module docstring says.
     ``name`` (by default ``module:qualname``) is how errors name the loader: pass the
     reference the experiment used."""
+    if not callable(loader):
+        raise TypeError(f"expected a loader function, got {type(loader).__name__}")
     shown = (
         name or f"{getattr(loader, '__module__', '?')}:{getattr(loader, '__qualname__', loader)}"
     )

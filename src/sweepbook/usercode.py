@@ -181,8 +181,10 @@ def register(key: str, reference: str, base: Path | None) -> CodeIdentity:
     registry = registry_at(registry_reference)
     if _REGISTERED.get(reference) == identity and reference in registry:
         return identity
+    adapt = _attribute(adapter_reference)
     try:
-        entry = _attribute(adapter_reference)(found)
+        # A loader's errors name it as the experiment does.
+        entry = adapt(found, reference) if key == "data.name" else adapt(found)
     except (TypeError, ValueError) as error:
         raise UserCodeError(f"{reference}: {' '.join(str(error).split())}") from None
     registry.unregister(reference)
