@@ -304,12 +304,14 @@ def train_runs(
             started = time.perf_counter()
             try:
                 out = _train_chunk(session, compiled, part, chunk)
+                # Wall time of the chunk, shared equally by its runs.
+                seconds = (time.perf_counter() - started) / len(part)
+                # Rows compute the host metrics, users' included: their errors fail the chunk.
+                rows = _chunk_rows(session, part, out, seconds, group.id, chunk, formulation)
             except Exception as error:
                 session.fail(part, error, group.id, formulation)
                 continue
-            # Wall time of the chunk, shared equally by its runs.
-            seconds = (time.perf_counter() - started) / len(part)
-            _store_chunk(session, part, out, seconds, group.id, chunk, formulation)
+            _store_chunk(session, part, rows)
     return session.summary
 
 
@@ -410,7 +412,7 @@ def _train_chunk(
     return out
 
 
-def _store_chunk(
+def _chunk_rows(
     session: _Session,
     part: list[PlannedRun],
     out: RunOutput,
@@ -418,20 +420,26 @@ def _store_chunk(
     group_id: str,
     chunk: int,
     formulation: str,
-) -> None:
-    """Append the chunk's runs (lanes of ``out``; padding lanes dropped) and their histories to
-    the store in one write, then count and report each run."""
+) -> list[tuple[dict[str, Any], pl.DataFrame]]:
+    """Each run's row and history from its lane of ``out`` (padding lanes dropped)."""
     split = session.splits[split_key(part[0])]
-    rows, histories = [], []
+    rows = []
     for index, run in enumerate(part):
         lane = _lane(out, index)
         row = _result_row(run, lane, split, seconds, group_id, session.origin)
-        rows.append({**row, "chunk_size": chunk, "numerics": formulation})
-        histories.append(_history_frame(run.run_id, lane))
-    session.store.append(_runs_frame(rows), pl.concat(histories))
+        rows.append(({**row, "chunk_size": chunk, "numerics": formulation}, _history_frame(run.run_id, lane)))
+    return rows
+
+
+def _store_chunk(
+    session: _Session, part: list[PlannedRun], rows: list[tuple[dict[str, Any], pl.DataFrame]]
+) -> None:
+    """Append the chunk's runs and their histories to the store in one write, then count and
+    report each run."""
+    session.store.append(_runs_frame([row for row, _ in rows]), pl.concat([h for _, h in rows]))
     summary = session.summary
-    summary.train_seconds += seconds * len(part)
-    for run, row in zip(part, rows, strict=True):
+    summary.train_seconds += sum(row["train_seconds"] for row, _ in rows)
+    for run, (row, _) in zip(part, rows, strict=True):
         summary.trained += 1
         if row["status"] == "ok":
             summary.ok += 1
