@@ -8,7 +8,9 @@ import jax
 import numpy as np
 import pytest
 
-from sweepbook.augment import random_shift
+from sweepbook.augment import check_augmentation, random_shift
+from sweepbook.config import AugmentConfig
+from sweepbook.data import DataError, Split
 
 # One batch shape throughout, so that JAX compiles each max_shift once for the whole file.
 SHAPE = (64, 5, 5, 2)
@@ -84,3 +86,50 @@ def test_pixel_mass_is_never_created(max_shift):
     x = images(seed=4)
     out = np.asarray(random_shift(jax.random.key(4), x, max_shift))
     assert (out.sum(axis=(1, 2, 3)) <= x.sum(axis=(1, 2, 3)) * (1 + 1e-6)).all()
+
+
+# --- colour images, and features that are not images ----------------------------------------
+
+
+def test_colour_images_move_all_channels_together():
+    """A 16x16 RGB batch: every image is one shift of itself, the same for its 3 channels,
+    and each channel keeps its own values (no channel mixing)."""
+    rng = np.random.default_rng(5)
+    x = rng.uniform(0.1, 1.0, (32, 16, 16, 3)).astype(np.float32)
+    x[..., 1] += 10.0  # channels told apart by their range
+    x[..., 2] += 20.0
+
+    out = np.asarray(random_shift(jax.random.key(5), x, 2))
+
+    assert out.shape == x.shape
+    offsets_of(x, out, 2)  # one offset explains all 3 channels at once
+    for channel, (low, high) in enumerate([(0.1, 1.0), (10.1, 11.0), (20.1, 21.0)]):
+        kept = out[..., channel][out[..., channel] != 0.0]
+        assert kept.min() >= low - 1e-6 and kept.max() <= high + 1e-6
+
+
+def _split(x: np.ndarray) -> Split:
+    y = np.zeros(len(x), np.int32)
+    return Split(x, y, x, y, x, y, 2)
+
+
+@pytest.mark.parametrize(
+    "shape", [(10, 5), (10, 7, 3), (10, 2, 2, 2, 2)], ids=["tabular", "sequence", "5d"]
+)
+def test_shifts_of_features_that_are_not_images_are_refused_naming_the_key(shape):
+    split = _split(np.zeros(shape, np.float32))
+
+    with pytest.raises(DataError) as caught:
+        check_augmentation(AugmentConfig(max_shift=1), split)
+
+    assert caught.value.key == "augment.max_shift"
+    assert str(list(shape[1:])) in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("shape", [(10, 5), (10, 8, 8, 1), (10, 16, 16, 3)])
+def test_no_shift_or_images_pass_the_check(shape):
+    split = _split(np.zeros(shape, np.float32))
+    check_augmentation(AugmentConfig(max_shift=0), split)
+    if len(shape) == 4:
+        check_augmentation(AugmentConfig(max_shift=3), split)

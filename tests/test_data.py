@@ -1,4 +1,5 @@
-"""Datasets: embedded loaders, IDX and NPZ files, and the seeded stratified split."""
+"""Datasets: embedded loaders, IDX and NPZ files, users' loaders, paths relative to the
+experiment, and the seeded stratified split."""
 
 from __future__ import annotations
 
@@ -17,15 +18,19 @@ from sweepbook.data import (
     RawData,
     as_dataset,
     check_loaded,
+    load_dataset,
     load_digits,
     load_idx_directory,
     load_mnist5k,
     load_npz,
     load_raw,
+    load_split,
     pixel_divisor,
     read_idx,
+    resolve_path,
     scaled_features,
     split_dataset,
+    user_dataset_spec,
 )
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -505,3 +510,348 @@ def test_a_registered_dataset_is_loaded_by_name(tmp_path):
         assert raw.features is pixels and raw.targets.tolist() == [0, 1, 2, 3, 4]
     finally:
         DATASETS.unregister("test_ramp")
+
+
+# --- images of any shape in NPZ and IDX files --------------------------------------------------
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_load_npz_keeps_colour_images(tmp_path, channels):
+    x = np.random.default_rng(channels).integers(0, 256, (6, 5, 7, channels), dtype=np.uint8)
+    path = tmp_path / "colour.npz"
+    np.savez(path, x=x, y=[0, 1, 2, 0, 1, 2])
+
+    features = scaled_features(load_npz(path), "auto")
+
+    assert features.shape == (6, 5, 7, channels)
+    np.testing.assert_array_equal(features, (x / 255.0).astype(np.float32))
+
+
+def test_load_npz_gives_non_square_grey_images_a_channel(tmp_path):
+    x = random_images(4, side=6)[:, :, :3]  # 6x3
+    path = tmp_path / "wide.npz"
+    np.savez(path, x=x, y=[0, 1, 0, 1])
+
+    assert load_npz(path).features.shape == (4, 6, 3, 1)
+
+
+@pytest.mark.parametrize(("width", "shape"), [(10, (2, 10)), (16, (2, 4, 4, 1)), (3, (2, 3))])
+def test_flat_npz_rows_are_square_images_only_for_a_perfect_square(tmp_path, width, shape):
+    path = tmp_path / "flat.npz"
+    np.savez(path, x=np.zeros((2, width)), y=[0, 1])
+
+    assert load_npz(path).features.shape == shape
+
+
+def test_load_idx_directory_reads_non_square_images(tmp_path):
+    x = np.random.default_rng(0).integers(0, 256, (3, 4, 6), dtype=np.uint8)
+    write_idx(tmp_path / "a-images-idx3-ubyte", x)
+    write_idx(tmp_path / "a-labels-idx1-ubyte", np.array([0, 1, 2], np.uint8))
+
+    raw = load_idx_directory(tmp_path)
+
+    assert raw.features.shape == (3, 4, 6, 1)
+    np.testing.assert_array_equal(raw.features[..., 0], x)
+
+
+def test_regression_targets_from_an_npz_file(tmp_path):
+    """scikit-learn's diabetes: 10 float features, continuous targets 25..346."""
+    from sklearn.datasets import load_diabetes
+
+    x, y = load_diabetes(return_X_y=True)
+    path = tmp_path / "diabetes.npz"
+    np.savez(path, x=x, y=y)
+
+    dataset = as_dataset(load_npz(path), 1.0, "regression")
+
+    assert dataset.images.shape == (442, 10) and dataset.labels.dtype == np.float32
+    np.testing.assert_array_equal(dataset.labels, y.astype(np.float32))
+    np.testing.assert_array_equal(dataset.images, x.astype(np.float32))
+    assert dataset.num_outputs == 1
+
+
+# --- users' loaders ------------------------------------------------------------------------------
+
+LOADER = "test_user_loader"
+
+
+@pytest.fixture
+def register_loader():
+    """Register a test's loader under :data:`LOADER` through :func:`user_dataset_spec`, as the
+    experiment's reference would be; unregister it and forget cached data afterwards."""
+
+    def register(loader, name=LOADER):
+        DATASETS.register(name, user_dataset_spec(loader, name))
+
+    yield register
+    DATASETS.unregister(LOADER)
+    load_dataset.cache_clear()
+    load_split.cache_clear()
+
+
+def loader_config(**overrides) -> DataConfig:
+    values = {"name": LOADER, "split": "holdout", "val_fraction": 0.2, "split_seed": 0}
+    return DataConfig(**{**values, **overrides})
+
+
+def colour_arrays(n: int = 60) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 16x16 RGB images whose first pixel's red value is the example's index."""
+    x = np.random.default_rng(0).integers(0, 256, (n, 16, 16, 3), dtype=np.uint8)
+    x[:, 0, 0, 0] = np.arange(n)
+    return x, np.arange(n) % 3
+
+
+def test_colour_images_from_a_user_loader(register_loader):
+    x, y = colour_arrays()
+    register_loader(lambda: (x, y))
+
+    split = load_split(loader_config(test_fraction=0.25, split="stratified_holdout"))
+
+    assert split.x_train.shape[1:] == (16, 16, 3) and split.x_train.dtype == np.float32
+    assert (len(split.y_train), len(split.y_val), len(split.y_test)) == (33, 12, 15)
+    assert split.num_classes == split.num_outputs == 3 and split.task == "classification"
+    for xs, ys in ((split.x_train, split.y_train), (split.x_test, split.y_test)):
+        index = np.rint(xs[:, 0, 0, 0] * 255.0).astype(int)
+        np.testing.assert_array_equal(xs, (x[index] / 255.0).astype(np.float32))
+        np.testing.assert_array_equal(ys, y[index])
+
+
+def tabular_regression(n: int, seed: int, targets: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Features [n, 4] whose first column is the example's index; targets a known linear
+    function of the features ([n], or [n, targets])."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0.0, 3.0, (n, 4))
+    x[:, 0] = np.arange(n) + 1000 * seed
+    weights = np.arange(1.0, 5.0)
+    y = x @ weights
+    if targets:
+        y = np.stack([y * (t + 1) for t in range(targets)], axis=1)
+    return x, y
+
+
+def test_tabular_regression_with_its_own_test_split(register_loader):
+    x, y = tabular_regression(100, seed=0)
+    x_test, y_test = tabular_regression(30, seed=1)
+    register_loader(lambda: {"x": x, "y": y, "x_test": x_test, "y_test": y_test})
+
+    split = load_split(loader_config(val_fraction=0.25), "regression")
+
+    # The loader's test split is the test set, untouched; validation is a quarter of the rest.
+    np.testing.assert_array_equal(split.x_test, x_test.astype(np.float32))
+    np.testing.assert_array_equal(split.y_test, y_test.astype(np.float32))
+    assert (len(split.y_train), len(split.y_val)) == (75, 25)
+    seen = np.concatenate([split.x_train[:, 0], split.x_val[:, 0]])
+    assert sorted(seen.astype(int).tolist()) == list(range(100))
+    for xs, ys in ((split.x_train, split.y_train), (split.x_val, split.y_val)):
+        np.testing.assert_array_equal(ys, y[xs[:, 0].astype(int)].astype(np.float32))
+    assert split.task == "regression" and split.num_outputs == 1
+    assert split.y_train.dtype == np.float32
+
+
+def test_regression_with_several_targets_has_that_many_outputs(register_loader):
+    x, y = tabular_regression(50, seed=0, targets=3)
+    register_loader(lambda: (x, y))
+
+    split = load_split(loader_config(test_fraction=0.2, split="kfold", folds=5), "regression")
+
+    assert split.y_train.shape == (32, 3) and split.num_outputs == 3 == split.num_classes
+
+
+def test_a_test_fraction_beside_a_loaders_own_test_split_is_refused(register_loader):
+    x, y = tabular_regression(40, seed=0)
+    register_loader(lambda: (x, y, x[:5], y[:5]))
+
+    with pytest.raises(DataError) as caught:
+        load_split(loader_config(test_fraction=0.2), "regression")
+
+    assert caught.value.key == "data.test_fraction"
+    assert "own test split" in str(caught.value)
+
+
+def test_a_loader_without_a_test_split_needs_test_fraction(register_loader):
+    x, y = tabular_regression(40, seed=0)
+    register_loader(lambda: (x, y))
+
+    with pytest.raises(DataError) as caught:
+        load_split(loader_config(), "regression")
+
+    assert caught.value.key == "data.test_fraction"
+
+
+def test_stratified_split_of_regression_targets_is_refused(register_loader):
+    x, y = tabular_regression(40, seed=0)
+    register_loader(lambda: (x, y))
+
+    with pytest.raises(DataError) as caught:
+        load_split(
+            loader_config(test_fraction=0.2, split="stratified_kfold", folds=3), "regression"
+        )
+
+    assert caught.value.key == "data.split"
+    assert str(caught.value) == (
+        f"{LOADER}: stratified splits need class labels; use 'holdout' or 'kfold' for "
+        "task = 'regression'"
+    )
+
+
+def test_a_loader_gets_data_args_and_the_resolved_path(register_loader, tmp_path):
+    calls = []
+
+    def loader(path, rows, names):
+        calls.append((path, rows, names))
+        x, y = tabular_regression(rows, seed=0)
+        return x, y
+
+    register_loader(loader)
+    config = loader_config(
+        test_fraction=0.2, path="tables/t.csv", args={"rows": 30, "names": ["a", "b"]}
+    )
+
+    split = load_split(config, "regression", tmp_path)
+
+    assert calls == [(tmp_path / "tables" / "t.csv", 30, ["a", "b"])]
+    assert len(split.y_train) + len(split.y_val) + len(split.y_test) == 30
+
+
+def test_a_loader_without_data_path_gets_no_path_argument(register_loader):
+    x, y = colour_arrays()
+    register_loader(lambda **kwargs: (x, y) if not kwargs else None)
+
+    assert len(load_split(loader_config(test_fraction=0.2)).y_test) == 12
+
+
+def test_data_args_are_refused_by_built_in_datasets():
+    with pytest.raises(ValueError, match="only a user's loader takes arguments"):
+        data_config(args={"rows": 3})
+
+
+def test_data_configs_with_equal_args_hash_alike(register_loader):
+    register_loader(lambda n, k: colour_arrays(n))
+    first = loader_config(test_fraction=0.2, args={"n": 60, "k": [1, 2]})
+    second = loader_config(test_fraction=0.2, args={"k": [1, 2], "n": 60})
+
+    assert first == second and hash(first) == hash(second)
+    assert load_split(first) is load_split(second)  # cached once
+
+
+def test_a_user_loaders_path_is_optional_but_a_built_in_test_fraction_is_not(register_loader):
+    register_loader(colour_arrays)
+
+    assert loader_config().path is None and loader_config(path="x").path == "x"
+    with pytest.raises(ValueError, match=r"required for data\.name = 'digits'"):
+        DataConfig(name="digits", val_fraction=0.2, split_seed=0)
+
+
+def test_uint8_loader_features_are_divided_and_others_kept(register_loader):
+    x = np.array([[0.0, 300.0], [-2.0, 1.5]] * 10)
+    register_loader(lambda: (x, np.arange(20.0)))
+
+    kept = as_dataset(load_raw(LOADER, None), "auto", "regression")
+    halved = as_dataset(load_raw(LOADER, None), 2.0, "regression")
+
+    np.testing.assert_array_equal(kept.images, x.astype(np.float32))
+    np.testing.assert_array_equal(halved.images, (x / 2.0).astype(np.float32))
+    assert (
+        pixel_divisor(RawData("u", np.zeros((1, 2), np.uint8), np.zeros(1), 255.0), "auto") == 255
+    )
+
+
+X4 = np.zeros((10, 4))
+Y4 = np.arange(10.0)
+
+
+@pytest.mark.parametrize(
+    ("returned", "fragment"),
+    [
+        ([X4, Y4, X4], "returned list of 3"),
+        ("x, y", "returned str"),
+        ({"x": X4}, "returned a dict with keys ['x']"),
+        ({"x": X4, "y": Y4, "z": X4}, "'z'"),
+        ((X4.tolist(), Y4), "returned x as list, expected a NumPy array"),
+        ((X4, Y4[:9]), "10 examples but 9 targets"),
+        ((X4[:0], Y4[:0]), "holds no examples"),
+        ((X4.astype(object), Y4), "features must be numbers, not object"),
+        ((X4.astype(str), Y4), "features must be numbers, not <U32"),
+        ((X4 + 1j, Y4), "features must be numbers, not complex128"),
+        ((np.full((10, 4), np.nan), Y4), "features contain NaN or infinity"),
+        ((X4, np.full(10, np.inf)), "targets contain NaN or infinity"),
+        ((X4, np.full(10, 1e300)), "targets exceed float32's range"),
+        ((np.zeros(10), Y4), "features must be [N, ...]"),
+        ((X4, Y4, np.zeros((3, 5)), Y4[:3]), "test features are [5] per example but training"),
+        ((X4, Y4, X4[:3], Y4[:2]), "3 test examples but 2 test targets"),
+        ((X4, Y4, X4, None), "gives test features or test targets, not both"),
+    ],
+    ids=lambda value: "" if not isinstance(value, str) else value[:24],
+)
+def test_what_a_loader_returns_is_checked_in_one_line_naming_it(
+    register_loader, returned, fragment
+):
+    register_loader(lambda: returned)
+
+    with pytest.raises(DataError) as caught:
+        as_dataset(load_raw(LOADER, None), "auto", "regression")
+
+    message = str(caught.value)
+    assert caught.value.key == "data.name"
+    assert message.startswith(f"{LOADER}: ") and "\n" not in message
+    assert fragment in message
+
+
+@pytest.mark.parametrize(
+    ("labels", "fragment"),
+    [(np.arange(10) * 0.5, "whole numbers"), (np.arange(10), "10 classes for 10 examples")],
+)
+def test_a_loaders_class_labels_are_checked_as_class_indices(register_loader, labels, fragment):
+    register_loader(lambda: (X4, labels))
+
+    with pytest.raises(DataError, match=fragment) as caught:
+        as_dataset(load_raw(LOADER, None), "auto", "classification")
+
+    assert caught.value.key == "data.name"
+
+
+def test_an_error_the_loader_raises_is_reported_in_one_line():
+    def loader(rows):
+        raise FileNotFoundError(f"no table\nwith {rows} rows " + "x" * 500)
+
+    DATASETS.register(LOADER, user_dataset_spec(loader, "tables.py:load"))
+    try:
+        with pytest.raises(DataError) as caught:
+            load_raw(LOADER, None, args={"rows": 3})
+    finally:
+        DATASETS.unregister(LOADER)
+
+    message = str(caught.value)
+    assert message.startswith("tables.py:load: the loader raised FileNotFoundError: no table ")
+    assert "with 3 rows" in message and "\n" not in message and len(message) < 300
+    assert caught.value.key == "data.name"
+
+
+# --- paths relative to the experiment ----------------------------------------------------------
+
+
+def test_a_relative_data_path_is_read_from_the_experiment_folder(tmp_path, monkeypatch):
+    experiment = tmp_path / "project" / "experiments"
+    (experiment / "data").mkdir(parents=True)
+    x, y = random_images(40, side=4), np.arange(40) % 4
+    np.savez(experiment / "data" / "mine.npz", x=x, y=y)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    config = data_config(name="npz", path="data/mine.npz")
+    load_dataset.cache_clear()
+
+    split = load_split(config, "classification", experiment)
+
+    assert len(split.y_train) + len(split.y_val) + len(split.y_test) == 40
+    with pytest.raises(DataError, match="cannot read NPZ"):
+        load_split(config)  # no base: the working directory, which has no data/mine.npz
+
+
+def test_an_absolute_or_home_data_path_ignores_the_base(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+
+    assert resolve_path("~/d.npz", Path("/elsewhere")) == tmp_path / "d.npz"
+    assert resolve_path(str(tmp_path / "d.npz"), Path("/elsewhere")) == tmp_path / "d.npz"
+    assert resolve_path("d.npz", None) == Path("d.npz")
+    assert resolve_path(None, tmp_path) is None

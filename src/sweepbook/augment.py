@@ -1,9 +1,28 @@
-"""Data augmentation inside the compiled step, keyed like everything else."""
+"""Data augmentation inside the compiled step, keyed like everything else.
+
+Shifts move images ``[N, H, W, C]``, grey or colour (every channel moves together); other
+features (tabular rows, sequences) have no pixels to move, which :func:`check_augmentation`
+says before training starts."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
+from sweepbook.config import AugmentConfig
+from sweepbook.data import DataError, Split
+
+
+def check_augmentation(config: AugmentConfig, split: Split) -> None:
+    """Refuse ``augment.max_shift > 0`` on features that are not images ``[N, H, W, C]``,
+    as a :class:`DataError` blaming ``augment.max_shift``; for the engine to call before it
+    compiles anything."""
+    if config.max_shift > 0 and split.x_train.ndim != 4:
+        raise DataError(
+            f"shift augmentation moves images [N, H, W, C], but the features are "
+            f"{list(split.x_train.shape[1:])} per example; set augment.max_shift = 0",
+            "augment.max_shift",
+        )
 
 
 def random_shift(key: jax.Array, images: jax.Array, max_shift: int) -> jax.Array:
