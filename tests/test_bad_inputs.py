@@ -69,6 +69,7 @@ def place(case: Case, project: Path) -> tuple[str, Path]:
     """Copy a corpus case into the project; return the sweep to run (relative to the project)
     and the file the error must blame."""
     shutil.copytree(CORPUS / "data", project / "data")
+    shutil.copytree(CORPUS / "user_code", project / "user_code")
     target = project / case.kind / case.source.name
     shutil.copyfile(case.source, target)
     if case.kind == "sweeps":

@@ -139,6 +139,9 @@ def test_nothing_to_rank() -> None:
     assert hyperparameter_importance(one, metric="test.accuracy", keys=[LR]) is None
     failed = runs_of(GRID, learning_rate_only).with_columns(pl.lit("failed").alias("status"))
     assert hyperparameter_importance(failed, metric="test.accuracy", keys=[LR, BATCH]) is None
+    # Every configuration scores the same (a saturated metric): fANOVA has no variance to share.
+    flat = runs_of(GRID, learning_rate_only).with_columns(pl.lit(1.0).alias("test.accuracy"))
+    assert hyperparameter_importance(flat, metric="test.accuracy", keys=[LR, BATCH]) is None
 
 
 def test_figure_has_one_bar_per_key_most_important_on_top() -> None:

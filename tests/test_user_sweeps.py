@@ -72,7 +72,7 @@ test_fraction = 0.2
 split_seed = 0
 
 [data.args]
-n = 240
+n = 150
 
 [model]
 kind = "../code/net.py:TinyConv"
@@ -88,7 +88,7 @@ name = "adam"
 learning_rate = 1e-2
 
 [train]
-epochs = 3
+epochs = 2
 batch_size = 32
 """
 

@@ -37,7 +37,8 @@ from pydantic import ValidationError
 from sweepbook import provenance
 from sweepbook import report as reporting
 from sweepbook.config import ConfigError, LauncherConfig, Sweep, load_sweep
-from sweepbook.data import DataError, Split, check_augmentation
+from sweepbook.augment import check_augmentation
+from sweepbook.data import DataError, Split
 from sweepbook.engine import (
     DEFAULT_MEMORY_FRACTION,
     DEFAULT_RUNS_PER_CHUNK,
@@ -481,7 +482,7 @@ def load_checked(
     try:
         splits = load_splits(plan, sweep.experiment_path.parent)
         for run in plan:
-            check_augmentation(run.config, splits[split_key(run)])
+            check_augmentation(run.config.augment, splits[split_key(run)])
     except DataError as error:
         raise sweep.blame(error.key, str(error)) from None
     _check_user_models(sweep, plan, splits)

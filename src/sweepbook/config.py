@@ -241,7 +241,8 @@ class ModelConfig(_Strict):
         """A user's model builds itself from ``args``: the built-ins' architecture keys would be
         silently ignored, so they are refused."""
         for key in ("widths", "activation", "dropout", "batch_norm", "init"):
-            if key in self.model_fields_set:
+            # By value, not by presence: a run's flat config spells every key out.
+            if getattr(self, key) != type(self).model_fields[key].default:
                 raise FieldError(
                     key,
                     "applies to sweepbook's built-in models only; give your model its own "

@@ -775,3 +775,9 @@ def load_split(
         config.name, config.path, config.scale, task, base, frozen_args(config.args)
     )
     return split_dataset(dataset, config)
+
+
+def forget_loaded() -> None:
+    """Empty the caches of loaded datasets and splits (a user's loader was edited)."""
+    load_dataset.cache_clear()
+    load_split.cache_clear()

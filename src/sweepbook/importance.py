@@ -127,8 +127,8 @@ def hyperparameter_importance(
         return None
     texts = _key_values(ok, keys).with_columns(ok[metric].cast(pl.Float64).alias("_y"))
     configurations = texts.group_by(list(keys), maintain_order=True).agg(pl.col("_y").mean())
-    if configurations.height < 2:
-        return None
+    if configurations.height < 2 or configurations["_y"].n_unique() < 2:
+        return None  # nothing to attribute: every configuration scores the same (fANOVA fails)
     raw = _raw_values(ok, keys, configurations)
     encoded = {key: _distribution(raw[key], continuous=sampled) for key in keys}
     trials = [

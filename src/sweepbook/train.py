@@ -62,6 +62,7 @@ from sweepbook.config import ModelConfig, RunConfig
 from sweepbook.data import Split
 from sweepbook.models import Network, build_network
 from sweepbook.optim import OptimizerHyper, build_direction, scale_updates
+from sweepbook.usercode import code_fingerprint
 
 INIT, DATA_ORDER, DROPOUT, AUGMENT = 0, 1, 2, 3  # purpose numbers for fold_in; never renumber
 
@@ -119,6 +120,7 @@ class StaticSpec:
     eval_batch_size: int
     task: str = "classification"
     traced: tuple[str, ...] = ()  # the names of a user's model's traced numbers
+    code: str = ""  # usercode.code_fingerprint: the version of the users' code it runs
 
 
 class Hyper(NamedTuple):
@@ -212,6 +214,13 @@ def static_spec(config: RunConfig) -> StaticSpec:
         eval_batch_size=config.train.eval_batch_size,
         task=config.task,
         traced=tuple(sorted(config.model.traced)),
+        code=code_fingerprint(
+            {
+                "model.kind": config.model.kind,
+                "data.name": config.data.name,
+                "loss.name": config.loss.name,
+            }
+        ),
     )
 
 

@@ -187,10 +187,25 @@ def register(key: str, reference: str, base: Path | None) -> CodeIdentity:
         entry = adapt(found, reference) if key == "data.name" else adapt(found)
     except (TypeError, ValueError) as error:
         raise UserCodeError(f"{reference}: {' '.join(str(error).split())}") from None
+    replaced = reference in _REGISTERED
     registry.unregister(reference)
     registry.register(reference, entry)
     _REGISTERED[reference] = identity
+    if replaced and key == "data.name":
+        # Loaded data is cached by the reference's text: an edited loader must run again.
+        importlib.import_module("sweepbook.data").forget_loaded()
     return identity
+
+
+def code_fingerprint(flat: Mapping[str, Any]) -> str:
+    """A short hash of the users' code a run names ("" for none): part of its compiled
+    program's key, so that a program compiled from an earlier version of a user's model is
+    never reused for an edited one in the same process."""
+    found = identities(flat)
+    if not found:
+        return ""
+    text = ",".join(f"{ref}={found[ref].sha256}" for ref in sorted(found))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def register_references(flat: Mapping[str, Any], base: Path | None) -> None:

@@ -1,0 +1,1 @@
+NOT_A_FUNCTION = "mse"
