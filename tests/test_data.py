@@ -855,3 +855,26 @@ def test_an_absolute_or_home_data_path_ignores_the_base(tmp_path, monkeypatch):
     assert resolve_path(str(tmp_path / "d.npz"), Path("/elsewhere")) == tmp_path / "d.npz"
     assert resolve_path("d.npz", None) == Path("d.npz")
     assert resolve_path(None, tmp_path) is None
+
+
+def test_max_samples_thins_only_the_training_examples_beside_an_own_test_split(register_loader):
+    x, y = tabular_regression(100, seed=0)
+    x_test, y_test = tabular_regression(30, seed=1)
+    register_loader(lambda: (x, y, x_test, y_test))
+
+    split = load_split(loader_config(max_samples=40, val_fraction=0.25), "regression")
+
+    assert (len(split.y_train), len(split.y_val), len(split.y_test)) == (30, 10, 30)
+    np.testing.assert_array_equal(split.x_test, x_test.astype(np.float32))
+
+
+def test_data_args_enter_the_flat_config_only_when_given(register_loader):
+    from sweepbook.config import flatten, unflatten
+
+    register_loader(lambda rows: tabular_regression(rows, seed=0))
+    given = loader_config(test_fraction=0.2, args={"rows": 30, "names": ["a"]})
+
+    assert "args" not in data_config().model_dump()  # run ids of built-in data unchanged
+    flat = flatten(given.model_dump())
+    assert flat["args.rows"] == 30 and flat["args.names"] == ["a"]
+    assert DataConfig.model_validate(unflatten(flat)) == given

@@ -22,8 +22,10 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -195,6 +197,15 @@ class DataConfig(_Strict):
                 "test_fraction", "data.val_fraction + data.test_fraction must be below 1"
             )
         return self
+
+    @model_serializer(mode="wrap")
+    def _without_empty_args(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # No [data.args], no key: flat configs (and so run ids) of built-in datasets stay as
+        # they were before the table existed, and flatten/unflatten round-trips them.
+        dumped: dict[str, Any] = handler(self)
+        if not self.args:
+            dumped.pop("args", None)
+        return dumped
 
     def __hash__(self) -> int:
         # ``args`` is a dict, which pydantic's frozen hash cannot take; the canonical JSON can

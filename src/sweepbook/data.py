@@ -658,7 +658,8 @@ def _check_split_settings(dataset: Dataset, config: DataConfig) -> None:
 def split_dataset(dataset: Dataset, config: DataConfig) -> Split:
     """Seeded train / val / test split, every step drawn from ``data.split_seed``:
 
-    1. optionally a subsample of ``max_samples`` examples (stratified for classification);
+    1. optionally a subsample of ``max_samples`` examples (stratified for classification;
+       of the training examples only when the source has its own test split);
     2. the test set, ``test_fraction`` of them, held out once (the same for every fold), or
        the source's own test split as it is;
     3. validation: ``val_fraction`` of all examples but a source's own test split (holdout),
