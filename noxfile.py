@@ -51,6 +51,8 @@ STUDIES = (
     "sweeps/quantization_bits.toml",
     "sweeps/ptq_vs_qat.toml",
     "sweeps/ptq_vs_qat_lenet5.toml",
+    "sweeps/diabetes_regression.toml",
+    "sweeps/breast_cancer_tabular.toml",
 )
 
 

@@ -211,7 +211,7 @@ def test_test_split_hash_follows_the_test_examples_only() -> None:
 
 
 def test_same_settings_but_other_examples_are_refused() -> None:
-    view = compare.test_split_view(digits())
+    view = compare.test_split_view({f"data.{key}": value for key, value in DIGITS.items()})
     same = compare.TestData(view, "a" * 64)
     changed = compare.TestData(view, "b" * 64)
     compare.check_same_test_data([Path("one"), Path("two")], [same, same])

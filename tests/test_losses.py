@@ -130,7 +130,7 @@ def test_loss_and_gradient_are_finite_for_extreme_logits(loss, smoothing):
 
 def test_registered_losses_are_the_functions_above_with_their_required_keys():
     logits, labels = batch()
-    hyper = losses.LossHyper(jnp.float32(0.1), jnp.float32(2.0))
+    hyper = losses.LossHyper(jnp.float32(0.1), jnp.float32(2.0), jnp.float32(1.0))
     registered = {name: jax.jit(losses.LOSSES[name]) for name in ("cross_entropy", "focal")}
     np.testing.assert_array_equal(
         registered["cross_entropy"](logits, labels, hyper), cross_entropy(logits, labels, 0.1)

@@ -204,7 +204,7 @@ def test_final_evaluation_counts_what_pruning_left(make_run_config):
     assert int(final.nonzero_params) == kernels - (64 * 32 // 2 + 32 * 10 // 2)
     assert float(final.model_bytes) < total * 4
     for evaluation, labels in ((final.val, data.y_val), (final.test, data.y_test)):
-        probabilities = np.asarray(evaluation.probabilities)
+        probabilities = np.asarray(evaluation.predictions)
         assert probabilities.shape == (labels.shape[0], 10)
         np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
         assert 0.0 <= float(evaluation.accuracy) <= 1.0

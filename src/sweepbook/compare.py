@@ -26,7 +26,7 @@ import polars as pl
 
 from sweepbook import __version__, findings, stats
 from sweepbook import report as reporting
-from sweepbook.config import ConfigError, DataConfig, RunConfig, unflatten
+from sweepbook.config import ConfigError, DataConfig, RunConfig, Task, unflatten
 from sweepbook.data import DataError, load_dataset, split_dataset
 from sweepbook.figure_kinds import CURVE_SPLITS, PlannedFigure, learning_curve_figure
 from sweepbook.results import (
@@ -39,6 +39,7 @@ from sweepbook.results import (
 )
 from sweepbook.store import atomic_write_json, atomic_write_text
 from sweepbook.tables import Table, TableRow, config_label, format_stat
+from sweepbook.usercode import is_reference
 from sweepbook.venues import DEFAULT_VENUE, venue_named
 
 SWEEP = "sweep"  # the column naming each store in frames and figures that mix stores
@@ -48,27 +49,36 @@ CURVE_METRICS = ("accuracy", "loss")  # history metrics drawn side by side, wher
 # --- the test data each store was scored on ---------------------------------------------------
 
 
-def test_split_view(config: DataConfig) -> dict[str, Any]:
+def test_split_view(data: dict[str, Any]) -> dict[str, Any]:
     """The data settings that decide which examples form the test split (see
-    :func:`sweepbook.data.split_dataset`): the source and its pixel scale, the subsample, the
-    seed, the test share, and whether the holdout is stratified. Validation share, folds,
-    train fraction and standardization only change what the model trains on."""
+    :func:`sweepbook.data.split_dataset`), from a run's flat config: the source, its path,
+    arguments and pixel scale, the subsample, the seed, the test share, and whether the holdout
+    is stratified. Validation share, folds, train fraction and standardization only change
+    what the model trains on. Read from the stored text, never validated: validating would
+    import the users' code a config names."""
+    split = data.get("data.split", "stratified_holdout")
+    args = {k.removeprefix("data.args."): v for k, v in data.items() if k.startswith("data.args.")}
     return {
-        "data.name": config.name,
-        "data.path": config.path,
-        "data.scale": config.scale,
-        "data.max_samples": config.max_samples,
-        "data.split_seed": config.split_seed,
-        "data.test_fraction": config.test_fraction,
-        "data.split": "stratified" if config.split.startswith("stratified") else "shuffled",
+        "data.name": data.get("data.name"),
+        "data.path": data.get("data.path"),
+        "data.args": dict(sorted(args.items())),
+        "data.scale": data.get("data.scale", "auto"),
+        "data.max_samples": data.get("data.max_samples"),
+        "data.split_seed": data.get("data.split_seed"),
+        "data.test_fraction": data.get("data.test_fraction"),
+        "data.split": "stratified" if str(split).startswith("stratified") else "shuffled",
+        "task": data.get("task", "classification"),
     }
 
 
-def test_split_sha256(config: DataConfig) -> str:
+def test_split_sha256(
+    config: DataConfig, task: Task = "classification", base: Path | None = None
+) -> str:
     """sha256 of the test examples (pixels after scaling, then labels, with shapes and dtypes)
     that ``config`` gives, before any standardization (which depends on the training part)."""
     raw_pixels = config.model_copy(update={"normalize": "none"})
-    split = split_dataset(load_dataset(config.name, config.path, config.scale), raw_pixels)
+    dataset = load_dataset(config.name, config.path, config.scale, task, base)
+    split = split_dataset(dataset, raw_pixels)
     digest = hashlib.sha256()
     for array in (split.x_test, split.y_test):
         contiguous = np.ascontiguousarray(array)
@@ -87,11 +97,11 @@ def store_test_data(stored: SweepResults) -> TestData:
     """The one test split every stored run of ``stored`` was scored on; a store whose runs
     used several (a sweep over ``data.test_fraction``, say) cannot be compared as one."""
     directory = stored.directory
-    views: dict[str, tuple[dict[str, Any], DataConfig]] = {}
+    views: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
     for text in stored.runs["config"].unique(maintain_order=True).to_list():
-        data = RunConfig.model_validate(unflatten(json.loads(text))).data
-        view = test_split_view(data)
-        views.setdefault(json.dumps(view, sort_keys=True), (view, data))
+        flat = json.loads(text)
+        view = test_split_view(flat)
+        views.setdefault(json.dumps(view, sort_keys=True), (view, flat))
     if not views:
         raise ConfigError(directory, None, "holds no stored run: nothing to compare")
     if len(views) > 1:
@@ -103,14 +113,31 @@ def store_test_data(stored: SweepResults) -> TestData:
             f"its runs use more than one test split ({first[key]!r} and {other[key]!r}): "
             "compare stores that each test on one",
         )
-    view, data = next(iter(views.values()))
+    view, flat = next(iter(views.values()))
+    if is_reference(view["data.name"]):
+        return TestData(view, _users_loader_digest(stored, view))
     try:
-        digest = test_split_sha256(data)
+        data = RunConfig.model_validate(unflatten(flat))
+        experiment = stored.record.get("experiment_file")
+        base = Path(experiment).parent if experiment else None
+        digest = test_split_sha256(data.data, data.task, base)
     except (DataError, OSError) as error:
         raise ConfigError(
             directory, getattr(error, "key", "data.path"), f"cannot load its test data: {error}"
         ) from None
     return TestData(view, digest)
+
+
+def _users_loader_digest(stored: SweepResults, view: dict[str, Any]) -> str:
+    """For data from a user's loader, which comparing never runs (it would import the user's
+    code): the settings and the loader file's sha256 the runs stored, hashed together. Same
+    loader code, arguments and split settings: the same test examples (loaders are
+    deterministic, as the contract asks)."""
+    loader = view["data.name"]
+    code = stored.runs["user_code"] if "user_code" in stored.runs.columns else None
+    hashes = {json.loads(text).get(loader) for text in (code.drop_nulls() if code is not None else [])}
+    text = json.dumps({"view": view, "loader": sorted(h for h in hashes if h)}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def check_same_test_data(labels: Sequence[Path], tests: Sequence[TestData]) -> None:
