@@ -157,6 +157,7 @@ def regression_run(
     plus an error of size ``error_scale`` (smaller: a better configuration)."""
     weights, direction = np.random.default_rng(1).normal(size=(2, FEATURES, outputs))
     columns: dict[str, Any] = {}
+    drawn: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     # One error direction for every run, its size varied a little by seed: configurations
     # differ beyond seed noise, in the order of ``error_scale``.
     fitted = weights + error_scale * (1 + rng.normal(0, 0.1)) * direction
@@ -168,7 +169,8 @@ def regression_run(
         columns |= {f"{split}.{metric}": value for metric, value in computed.items()}
         columns[f"{split}.loss"] = computed["mse"]
         columns[f"{split}.{USER_METRIC}"] = float(np.abs(predictions - targets).max())
-    return columns, predictions, targets
+        drawn[split] = predictions, targets
+    return columns, *drawn["test"]
 
 
 def _write_regression_store(
