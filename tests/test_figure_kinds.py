@@ -31,6 +31,8 @@ BUILT_IN = (
     "pareto_nonzero_params",
     "metric_vs_axis",
     "importance",
+    "predicted_vs_true",
+    "residuals",
 )
 
 
@@ -174,6 +176,61 @@ def test_axis_figures_apply_by_the_number_of_compared_axes(axes, expected):
 def test_learning_curves_apply_to_the_metrics_the_history_records(columns, expected):
     history = {"run_id": ["r0"], "epoch": [1], "lr": [0.1], **{c: [0.5] for c in columns}}
     assert applying(figure_data({}, history=history)) == expected
+
+
+def test_accuracy_curves_of_a_regression_history_all_nan_do_not_apply():
+    """A regression run's history keeps the accuracy columns, NaN at every epoch."""
+    nan = float("nan")
+    history = {
+        "run_id": ["r0", "r0"],
+        "epoch": [1, 2],
+        "lr": [0.1, 0.1],
+        "train.loss": [2.0, 1.0],
+        "val.loss": [2.1, 1.2],
+        "train.accuracy": [nan, nan],
+        "val.accuracy": [nan, nan],
+        "val.f1_macro": [nan, nan],
+    }
+    assert applying(figure_data({}, history=history)) == {"learning_curves_loss"}
+    # One finite value is enough: that split is drawn, the all-NaN one is not.
+    history["val.accuracy"] = [nan, 0.5]
+    data = figure_data({}, history=history)
+    assert "learning_curves_accuracy" in applying(data)
+    figure = FIGURES["learning_curves_accuracy"].build(data)
+    assert [ax.get_title() for ax in figure.axes if ax.get_visible()] == ["validation"]
+
+
+@pytest.mark.parametrize(
+    ("column", "values", "expected"),
+    [
+        ("missing", [1.0], False),
+        ("x", [float("nan"), None], False),
+        ("x", [float("nan"), 1.0], True),
+        ("x", [None, None], False),
+        ("x", [[1.0], None], True),
+        ("x", ["a", None], True),
+    ],
+)
+def test_has_values_needs_one_finite_or_non_null_value(column, values, expected):
+    from sweepbook.figure_kinds import has_values
+
+    frame = pl.DataFrame({"x": values}, strict=False)
+    assert has_values(frame, column) is expected
+
+
+def test_regression_figures_apply_when_the_best_runs_hold_predictions():
+    axes = {LR: [0.1, 0.2]}
+    regression = {"predicted_vs_true", "residuals"}
+    assert not regression & applying(figure_data(axes))
+    predictions = {
+        "test.predictions": [[1.0, 2.0], [1.5, 2.5]],
+        "test.targets": [[1.0, 2.0], [1.0, 2.0]],
+        "test.outputs": [1, 1],
+    }
+    assert regression <= applying(figure_data(axes, runs=predictions))
+    # The best configuration (r1) stored none, say after a crash in an older version.
+    missing = {**predictions, "test.predictions": [[1.0, 2.0], None]}
+    assert not regression & applying(figure_data(axes, runs=missing))
 
 
 def test_the_schedule_figure_applies_only_when_a_learning_rate_changes():

@@ -28,7 +28,12 @@ from sweepbook import __version__, findings, stats
 from sweepbook import report as reporting
 from sweepbook.config import ConfigError, DataConfig, RunConfig, Task, unflatten
 from sweepbook.data import DataError, load_dataset, split_dataset
-from sweepbook.figure_kinds import CURVE_SPLITS, PlannedFigure, learning_curve_figure
+from sweepbook.figure_kinds import (
+    CURVE_SPLITS,
+    PlannedFigure,
+    has_values,
+    learning_curve_figure,
+)
 from sweepbook.results import (
     COMPARE_RECORD,
     FIGURES_DIR,
@@ -474,7 +479,7 @@ def curve_figures(bests: Sequence[StoreBest], venue_name: str) -> list[PlannedFi
     venue = venue_named(venue_name)
     planned = []
     for metric in CURVE_METRICS:
-        if not any(f"{split}.{metric}" in history.columns for split, _ in CURVE_SPLITS):
+        if not any(has_values(history, f"{split}.{metric}") for split, _ in CURVE_SPLITS):
             continue
         figure = learning_curve_figure(rows, history, [SWEEP], metric, selected=True, venue=venue)
         planned.append(

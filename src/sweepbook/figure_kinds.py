@@ -36,6 +36,11 @@ CURVE_SPLITS = (("train", "training"), ("val", "validation"))
 # Series a line figure draws at most: eight colours, then the same colours dashed; beyond
 # about this many lines a reader can no longer tell them apart. Larger sweeps show their best.
 MAX_SERIES = 12
+# Regression figures: outputs drawn side by side at most (the first ones of a wider target),
+# and points per panel at most (evenly thinned beyond: an SVG of every point of a large test
+# set times its seeds would be megabytes, and the cloud's shape is the same).
+MAX_OUTPUT_PANELS = 3
+MAX_POINTS = 5000
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,17 @@ class PlannedFigure:
     title: str
     caption: str
     figure: Figure
+
+
+def has_values(frame: pl.DataFrame, column: str) -> bool:
+    """Whether ``frame`` stores ``column`` with at least one finite value: a regression run's
+    history keeps the accuracy columns, all NaN."""
+    if column not in frame.columns:
+        return False
+    values = frame[column]
+    if values.dtype.is_float():
+        return bool(values.is_finite().any())
+    return values.null_count() < values.len()
 
 
 def _is_numeric(values: Sequence[Any]) -> bool:
@@ -90,7 +106,7 @@ def learning_curve_figure(
     panel_values = (
         summary[panel_axis].unique(maintain_order=True).to_list() if panel_axis else [None]
     )
-    splits = [(s, label) for s, label in CURVE_SPLITS if f"{s}.{metric}" in history.columns]
+    splits = [(s, label) for s, label in CURVE_SPLITS if has_values(history, f"{s}.{metric}")]
     panels = []
     for split, split_label in splits:
         for value in panel_values:
@@ -225,6 +241,44 @@ def reliability_figure(
         title="test set",
         venue=venue,
     )
+
+
+def pooled_predictions(runs: pl.DataFrame, run_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Test-set predictions and targets ``[M, outputs]`` of ``run_ids``, their runs stacked
+    (each run stores them flattened row-major, with ``test.outputs`` per example)."""
+    chosen = runs.filter(pl.col("run_id").is_in(run_ids) & pl.col("test.predictions").is_not_null())
+    outputs = chosen["test.outputs"].to_list() if "test.outputs" in chosen.columns else []
+    predicted, target = [], []
+    for index, (values, truth) in enumerate(
+        zip(chosen["test.predictions"].to_list(), chosen["test.targets"].to_list(), strict=True)
+    ):
+        width = int(outputs[index] or 1) if outputs else 1
+        predicted.append(np.asarray(values, dtype=float).reshape(-1, width))
+        target.append(np.asarray(truth, dtype=float).reshape(-1, width))
+    return np.concatenate(predicted), np.concatenate(target)
+
+
+def thinned(count: int) -> np.ndarray:
+    """Indices of at most :data:`MAX_POINTS` of ``count`` points, evenly spread."""
+    if count <= MAX_POINTS:
+        return np.arange(count)
+    return np.linspace(0, count - 1, MAX_POINTS).round().astype(int)
+
+
+def output_predictions(runs: pl.DataFrame, run_ids: list[str]) -> list[figures.OutputPredictions]:
+    """The first :data:`MAX_OUTPUT_PANELS` outputs of ``run_ids``' pooled test predictions,
+    each thinned to :data:`MAX_POINTS`."""
+    predicted, target = pooled_predictions(runs, run_ids)
+    shown = thinned(predicted.shape[0])
+    several = predicted.shape[1] > 1
+    return [
+        figures.OutputPredictions(
+            title=f"output {k + 1}" if several else "",
+            predicted=predicted[shown, k],
+            target=target[shown, k],
+        )
+        for k in range(min(predicted.shape[1], MAX_OUTPUT_PANELS))
+    ]
 
 
 def pareto_figure(
@@ -474,7 +528,7 @@ def _learning_curves(curve_metric: str) -> FigureSpec:
             d.curve_rows, d.history, d.compare, curve_metric, selected=d.crowded, venue=d.venue
         ),
         applies=lambda d: any(
-            f"{split}.{curve_metric}" in d.history.columns for split, _ in CURVE_SPLITS
+            has_values(d.history, f"{split}.{curve_metric}") for split, _ in CURVE_SPLITS
         ),
     )
 
@@ -569,6 +623,32 @@ FIGURES.register(
 )
 
 
+def _has_predictions(data: FigureData) -> bool:
+    """A best configuration, some of whose runs stored their test predictions."""
+    if data.best_row is None or not has_values(data.ok, "test.predictions"):
+        return False
+    runs = data.ok.filter(pl.col("run_id").is_in(data.best_row["run_ids"]))
+    return bool(runs["test.predictions"].is_not_null().any())
+
+
+def _predictions_note(data: FigureData) -> str:
+    """What a regression figure of the best configuration shows: its runs, the outputs drawn,
+    the points thinned."""
+    predicted, _ = pooled_predictions(data.ok, _best(data)["run_ids"])
+    count, outputs = predicted.shape
+    note = (
+        f"Test set of {config_label(_best(data), data.compare)}, pooled over its "
+        f"{_best(data)['n']} runs ({count} points per output"
+        + (f", an evenly spaced {MAX_POINTS} of them drawn" if count > MAX_POINTS else "")
+        + ")."
+    )
+    if outputs > MAX_OUTPUT_PANELS:
+        note += f" The first {MAX_OUTPUT_PANELS} of its {outputs} outputs are shown."
+    elif outputs > 1:
+        note += f" One panel per output ({outputs})."
+    return note
+
+
 def _pareto(cost: str, label: str) -> FigureSpec:
     return FigureSpec(
         stem=f"pareto_{cost}",
@@ -636,5 +716,36 @@ FIGURES.register(
         caption=lambda d: _importance(d).caption,
         build=lambda d: importance.importance_figure(_importance(d), d.venue, d.labels),
         applies=lambda d: d.importance is not None,
+    ),
+)
+FIGURES.register(
+    "predicted_vs_true",
+    FigureSpec(
+        stem="predicted_vs_true",
+        title="Predictions against true targets of the best configuration",
+        caption=lambda d: (
+            "Each test example's prediction against its true target; the dashed line y = x is "
+            "a perfect prediction, points above it are over-estimates. " + _predictions_note(d)
+        ),
+        build=lambda d: figures.predicted_vs_true(
+            output_predictions(d.ok, _best(d)["run_ids"]), venue=d.venue
+        ),
+        applies=_has_predictions,
+    ),
+)
+FIGURES.register(
+    "residuals",
+    FigureSpec(
+        stem="residuals",
+        title="Residuals of the best configuration",
+        caption=lambda d: (
+            "Residual (prediction − target) of each test example against its prediction, with "
+            "the zero line, and the residuals' histogram beside it: a trend or a funnel in the "
+            "cloud is error the model could still explain. " + _predictions_note(d)
+        ),
+        build=lambda d: figures.residuals(
+            output_predictions(d.ok, _best(d)["run_ids"]), venue=d.venue
+        ),
+        applies=_has_predictions,
     ),
 )

@@ -711,3 +711,89 @@ def parallel_coordinates(
         ax.grid(False)
         ax.spines["left"].set_visible(False)
     return fig
+
+
+@dataclass(frozen=True)
+class OutputPredictions:
+    """One output's test-set predictions and true targets, pooled over runs (same length)."""
+
+    title: str  # "output 2" where the target has several, else ""
+    predicted: np.ndarray
+    target: np.ndarray
+
+
+def _panel_width(venue: Venue, panels: int) -> float:
+    """A column for one panel, the text width for several side by side."""
+    return venue.column_width_in if panels == 1 else venue.text_width_in
+
+
+def _points(ax: Any, x: np.ndarray, y: np.ndarray) -> None:
+    """Many small translucent dots: dense regions read darker, single points stay visible."""
+    ax.scatter(x, y, s=4, color=PALETTE[0], alpha=0.35, lw=0)
+
+
+def predicted_vs_true(outputs: Sequence[OutputPredictions], *, venue: Venue = ARTICLE) -> Figure:
+    """Prediction against true target, one square panel per output, with the line y = x on
+    which a perfect prediction lies; both axes share one range, so distance from the line reads
+    the same in either direction."""
+    width = _panel_width(venue, len(outputs))
+    side = width / len(outputs)
+    with plt.rc_context(figure_style(venue)):
+        fig, axes = plt.subplots(
+            1, len(outputs), figsize=(width, side + 0.3), squeeze=False, layout="constrained"
+        )
+        for ax, output in zip(axes.flat, outputs, strict=True):
+            _points(ax, output.target, output.predicted)
+            both = np.concatenate([output.target, output.predicted])
+            low, high = float(both.min()), float(both.max())
+            margin = 0.05 * ((high - low) or 1.0)
+            limits = (low - margin, high + margin)
+            ax.plot(limits, limits, color="grey", lw=0.8, linestyle="--", label="y = x")
+            ax.set_xlim(limits)
+            ax.set_ylim(limits)
+            ax.set_aspect("equal", adjustable="box")
+            ax.set_xlabel("true target")
+            ax.set_ylabel("prediction")
+            if output.title:
+                ax.set_title(output.title)
+    return fig
+
+
+HISTOGRAM_MAX_BINS = 40  # numpy's "auto" bins, at most this many (long tails would give more)
+
+
+def residuals(outputs: Sequence[OutputPredictions], *, venue: Venue = ARTICLE) -> Figure:
+    """Residual (prediction - target) against prediction per output, with the zero line, and
+    beside it the residuals' histogram on the same vertical axis: structure in the scatter
+    (a trend, a funnel) is error the model could still explain; the histogram shows their
+    spread and skew."""
+    width = _panel_width(venue, len(outputs))
+    with plt.rc_context(figure_style(venue)):
+        fig, axes = plt.subplots(
+            1,
+            2 * len(outputs),
+            figsize=(width, 2.4),
+            squeeze=False,
+            sharey=False,
+            width_ratios=[3, 1] * len(outputs),
+            layout="constrained",
+        )
+        for index, output in enumerate(outputs):
+            scatter, histogram = axes[0, 2 * index], axes[0, 2 * index + 1]
+            residual = output.predicted - output.target
+            _points(scatter, output.predicted, residual)
+            scatter.axhline(0.0, color="grey", lw=0.8, linestyle="--")
+            scatter.set_xlabel("prediction")
+            scatter.set_ylabel("residual (prediction − target)" if index == 0 else "")
+            if output.title:
+                scatter.set_title(output.title)
+            edges = np.histogram_bin_edges(residual, bins="auto")
+            bins = edges if len(edges) <= HISTOGRAM_MAX_BINS + 1 else HISTOGRAM_MAX_BINS
+            histogram.hist(
+                residual, bins=bins, orientation="horizontal", color=PALETTE[0], alpha=0.8
+            )
+            histogram.axhline(0.0, color="grey", lw=0.8, linestyle="--")
+            histogram.sharey(scatter)
+            histogram.tick_params(labelleft=False)
+            histogram.set_xlabel("count")
+    return fig

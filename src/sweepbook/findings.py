@@ -435,6 +435,12 @@ def sentences(findings: Findings) -> list[str]:
     return said + _problem_sentences(findings)
 
 
+def _lower_note(findings: Findings, before: str, after: str = "") -> str:
+    """ "lower is better" where it is: a reader assumes higher of a score, so the sentence says
+    so for losses and errors (higher-is-better metrics read as they always have)."""
+    return f"{before}lower is better{after}" if findings.direction == "min" else ""
+
+
 def _winner_sentences(findings: Findings, winner: Configuration) -> list[str]:
     metric = findings.metric
     if findings.evidence == "thin" and findings.thin_reason == "one configuration":
@@ -452,14 +458,16 @@ def _winner_sentences(findings: Findings, winner: Configuration) -> list[str]:
     if findings.selected_on_validation:
         return [
             f"{lead} configuration, chosen on mean {findings.selection_metric} "
-            f"({_number(winner.selection_mean)}): {winner.label}, with {metric} "
+            f"({_number(winner.selection_mean)}{_lower_note(findings, ', ')}): {winner.label}, "
+            f"with {metric} "
             f"{_stat(winner, findings.interval_method)}.",
             f"It is chosen on validation, not on {metric}, so that its {metric} is not "
             "inflated by the choice (the default for test metrics where the sweep stores the "
             "validation one).",
         ]
     return [
-        f"{lead} configuration by mean {metric}: {winner.label}, with "
+        f"{lead} configuration by mean {metric}{_lower_note(findings, ' (', ')')}: "
+        f"{winner.label}, with "
         f"{_stat(winner, findings.interval_method)}.",
         f"This mean is optimistically biased: the configuration was chosen on the same runs it "
         f"is reported with, and the store has no validation counterpart of {metric} to choose on.",

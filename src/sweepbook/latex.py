@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from sweepbook.metrics import METRICS, metric_info
 
 _SPECIALS = {
     "\\": r"\textbackslash{}",
@@ -22,13 +24,15 @@ _SPECIALS = {
     "^": r"\textasciicircum{}",
 }
 _SYMBOLS = (("±", "pm"), ("×", "times"), ("≥", "geq"), ("≤", "leq"), ("≈", "approx"))
+# Characters pdflatex's default input encoding does not set up ("R²", "prediction − target").
+_UNICODE_MATH = {"²": "$^{2}$", "−": "$-$"}
 # Matplotlib writes tick labels as math ("$\mathdefault{10^{-2}}$"): those are LaTeX already.
 _MATH = re.compile(r"^\$[^$]*\$$")
 
 
 def latex_escape(text: str) -> str:
     """Plain text as LaTeX that typesets the same characters."""
-    escaped = "".join(_SPECIALS.get(char, char) for char in text)
+    escaped = "".join(_SPECIALS.get(char, _UNICODE_MATH.get(char, char)) for char in text)
     for symbol, command in _SYMBOLS:
         escaped = escaped.replace(symbol, f"$\\{command}$")
     return escaped.replace("—", "--")
@@ -58,25 +62,30 @@ _COLUMN_NAMES = {
     "train_seconds": "Training time (s)",
     "runs": "Runs",
 }
-# Columns where less is better (the best is the lowest); the rest are maximised, except these
-# descriptions, which have no best.
-LOWER_IS_BETTER = ("loss", "ece", "mce", "model_bytes", "nonzero_params", "params")
+# Columns that are not metrics where less is better (the best is the lowest); a metric's
+# direction is the store's or the registry's (:func:`sweepbook.metrics.metric_info`). These
+# descriptions have no best.
+LOWER_IS_BETTER = ("model_bytes", "nonzero_params", "params")
 NO_BEST = ("best_epoch", "train_seconds", "runs")
 STAT_SPEC = r"r@{}l@{\,$\pm$\,}r@{}l"
 NUMBER_SPEC = r"r@{}l"
 TIE_MARK = r"\rlap{$^\dagger$}"  # no width: the column stays aligned
 
 
-def human_label(key: str, labels: dict[str, str]) -> str:
+def human_label(key: str, labels: dict[str, str], record: Mapping[str, Any] | None = None) -> str:
     """The name a paper gives ``key``: the sweep's own ``[report.labels]``, else a readable
     default ("optimizer.learning_rate" -> "Learning rate", "test.f1_macro" -> "Test F1
-    (macro)")."""
+    (macro)"); a metric the store defines itself (``record["metrics"]``) or a registered one
+    not named above ("test.r2" -> "Test R²") takes its label."""
     if key in labels:
         return labels[key]
     if key in _COLUMN_NAMES:
         return _COLUMN_NAMES[key]
     split, _, name = key.partition(".")
     kind, _, average = name.partition("_")
+    defined = name in ((record or {}).get("metrics") or {})
+    if split in _SPLITS and (defined or (kind not in _METRIC_KINDS and name in METRICS)):
+        return f"{_SPLITS[split]} {metric_info(key, record)[1]}"
     if split in _SPLITS and kind in _METRIC_KINDS:
         if name in _METRIC_NAMES:
             shown = _METRIC_NAMES[name]
@@ -89,8 +98,10 @@ def human_label(key: str, labels: dict[str, str]) -> str:
     return short[:1].upper() + short[1:]
 
 
-def lower_is_better(key: str) -> bool:
-    return key.rsplit(".", 1)[-1] in LOWER_IS_BETTER or key in LOWER_IS_BETTER
+def lower_is_better(key: str, record: Mapping[str, Any] | None = None) -> bool:
+    """Whether the best of column ``key`` is its lowest: sizes, and metrics whose direction
+    (the store's definition, else the registry's) is "min"."""
+    return key in LOWER_IS_BETTER or metric_info(key, record)[0] == "min"
 
 
 def _minus(text: str) -> str:

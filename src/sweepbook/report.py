@@ -54,14 +54,15 @@ from sweepbook.stats import best_index, compare_to_best, summarize
 from sweepbook.store import atomic_write, atomic_write_json, atomic_write_text
 from sweepbook.tables import (
     FULL_TABLE,
-    TABLE_METRICS,
     Table,
     any_compressed,
     build_paper_tables,
     build_table,
     config_label,
     format_stat,
+    metric_notes,
     placement_table,
+    table_metrics,
 )
 from sweepbook.tables import PAPER_TABLE as PAPER_TABLE
 from sweepbook.tables import ROBUST_STATS_MIN_RUNS as ROBUST_STATS_MIN_RUNS
@@ -112,6 +113,7 @@ class ReportContext:
     counts: dict[str, int]
     best_summary: str
     table: Table
+    metric_notes: list[str]  # what the table's less common metrics mean (tables.metric_notes)
     problems: list[RunProblem]
     sweep_toml: str
     experiment_toml: str
@@ -136,6 +138,7 @@ class Comparison:
     paper_tables: dict[str, PaperTable] = field(default_factory=dict)  # file under tables/
     importance: ImportanceTable | None = None
     figures: list[PlannedFigure] = field(default_factory=list)
+    metric_notes: list[str] = field(default_factory=list)
 
 
 NOTHING_FINISHED = "No run finished successfully."
@@ -156,7 +159,7 @@ def compare_configurations(
     direction: Literal["max", "min"] = record["direction"]
     compare: list[str] = list(record["compare"])
     # Stores written by older versions may lack newer metrics: show what is there.
-    shown = [m for m in dict.fromkeys([metric, *TABLE_METRICS]) if m in ok.columns]
+    shown = [m for m in dict.fromkeys([metric, *table_metrics(record)]) if m in ok.columns]
     compressed = any_compressed(ok)
     sizes = ["model_bytes", "nonzero_params", "params"] if compressed else []
     described = [*shown, *sizes, "best_epoch", "train_seconds"]
@@ -205,6 +208,7 @@ def compare_configurations(
         ),
         figures=plan_figures(data),
         importance=data.importance,
+        metric_notes=metric_notes([*shown, *named], record),
     )
 
 
@@ -285,6 +289,7 @@ def build_context(
         counts=run_counts(stored),
         best_summary=comparison.best_summary,
         table=comparison.table,
+        metric_notes=comparison.metric_notes,
         problems=run_problems(stored.runs),
         sweep_toml=(directory / SWEEP_COPY).read_text(encoding="utf-8"),
         experiment_toml=(directory / EXPERIMENT_COPY).read_text(encoding="utf-8"),

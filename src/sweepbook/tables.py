@@ -7,7 +7,7 @@ Values are formatted here once, so the HTML and the LaTeX show the same numbers.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,14 +16,24 @@ import polars as pl
 
 from sweepbook import latex
 from sweepbook.latex import PaperColumn, PaperTable, latex_escape
+from sweepbook.metrics import DEFAULT_TASK, METRICS, SPLITS, metric_info
 from sweepbook.stats import interval_method
 
+# The metric columns after the headline, per task, where the store has them.
 TABLE_METRICS = (
     "test.accuracy",
     "test.f1_macro",
     "test.ece",
     "test.loss",
     "val.accuracy",
+    "val.loss",
+)
+REGRESSION_TABLE_METRICS = (
+    "test.rmse",
+    "test.mae",
+    "test.r2",
+    "test.loss",  # the mean squared error, whatever the training loss
+    "val.rmse",
     "val.loss",
 )
 # Learning curves: one figure per metric, a row of panels per split.
@@ -35,6 +45,31 @@ FULL_TABLE = "results_full.tex"  # every column of the HTML table
 # Decimals the full table shows at most: a dozen metric columns fit a landscape page only at
 # three (the HTML table and runs.parquet keep every digit).
 FULL_TABLE_DECIMALS = 3
+
+
+def table_metrics(record: Mapping[str, Any]) -> list[str]:
+    """The metrics the report's table shows after the headline (those the store holds): its
+    task's, then the test value of each metric the store defines itself (a user's metric)."""
+    task = record.get("task", DEFAULT_TASK)
+    built_in = REGRESSION_TABLE_METRICS if task == "regression" else TABLE_METRICS
+    return [*built_in, *(f"test.{name}" for name in record.get("metrics") or {})]
+
+
+def metric_notes(columns: Sequence[str], record: Mapping[str, Any]) -> list[str]:
+    """What the metric ``columns`` that a reader may not know mean ("test.rmse: RMSE, lower is
+    better"): those the store defines itself and the regression ones. Classification metrics
+    are the report's long-standing default and go unexplained, as before."""
+    notes = []
+    for column in columns:
+        split, dot, name = column.partition(".")
+        if not dot or split not in SPLITS:
+            continue
+        defined = name in (record.get("metrics") or {})
+        if defined or (name in METRICS and METRICS[name].task == "regression"):
+            direction, label = metric_info(column, record)
+            better = "higher" if direction == "max" else "lower"
+            notes.append(f"{column}: {label}, {better} is better")
+    return notes
 
 
 @dataclass(frozen=True)
@@ -220,11 +255,21 @@ def _best_of(values: list[float | None], lower: bool) -> set[int]:
     return {i for i, v in enumerate(values) if v == target}
 
 
+def lower_is_better(key: str, record: Mapping[str, Any]) -> bool:
+    """Whether a column's best is its lowest: the sweep's own direction for its headline
+    (``report.direction`` may override the metric's usual one), else the column's
+    (:func:`latex.lower_is_better`)."""
+    if key == record.get("metric") and record.get("direction") in ("max", "min"):
+        return bool(record["direction"] == "min")
+    return latex.lower_is_better(key, record)
+
+
 def _stat(
     rows: list[dict[str, Any]],
     key: str,
     labels: dict[str, str],
     *,
+    record: Mapping[str, Any],
     ties: set[int] | None = None,
     spread: bool = True,
     most_decimals: int = 4,
@@ -233,9 +278,9 @@ def _stat(
     as the best epoch); sizes in kB."""
     means = [row.get(f"{key}:mean") for row in rows]
     stds = [row.get(f"{key}:std") if spread else None for row in rows]
-    best = set() if key in latex.NO_BEST else _best_of(means, latex.lower_is_better(key))
+    best = set() if key in latex.NO_BEST else _best_of(means, lower_is_better(key, record))
     return latex.stat_column(
-        latex.human_label(key, labels),
+        latex.human_label(key, labels, record),
         means,
         stds,
         best=best,
@@ -255,6 +300,7 @@ class _PaperRows:
     metric: str  # the headline
     selected_on: str  # the metric the best configuration was chosen on
     labels: dict[str, str]
+    record: Mapping[str, Any]  # the sweep record: directions and labels of stored metrics
     tested: bool  # the summary carries tests against the best (CI, p, ties)
     robust: bool  # enough runs per configuration for median and IQM
     ties: set[int]
@@ -299,14 +345,16 @@ def build_paper_tables(
         for axis in compare
     ]
     selected_on = str(record.get("selected_on", metric))
-    paper = _PaperRows(summary, rows, metric, selected_on, labels, tested, bool(robust), ties, axes)
+    paper = _PaperRows(
+        summary, rows, metric, selected_on, labels, record, tested, bool(robust), ties, axes
+    )
     named = [m for m in dict.fromkeys(record.get("table", [])) if m != metric]
     with_ci = tested and bool(record.get("table_ci"))
     paper_columns = [
         *axes,
-        _stat(rows, metric, labels, ties=ties),
+        _stat(rows, metric, labels, record=record, ties=ties),
         *([paper.interval(4)] if with_ci else []),
-        *[_stat(rows, m, labels) for m in named if f"{m}:mean" in summary.columns],
+        *[_stat(rows, m, labels, record=record) for m in named if f"{m}:mean" in summary.columns],
     ]
     full_columns = _full_columns(paper, [*shown[1:], *named], sized=sized)
     paper_caption, full_caption = _paper_captions(paper, record, replicates, with_ci=with_ci)
@@ -319,14 +367,14 @@ def build_paper_tables(
 
 def _full_columns(paper: _PaperRows, others: list[str], *, sized: bool) -> list[PaperColumn]:
     """Every column of the HTML table, in its order; ``others``: the metrics after the headline."""
-    rows, metric, labels = paper.rows, paper.metric, paper.labels
+    rows, metric, labels, record = paper.rows, paper.metric, paper.labels, paper.record
     counts = [row["n"] for row in rows]
     robust_columns = [
         latex.stat_column(
             name,
             values := [row.get(f"{metric}:{stat}") for row in rows],
             [None] * len(rows),
-            best=_best_of(values, latex.lower_is_better(metric)),
+            best=_best_of(values, lower_is_better(metric, record)),
             most_decimals=FULL_TABLE_DECIMALS,
         )
         for stat, name in (("median", "Median"), ("iqm", "IQM"))
@@ -352,17 +400,25 @@ def _full_columns(paper: _PaperRows, others: list[str], *, sized: bool) -> list[
             if len(set(counts)) > 1
             else []
         ),
-        _stat(rows, metric, labels, ties=paper.ties, most_decimals=FULL_TABLE_DECIMALS),
+        _stat(
+            rows, metric, labels, record=record, ties=paper.ties, most_decimals=FULL_TABLE_DECIMALS
+        ),
         *robust_columns,
         *tests,
-        *[_stat(rows, m, labels, most_decimals=FULL_TABLE_DECIMALS) for m in dict.fromkeys(others)],
+        *[
+            _stat(rows, m, labels, record=record, most_decimals=FULL_TABLE_DECIMALS)
+            for m in dict.fromkeys(others)
+        ],
         *(
-            [_stat(rows, "nonzero_params", labels), _stat(rows, "model_bytes", labels)]
+            [
+                _stat(rows, "nonzero_params", labels, record=record),
+                _stat(rows, "model_bytes", labels, record=record),
+            ]
             if sized
             else []
         ),
-        _stat(rows, "best_epoch", labels, spread=False),
-        _stat(rows, "train_seconds", labels, spread=False),
+        _stat(rows, "best_epoch", labels, record=record, spread=False),
+        _stat(rows, "train_seconds", labels, record=record, spread=False),
     ]
 
 
@@ -370,7 +426,7 @@ def _paper_captions(
     paper: _PaperRows, record: dict[str, Any], replicates: str, *, with_ci: bool
 ) -> tuple[str, str]:
     """The captions of the paper table and of the full table."""
-    headline_label = latex_escape(latex.human_label(paper.metric, paper.labels))
+    headline_label = latex_escape(latex.human_label(paper.metric, paper.labels, paper.record))
     test = latex_escape(tie_test_text(paper.summary, paper.metric))
     marks = (
         f"; $^\\dagger$ marks configurations whose {headline_label} does not differ from the "
