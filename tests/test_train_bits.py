@@ -1,7 +1,8 @@
 """``train_run`` reproduces, bit for bit, what it computed before training was split into pieces.
 
 ``fixtures/train_bits_v1.json`` holds a SHA-256 per output array (dtype, shape and bytes) of
-varied runs, written by the single-function ``train_run`` of commit 63013a3 on CPU. Any change
+varied runs, written by the single-function ``train_run`` of commit 63013a3 on CPU (the
+evaluations' ``probabilities``, since renamed ``predictions``, keep their hashes). Any change
 of an op or of its order inside training shows here as a changed hash, long before a stored
 sweep would fail ``verify``.
 """
