@@ -102,21 +102,26 @@ def test_every_figure_pdf_is_the_venues_width_with_text_at_its_sizes(rendered, v
     venue = venue_named(venue_name)
     pdfs = sorted((rendered[venue_name] / "figures").glob("*.pdf"))
     assert len(pdfs) >= 5
-    for pdf in pdfs:
+    check_figure_sizes(rendered[venue_name], venue)
+
+
+def check_figure_sizes(store: Path, venue: Venue) -> None:
+    for pdf in sorted((store / "figures").glob("*.pdf")):
         width = pdf_page_width_in(pdf)
         target = min((venue.column_width_in, venue.text_width_in), key=lambda w: abs(w - width))
         assert abs(width - target) <= 0.01 * target, f"{pdf.name}: {width:.3f} in"
         sizes = pdf_font_sizes(pdf)
         assert sizes and sizes <= allowed_sizes(venue), f"{pdf.name}: {sorted(sizes)}"
-    for pgf in (rendered[venue_name] / "figures").glob("*.pgf"):
+    for pgf in (store / "figures").glob("*.pgf"):
         sizes = {float(s) for s in re.findall(r"\\fontsize\{([\d.]+)\}", pgf.read_text())}
         # The one 10 pt in a PGF file is in its header comment (how to set \normalsize).
         assert sizes - {10.0} <= allowed_sizes(venue), f"{pgf.name}: {sorted(sizes)}"
 
 
-def paper(store: Path, venue: Venue) -> str:
+def paper(store: Path, venue: Venue, pgf: str = "test_accuracy_vs_learning_rate.pgf") -> str:
     """A paper with the venue's page geometry that inputs the paper table and includes every
-    figure as the report's snippets do, and reports every measured width in its log."""
+    figure as the report's snippets do (and the figure ``pgf`` set by LaTeX), and reports every
+    measured width in its log."""
     column = venue.column_width_in if venue.two_column else venue.text_width_in
     columnsep = venue.text_width_in - 2 * column if venue.two_column else 0.25
     tex = (store / "tables" / "results.tex").read_text()
@@ -151,18 +156,20 @@ def paper(store: Path, venue: Venue) -> str:
             rf"\begin{{{figure}}}[t]\centering\includegraphics{{figures/{pdf.name}}}"
             rf"\caption{{{pdf.stem.replace('_', ' ')}}}\end{{{figure}}}",
         ]
+    twin = store / "figures" / pgf.replace(".pgf", ".pdf")
+    wide = pdf_page_width_in(twin) > venue.column_width_in * 1.01 and venue.two_column
     lines += [
-        r"\begin{figure}[t]\centering",
-        r"\sbox\measured{\input{figures/test_accuracy_vs_learning_rate.pgf}}",
-        r"\typeout{MEASURE figure test_accuracy_vs_learning_rate.pgf \the\wd\measured}",
-        r"\usebox\measured\caption{PGF}\end{figure}",
+        rf"\begin{{figure{'*' if wide else ''}}}[t]\centering",
+        rf"\sbox\measured{{\input{{figures/{pgf}}}}}",
+        rf"\typeout{{MEASURE figure {pgf} \the\wd\measured}}",
+        rf"\usebox\measured\caption{{PGF}}\end{{figure{'*' if wide else ''}}}",
         r"\end{document}",
     ]
     return "\n".join(lines) + "\n"
 
 
-def compile_paper(store: Path, venue: Venue) -> str:
-    (store / "paper.tex").write_text(paper(store, venue))
+def compile_paper(store: Path, venue: Venue, **options: str) -> str:
+    (store / "paper.tex").write_text(paper(store, venue, **options))
     result = subprocess.run(
         ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "paper.tex"],
         cwd=store,
@@ -193,9 +200,12 @@ def measured(log: str) -> dict[str, float]:
 @needs_pdflatex
 @pytest.mark.parametrize("venue_name", ["article", "aaai2024", "neurips2024"])
 def test_paper_compiles_with_no_overfull_box_and_figures_at_natural_size(rendered, venue_name):
-    venue = venue_named(venue_name)
-    store = rendered[venue_name]
-    log = compile_paper(store, venue)
+    assert len(list((rendered[venue_name] / "figures").glob("*.pdf"))) >= 5
+    check_paper(rendered[venue_name], venue_named(venue_name))
+
+
+def check_paper(store: Path, venue: Venue, **options: str) -> None:
+    log = compile_paper(store, venue, **options)
     assert "Overfull \\hbox" not in log
     assert "LaTeX Error" not in log
     # LaTeX substitutes a font size it cannot set: the text would not be the size asked for.
@@ -203,12 +213,40 @@ def test_paper_compiles_with_no_overfull_box_and_figures_at_natural_size(rendere
     widths = measured(log)
     assert widths["table"] <= widths["column"]
     figures = {k: v for k, v in widths.items() if k.endswith((".pdf", ".pgf"))}
-    assert len(figures) >= 6
+    assert len(figures) == len(list((store / "figures").glob("*.pdf"))) + 1  # and the PGF
     for name, width in figures.items():
         # Natural size is the venue's width, so the fonts are at 100%.
         target = min((venue.column_width_in, venue.text_width_in), key=lambda w: abs(w - width))
         assert abs(width - target) <= 0.01 * target, f"{name}: {width:.3f} in"
         assert width <= widths["text"] + 1e-3
+
+
+@pytest.fixture(scope="module")
+def regression_rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A regression sweep (two outputs: the figures take the text width) whose paper table
+    names R² (typeset as R$^{2}$) and whose residual figure's label has a minus sign."""
+    store = write_synthetic_store(
+        tmp_path_factory.mktemp("paper") / "regression",
+        {"optimizer.learning_rate": [1e-3, 1e-2, 1e-1]},
+        name="regression",
+        task="regression",
+        outputs=2,
+        report={"table": ["test.r2"]},
+    )
+    render_report(store, "article")
+    return store
+
+
+def test_regression_figures_are_the_venues_width_with_text_at_its_sizes(regression_rendered):
+    stems = {pdf.stem for pdf in (regression_rendered / "figures").glob("*.pdf")}
+    assert {"predicted_vs_true", "residuals"} <= stems
+    check_figure_sizes(regression_rendered, venue_named("article"))
+
+
+@needs_pdflatex
+def test_a_regression_paper_compiles_with_its_labels_and_figures(regression_rendered):
+    assert "Test R$^{2}$" in (regression_rendered / "tables" / "results.tex").read_text()
+    check_paper(regression_rendered, venue_named("article"), pgf="residuals.pgf")
 
 
 def test_a_venue_name_typo_is_bad_input_naming_the_sweep_file_and_key(project, capsys):
