@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -96,3 +96,17 @@ def private_compile_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch)
     """Tests never write to the user's persistent compilation cache."""
     cache = tmp_path_factory.getbasetemp() / "xla-cache"
     monkeypatch.setenv("SWEEPBOOK_COMPILE_CACHE", str(cache))
+
+
+@pytest.fixture(autouse=True)
+def registries_as_they_were() -> Iterator[None]:
+    """What a test registers (a user's code reference, a test plugin) is gone afterwards, so
+    that no test sees another's components (a reference's text may name another file)."""
+    from sweepbook import data, losses, metrics, models, tasks
+
+    registries = [models.MODELS, data.DATASETS, losses.LOSSES, metrics.METRICS, tasks.HOST_METRICS]
+    saved = [dict(registry._entries) for registry in registries]
+    yield
+    for registry, entries in zip(registries, saved, strict=True):
+        registry._entries.clear()
+        registry._entries.update(entries)

@@ -141,6 +141,8 @@ def test_registered_losses_are_the_functions_above_with_their_required_keys():
     assert {name: losses.LOSSES[name].requires for name in losses.LOSSES} == {
         "cross_entropy": (),
         "focal": ("focal_gamma",),
+        "mse": (),
+        "huber": (),
     }
     with pytest.raises(ValueError, match=r"required when loss\.name = 'focal'"):
         LossConfig(name="focal")

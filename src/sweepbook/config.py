@@ -248,6 +248,16 @@ class ModelConfig(_Strict):
             raise FieldError("widths", f"fixed by the {self.kind} architecture; remove it")
         return self
 
+    @model_serializer(mode="wrap")
+    def _without_empty_tables(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # No [model.args] or [model.traced], no key: a built-in model's flat config (its run
+        # id) is what it was before the tables existed, and flatten/unflatten round-trips it.
+        dumped: dict[str, Any] = handler(self)
+        for table in ("args", "traced"):
+            if not getattr(self, table):
+                dumped.pop(table, None)
+        return dumped
+
     def _check_user_model(self) -> None:
         """A user's model builds itself from ``args``: the built-ins' architecture keys would be
         silently ignored, so they are refused."""
@@ -543,16 +553,6 @@ class ReportConfig(_Strict):
         if problem:
             raise ValueError(problem)
         return name
-
-    @field_validator("table")
-    @classmethod
-    def _stored_metrics(cls, names: list[str]) -> list[str]:
-        for name in names:
-            if not is_stored_metric(name) and name not in RUN_COLUMNS:
-                raise ValueError(
-                    f"'{name}' is not a stored metric (e.g. test.f1_macro, val.loss, model_bytes)"
-                )
-        return names
 
 
 class LauncherConfig(_Strict):
@@ -1145,6 +1145,16 @@ def _check_report_keys(sweep: Sweep, known: set[str]) -> None:
         if key not in sweep.axes:
             raise ConfigError(sweep.path, "report.compare", f"'{key}' is not a swept axis")
     metric, task = sweep.report.metric, sweep.experiment.task
+    # Checked here, not when the sweep file is parsed: what runs store depends on the
+    # experiment's task and on the users' metrics it names.
+    for name in sweep.report.table:
+        if not is_stored_metric(name, task) and name not in RUN_COLUMNS:
+            example = "test.f1_macro" if task == "classification" else "test.mae"
+            raise ConfigError(
+                sweep.path,
+                "report.table",
+                f"'{name}' is not a stored metric (e.g. {example}, val.loss, model_bytes)",
+            )
     if not is_stored_metric(metric, task):
         example = DEFAULT_METRIC[task]
         raise ConfigError(

@@ -87,9 +87,12 @@ class Registry(Generic[T]):
         return list(self._entries.items())
 
     def unknown(self, name: object) -> str:
-        """The one-line message for a name that is not registered, with a hint when close."""
-        known = ", ".join(f"'{n}'" for n in self._entries)
-        close = difflib.get_close_matches(str(name), list(self._entries), n=1)
+        """The one-line message for a name that is not registered, with a hint when close.
+        Users' code references registered in this process (``file.py:Name``) are not names
+        to suggest: only the names a file can give without a path are listed."""
+        names = [n for n in self._entries if ":" not in n]
+        known = ", ".join(f"'{n}'" for n in names)
+        close = difflib.get_close_matches(str(name), names, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         return f"unknown {self.kind} {name!r}: expected one of {known}{hint}"
 
