@@ -134,7 +134,15 @@ def test_console_command_sweeps_the_users_own_code(outside: Path, tmp_path: Path
     environment = {**os.environ, "PYTHONPATH": str(repository_src)}
     store = tmp_path / "store"
     result = subprocess.run(
-        [sys.executable, "-m", "sweepbook.cli", "run", "../sweeps/colour.toml", "--out", str(store)],
+        [
+            sys.executable,
+            "-m",
+            "sweepbook.cli",
+            "run",
+            "../sweeps/colour.toml",
+            "--out",
+            str(store),
+        ],
         cwd=outside / "elsewhere",
         capture_output=True,
         text=True,
@@ -191,7 +199,7 @@ def test_an_edited_model_file_refuses_to_resume_the_store(
     outside: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     sweep = outside / "sweeps" / "colour.toml"
-    write(sweep, SWEEP.replace('[1e-2, 3e-2]', "[1e-2]").replace("[0, 1]", "[0]"))
+    write(sweep, SWEEP.replace("[1e-2, 3e-2]", "[1e-2]").replace("[0, 1]", "[0]"))
     store = tmp_path / "store"
     assert main(["run", str(sweep), "--out", str(store), "--no-report"]) == EXIT_OK
     net = outside / "code" / "net.py"

@@ -159,7 +159,9 @@ def test_an_object_of_the_wrong_kind_is_refused(
 ) -> None:
     write(tmp_path, "thing.py", text)
     with pytest.raises(UserCodeError) as error:
-        register_references({key: ["thing.py:Net"] if key == "metrics" else "thing.py:Net"}, tmp_path)
+        register_references(
+            {key: ["thing.py:Net"] if key == "metrics" else "thing.py:Net"}, tmp_path
+        )
     assert message in str(error.value)
     assert error.value.key == key
 

@@ -36,8 +36,8 @@ from pydantic import ValidationError
 
 from sweepbook import provenance
 from sweepbook import report as reporting
-from sweepbook.config import ConfigError, LauncherConfig, Sweep, load_sweep
 from sweepbook.augment import check_augmentation
+from sweepbook.config import ConfigError, LauncherConfig, Sweep, load_sweep
 from sweepbook.data import DataError, Split
 from sweepbook.engine import (
     DEFAULT_MEMORY_FRACTION,

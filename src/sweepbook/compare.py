@@ -140,7 +140,9 @@ def _users_loader_digest(stored: SweepResults, view: dict[str, Any]) -> str:
     deterministic, as the contract asks)."""
     loader = view["data.name"]
     code = stored.runs["user_code"] if "user_code" in stored.runs.columns else None
-    hashes = {json.loads(text).get(loader) for text in (code.drop_nulls() if code is not None else [])}
+    hashes = {
+        json.loads(text).get(loader) for text in (code.drop_nulls() if code is not None else [])
+    }
     text = json.dumps({"view": view, "loader": sorted(h for h in hashes if h)}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 

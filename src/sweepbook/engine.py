@@ -219,9 +219,7 @@ def run_memory_bytes(static: StaticSpec, num_classes: int, split: Split) -> int:
     example = jnp.zeros((1, *split.x_train.shape[1:]), jnp.float32)
     traced = {name: jnp.float32(0.0) for name in static.traced}
     shapes = jax.eval_shape(
-        lambda x: network.init(
-            jax.random.key(0), x, dropout_rate=jnp.float32(0.0), traced=traced
-        ),
+        lambda x: network.init(jax.random.key(0), x, dropout_rate=jnp.float32(0.0), traced=traced),
         example,
     )
     params = sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(shapes))
@@ -427,7 +425,12 @@ def _chunk_rows(
     for index, run in enumerate(part):
         lane = _lane(out, index)
         row = _result_row(run, lane, split, seconds, group_id, session.origin)
-        rows.append(({**row, "chunk_size": chunk, "numerics": formulation}, _history_frame(run.run_id, lane)))
+        rows.append(
+            (
+                {**row, "chunk_size": chunk, "numerics": formulation},
+                _history_frame(run.run_id, lane),
+            )
+        )
     return rows
 
 

@@ -41,8 +41,8 @@ from sweepbook.engine import (
 )
 from sweepbook.plan import PlannedRun
 from sweepbook.registry import Registry
-from sweepbook.usercode import register_run_references
 from sweepbook.store import Store, StoreError, atomic_write_json
+from sweepbook.usercode import register_run_references
 
 JOBS_DIR = "jobs"  # under the store: submitit's scripts, pickles and one log pair per task
 # Under JOBS_DIR: every SLURM task submitted for this store and the runs it trains, so that a

@@ -101,9 +101,7 @@ def huber(outputs: jax.Array, targets: jax.Array, delta: jax.Array) -> jax.Array
     return jnp.mean(optax.huber_loss(outputs, targets, delta=delta), axis=-1)
 
 
-LOSSES.register(
-    "mse", TrainingLoss(lambda o, t, hyper: squared_error(o, t), task="regression")
-)
+LOSSES.register("mse", TrainingLoss(lambda o, t, hyper: squared_error(o, t), task="regression"))
 LOSSES.register(
     "huber", TrainingLoss(lambda o, t, hyper: huber(o, t, hyper.huber_delta), task="regression")
 )
@@ -116,7 +114,6 @@ def user_loss(found: Any) -> TrainingLoss:
     if isinstance(found, TrainingLoss):
         return found
     if not callable(found) or isinstance(found, type):
-        raise TypeError(
-            f"expected a function (outputs, targets) -> per-example loss, got {type(found).__name__}"
-        )
+        kind = type(found).__name__
+        raise TypeError(f"expected a function (outputs, targets) -> per-example loss, got {kind}")
     return TrainingLoss(lambda outputs, targets, hyper: found(outputs, targets))

@@ -448,9 +448,11 @@ class Network:
     ) -> Any:
         """Variables for inputs like ``x``, in evaluation mode."""
         if self.calling == "sweepbook":
-            call = {"train": False, "dropout_rate": dropout_rate, "dropout_key": None}
-            return self.module.init(key, x, **call)
-        return self.module.init({"params": key}, x, train=False, **(traced or {}))
+            return self.module.init(
+                key, x, train=False, dropout_rate=dropout_rate, dropout_key=None
+            )
+        call: dict[str, Any] = {"train": False, **(traced or {})}
+        return self.module.init({"params": key}, x, **call)
 
     def apply(
         self,
@@ -476,11 +478,11 @@ class Network:
                 mask=mask,
                 mutable=mutable,
             )
-        extra = {"mask": mask} if self.takes_mask and mask is not None else {}
+        call: dict[str, Any] = {"train": train, **(traced or {})}
+        if self.takes_mask and mask is not None:
+            call["mask"] = mask
         rngs = {"dropout": dropout_key} if dropout_key is not None else None
-        return self.module.apply(
-            variables, x, train=train, rngs=rngs, mutable=mutable, **extra, **(traced or {})
-        )
+        return self.module.apply(variables, x, rngs=rngs, mutable=mutable, **call)
 
 
 def build_network(config: ModelConfig, num_outputs: int, numerics: str | None = None) -> Network:

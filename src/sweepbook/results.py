@@ -21,8 +21,8 @@ import numpy as np
 import polars as pl
 
 from sweepbook.metrics import classification_metrics, regression_metrics, reliability
-from sweepbook.tasks import HOST_METRICS, HostMetric, user_metric_values
 from sweepbook.store import HISTORY_FILE, RUNS_FILE, Store, StoreError
+from sweepbook.tasks import HOST_METRICS, HostMetric, user_metric_values
 
 if TYPE_CHECKING:  # the report reads stores without importing the training code
     from sweepbook.data import Split
@@ -73,13 +73,13 @@ def evaluation_columns(
     computed: dict[str, Any]
     if task == "regression":
         predictions = predictions.reshape(targets.shape)
-        computed = regression_metrics(predictions, targets)
+        computed = {**regression_metrics(predictions, targets)}
         if split == "test":
             computed["predictions"] = predictions.ravel().tolist()
             computed["targets"] = targets.astype(np.float64).ravel().tolist()
             computed["outputs"] = int(np.prod(targets.shape[1:], dtype=np.int64))
     else:
-        computed = classification_metrics(predictions, targets)
+        computed = dict(classification_metrics(predictions, targets))
         if split == "test":  # the reliability diagram of the report
             computed.update(reliability(predictions, targets))
     computed.update(user_metric_values(list(metrics), predictions, targets))

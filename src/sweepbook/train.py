@@ -277,9 +277,9 @@ def data_arrays(split: Split) -> DataArrays:
     """The split on the device. Regression targets are ``[N, T]`` (T = 1 for scalar targets),
     the shape the model's outputs are brought to, so that an output never broadcasts against
     a target of another shape."""
-    arrays = (split.x_train, split.y_train, split.x_val, split.y_val, split.x_test, split.y_test)
+    arrays = [split.x_train, split.y_train, split.x_val, split.y_val, split.x_test, split.y_test]
     if split.task == "regression":
-        arrays = tuple(a.reshape(len(a), -1) if i % 2 else a for i, a in enumerate(arrays))
+        arrays = [a.reshape(len(a), -1) if i % 2 else a for i, a in enumerate(arrays)]
     return DataArrays(*(jnp.asarray(a) for a in arrays))
 
 
@@ -873,4 +873,7 @@ def output_problem(config: RunConfig, split: Split) -> str | None:
         return None
     wanted = f"(1, {want})" + (" or (1,)" if static.task == "regression" and want == 1 else "")
     what = f"{want} classes" if static.task == "classification" else f"{want} target output(s)"
-    return f"the model returns shape {shape} for one example; task '{static.task}' with {what} needs {wanted}"
+    return (
+        f"the model returns shape {shape} for one example; task '{static.task}' with {what} "
+        f"needs {wanted}"
+    )

@@ -144,7 +144,8 @@ def resolve(reference: str, base: Path | None) -> tuple[Any, CodeIdentity]:
             where = path if path is not None else f"module '{target}'"
             raise UserCodeError(f"{where} defines no '{name}'")
         found = getattr(found, part)
-    source = Path(module.__file__) if getattr(module, "__file__", None) else None
+    file = getattr(module, "__file__", None)
+    source = Path(file) if file else None
     if source is None or not source.is_file():
         return found, CodeIdentity(reference, f"module {target}", "")
     return found, CodeIdentity(reference, str(source.resolve()), sha256_of(source))
@@ -226,11 +227,11 @@ def register_references(flat: Mapping[str, Any], base: Path | None) -> None:
 
 def references_of(flat: Mapping[str, Any]) -> list[str]:
     """The code references among the component keys of a flat config, in key order."""
-    found = []
+    found: list[str] = []
     for key in COMPONENTS:
         value = flat.get(key)
         for reference in value if isinstance(value, list) else [value]:
-            if is_reference(reference) and reference not in found:
+            if isinstance(reference, str) and is_reference(reference) and reference not in found:
                 found.append(reference)
     return found
 
