@@ -14,7 +14,7 @@ import pytest
 
 import sweepbook
 from conftest import TINY_SWEEP, write_project
-from sweepbook import api, cli
+from sweepbook import api, cli, engine
 from sweepbook.config import ConfigError
 from sweepbook.store import Store
 
@@ -23,6 +23,8 @@ from sweepbook.store import Store
 def swept(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, api.RunSummary, list[object]]:
     """The tiny sweep run once from Python: its project, summary and progress events."""
     root = write_project(tmp_path_factory.mktemp("api"))
+    # The tiny sweep's program may be compiled already by an earlier test of this process.
+    engine.forget_compiled_programs()
     events: list[object] = []
     summary = sweepbook.run_sweep(
         root / "sweeps" / "tiny.toml",
