@@ -241,9 +241,12 @@ def test_a_users_metric_that_raises_fails_its_runs_and_the_sweep_goes_on(
     assert all("metric 'top2_accuracy' raised ZeroDivisionError" in e for e in runs["error"])
 
 
-def test_stored_regression_metrics_match_scikit_learn(tmp_path: Path) -> None:
+def test_a_regression_sweep_stores_scikit_learns_metrics_and_reports_residuals(
+    tmp_path: Path,
+) -> None:
     """A regression of a user's loader with the built-in MLP: the stored errors are
-    scikit-learn's on the stored predictions."""
+    scikit-learn's on the stored predictions, and the report draws predicted-vs-true and
+    residuals, and no classification figure."""
     from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
     write(
@@ -287,9 +290,12 @@ def test_stored_regression_metrics_match_scikit_learn(tmp_path: Path) -> None:
         "loss.name" = ["mse", "huber"]
         """,
     )
-    run_sweep(tmp_path / "sweeps" / "regression.toml", tmp_path / "store", report=False)
+    run_sweep(tmp_path / "sweeps" / "regression.toml", tmp_path / "store")
     runs = pl.read_parquet(tmp_path / "store" / "runs.parquet")
     assert set(runs["status"]) == {"ok"} and runs.height == 4
+    figures = {path.stem for path in (tmp_path / "store" / "figures").glob("*.svg")}
+    assert {"predicted_vs_true", "residuals", "learning_curves_loss"} <= figures
+    assert not figures & {"confusion_matrix", "reliability_diagram", "learning_curves_accuracy"}
     assert "test.accuracy" not in runs.columns and "test.confusion" not in runs.columns
     for row in runs.iter_rows(named=True):
         predictions = np.asarray(row["test.predictions"])
