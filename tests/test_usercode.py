@@ -166,6 +166,18 @@ def test_an_object_of_the_wrong_kind_is_refused(
     assert error.value.key == key
 
 
+def install_plugin(
+    folder: Path, monkeypatch: pytest.MonkeyPatch, distribution: str, entry_point: str
+) -> None:
+    """An installed package as pip leaves it: a dist-info folder on sys.path whose
+    entry_points.txt names ``entry_point`` in the ``sweepbook.plugins`` group."""
+    info = folder / f"{distribution.replace('-', '_')}-1.0.dist-info"
+    write(info, "METADATA", f"Metadata-Version: 2.1\nName: {distribution}\nVersion: 1.0\n")
+    write(info, "entry_points.txt", f"[sweepbook.plugins]\n{entry_point}\n")
+    monkeypatch.syspath_prepend(str(folder))
+    registry.load_plugins.cache_clear()
+
+
 def test_a_plugin_registers_through_its_entry_point(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -185,11 +197,7 @@ def test_a_plugin_registers_through_its_entry_point(
                 widths="optional"))
         """,
     )
-    info = tmp_path / "my_plugin-1.0.dist-info"
-    write(info, "METADATA", "Metadata-Version: 2.1\nName: my-plugin\nVersion: 1.0\n")
-    write(info, "entry_points.txt", "[sweepbook.plugins]\nmine = my_plugin:register\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    registry.load_plugins.cache_clear()
+    install_plugin(tmp_path, monkeypatch, "my-plugin", "mine = my_plugin:register")
     try:
         assert "plugged_mlp" not in MODELS
         assert MODELS.check("plugged_mlp") == "plugged_mlp"
@@ -203,11 +211,7 @@ def test_a_broken_plugin_is_a_one_line_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     write(tmp_path, "bad_plugin.py", "raise ImportError('needs torch')\n")
-    info = tmp_path / "bad_plugin-1.0.dist-info"
-    write(info, "METADATA", "Metadata-Version: 2.1\nName: bad-plugin\nVersion: 1.0\n")
-    write(info, "entry_points.txt", "[sweepbook.plugins]\nbad = bad_plugin\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    registry.load_plugins.cache_clear()
+    install_plugin(tmp_path, monkeypatch, "bad-plugin", "bad = bad_plugin")
     try:
         with pytest.raises(registry.PluginError, match=r"plugin 'bad' \(bad_plugin\).*needs torch"):
             MODELS.check("nothing_by_this_name")
