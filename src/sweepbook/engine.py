@@ -214,9 +214,11 @@ def device_memory_bytes(device: jax.Device) -> int:
 def run_memory_bytes(static: StaticSpec, num_classes: int, split: Split) -> int:
     """A generous estimate of one run's device memory inside a chunk (float32 everywhere):
     parameters x 8 (weights, best weights, two optimizer moments, gradients, masks, quantized
-    copy, update; the kept variables returned for ``--save-params`` are one of these copies),
-    activations of a training batch and of an evaluation batch x 4 (forward,
-    backward, dropout masks, batch norm), and the class probabilities it returns."""
+    copy, update; the kept variables every run returns for ``--save-params`` are one more copy,
+    left inside this bound, since masks and the quantized copy exist only when compressing: a
+    larger factor would change chunk sizes, and so the bits, of planned sweeps), activations of
+    a training batch and of an evaluation batch x 4 (forward, backward, dropout masks, batch
+    norm), and the class probabilities it returns."""
     network = build_network(ModelConfig.model_validate_json(static.model), num_classes)
     example = jnp.zeros((1, *split.x_train.shape[1:]), jnp.float32)
     traced = {name: jnp.float32(0.0) for name in static.traced}
