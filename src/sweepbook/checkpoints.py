@@ -80,7 +80,7 @@ def _orbax_save(path: Path, variables: Any) -> None:
 
     arrays = {name: dict(collection) for name, collection in variables.items()}
     with ocp.StandardCheckpointer() as checkpointer:
-        checkpointer.save(path, arrays)
+        checkpointer.save(path.absolute(), arrays)  # Orbax refuses a relative path
         checkpointer.wait_until_finished()
 
 
@@ -154,7 +154,7 @@ def _orbax_restore(path: Path) -> dict[str, Any]:
 
     try:
         with ocp.StandardCheckpointer() as checkpointer:
-            restored = checkpointer.restore(path)
+            restored = checkpointer.restore(path.absolute())
     except Exception as error:  # Orbax and TensorStore raise many types for a bad checkpoint
         detail = " ".join(f"{type(error).__name__}: {error}".split())[:240]
         raise StoreError(f"{path}: cannot restore the saved parameters ({detail})") from None
