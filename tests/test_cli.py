@@ -10,6 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+import sweepbook
 from sweepbook import figures
 from sweepbook.cli import EXIT_BAD_INPUT, EXIT_OK, main
 
@@ -215,6 +216,8 @@ def test_run_keeps_the_best_configurations_parameters_by_default(swept: Path) ->
     saved = sorted(path.name for path in (swept / "params").iterdir())
     runs = pl.read_parquet(swept / "runs.parquet").filter(pl.col("run_id").is_in(saved))
     assert len(saved) == 2 and runs["optimizer.learning_rate"].n_unique() == 1
+    loaded = sweepbook.load_run("reports/tiny", saved[0])  # relative to the working directory
+    assert set(loaded.variables) == {"params"}
 
 
 def test_save_params_flag(project: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
