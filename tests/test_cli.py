@@ -10,6 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+import sweepbook
 from sweepbook import figures
 from sweepbook.cli import EXIT_BAD_INPUT, EXIT_OK, main
 
@@ -208,3 +209,22 @@ def test_report_check_detects_results_changed_after_rendering(
     assert "stale" in capsys.readouterr().err
     assert main(["report", str(swept)]) == EXIT_OK
     assert main(["report", "--check", str(swept)]) == EXIT_OK
+
+
+def test_run_keeps_the_best_configurations_parameters_by_default(swept: Path) -> None:
+    """The default ``--save-params best``: two checkpoints (both seeds of one learning rate)."""
+    saved = sorted(path.name for path in (swept / "params").iterdir())
+    runs = pl.read_parquet(swept / "runs.parquet").filter(pl.col("run_id").is_in(saved))
+    assert len(saved) == 2 and runs["optimizer.learning_rate"].n_unique() == 1
+    loaded = sweepbook.load_run("reports/tiny", saved[0])  # relative to the working directory
+    assert set(loaded.variables) == {"params"}
+
+
+def test_save_params_flag(project: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.chdir(project)
+    assert main(["run", "sweeps/tiny.toml", "--save-params", "none", "--no-report"]) == EXIT_OK
+    assert not (project / "reports" / "tiny" / "params").exists()
+    with pytest.raises(SystemExit) as error:
+        main(["run", "sweeps/tiny.toml", "--save-params", "some"])
+    assert error.value.code == EXIT_BAD_INPUT  # argparse: invalid choice, nothing written
+    assert "invalid choice: 'some'" in capsys.readouterr().err

@@ -5,6 +5,10 @@ varied runs, written by the single-function ``train_run`` of commit 63013a3 on C
 evaluations' ``probabilities``, since renamed ``predictions``, keep their hashes). Any change
 of an op or of its order inside training shows here as a changed hash, long before a stored
 sweep would fail ``verify``.
+
+Only the outputs the fixture holds are compared: an output added since (the kept
+``variables`` that ``--save-params`` saves) is new, not changed; every existing output's hash
+must still match, and each case must still produce every key of the fixture.
 """
 
 from __future__ import annotations
@@ -161,14 +165,19 @@ def expected(prefix: str) -> dict[str, str]:
     return {key: value for key, value in reference.items() if key.startswith(prefix + ".")}
 
 
+def fixture_keys(computed: dict[str, str], prefix: str) -> dict[str, str]:
+    """The computed hashes of the outputs the fixture records (a missing one stays missing)."""
+    return {key: computed[key] for key in expected(prefix) if key in computed}
+
+
 @pytest.mark.parametrize(
     "name",
     [pytest.param(name, marks=pytest.mark.slow) if name in SLOW_CASES else name for name in CASES],
 )
 def test_run_is_bit_identical_to_the_reference(name):
-    assert one_run(name) == expected(name)
+    assert fixture_keys(one_run(name), name) == expected(name)
 
 
 @pytest.mark.slow
 def test_vmapped_chunk_is_bit_identical_to_the_reference():
-    assert chunk_of_three() == expected("vmap")
+    assert fixture_keys(chunk_of_three(), "vmap") == expected("vmap")

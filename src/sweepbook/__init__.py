@@ -1,7 +1,8 @@
 """sweepbook: declarative sweeps in JAX, Parquet results, self-contained HTML reports.
 
 The pipeline as library calls (see :mod:`sweepbook.api`): :func:`run_sweep`,
-:func:`render_report`, :func:`verify_store`. They load on first use, so that ``import
+:func:`render_report`, :func:`verify_store`, and :func:`load_run` (a stored run's trained
+model). They load on first use, so that ``import
 sweepbook`` (and the command line's argument parsing) does not import JAX; for their types,
 import them from :mod:`sweepbook.api`.
 """
@@ -14,6 +15,7 @@ __all__ = [
     "RunSummary",
     "VerifySummary",
     "__version__",
+    "load_run",
     "metric",
     "render_report",
     "run_sweep",
@@ -21,7 +23,7 @@ __all__ = [
 ]
 
 # Where each lazily imported name lives (the API's, and the decorator of users' metrics).
-_HOMES = {"metric": "sweepbook.tasks"}
+_HOMES = {"metric": "sweepbook.tasks", "load_run": "sweepbook.load"}
 
 # Not typing.TYPE_CHECKING: importing typing would take longer than this whole module.
 TYPE_CHECKING = False

@@ -37,6 +37,8 @@ from pydantic import ValidationError
 from sweepbook import provenance
 from sweepbook import report as reporting
 from sweepbook.augment import check_augmentation
+from sweepbook.checkpoints import DEFAULT_SAVE_PARAMS, check_mode, keep_best
+from sweepbook.checkpoints import remove_debris as remove_checkpoint_debris
 from sweepbook.config import ConfigError, LauncherConfig, Sweep, load_sweep
 from sweepbook.data import DataError, Split
 from sweepbook.engine import (
@@ -51,6 +53,7 @@ from sweepbook.engine import (
     split_key,
     train_runs,
 )
+from sweepbook.findings import best_run_ids
 from sweepbook.launch import (
     JOBS_DIR,
     TASK_LAUNCHERS,
@@ -73,6 +76,7 @@ from sweepbook.models import MODELS
 from sweepbook.ownership import check_store_owner
 from sweepbook.plan import MAX_RUNS, PlannedRun, expand
 from sweepbook.registry import Registry, UnknownName
+from sweepbook.results import load_results
 from sweepbook.search import run_search
 from sweepbook.store import Store, StoreLocked, atomic_write_json
 from sweepbook.train import output_problem
@@ -302,6 +306,7 @@ class InlineTrainer:
                     planned=planned,
                     runs_per_chunk=settings.runs_per_chunk,
                     memory_budget=settings.memory_budget,
+                    save_params=settings.save_params,
                 )
             )
 
@@ -568,6 +573,7 @@ class _Request:
     runs_per_chunk: int
     memory_budget: float
     compile_cache: Path
+    save_params: str
     report: bool
     wait: bool
     command: list[str]
@@ -584,6 +590,7 @@ def run_sweep(
     memory_budget: float = DEFAULT_MEMORY_FRACTION,
     max_runs: int = MAX_RUNS,
     compile_cache: str | Path | None = None,
+    save_params: str = DEFAULT_SAVE_PARAMS,
     report: bool = True,
     wait: bool = True,
     command: Sequence[str] | None = None,
@@ -598,14 +605,19 @@ def run_sweep(
     sweep's ``[launcher]`` table (``{"partition": "gpu", "gpus": 1}``). ``runs_per_chunk``,
     ``memory_budget``, ``max_runs`` and ``compile_cache`` are the command's flags of the same
     names (``compile_cache`` default: ``$SWEEPBOOK_COMPILE_CACHE`` or ``~/.cache/sweepbook/xla``).
-    ``report=False`` trains and stores only. ``wait=False`` (SLURM) submits and returns; call
-    again when the array is done. ``command`` is recorded in ``provenance.json`` as how the
-    sweep was started (default: the equivalent ``sweepbook run`` line).
+    ``save_params`` keeps trained variables under ``<out>/params/<run_id>/`` (Orbax, see
+    :mod:`sweepbook.checkpoints`; :func:`load_run` reads them): ``"best"`` (default) the runs of
+    the best configuration as the report chooses it, ``"all"`` every run that finished ``ok``,
+    ``"none"`` nothing. ``report=False`` trains and stores only. ``wait=False`` (SLURM) submits
+    and returns; call again when the array is done. ``command`` is recorded in
+    ``provenance.json`` as how the sweep was started (default: the equivalent ``sweepbook run``
+    line).
 
     Raises :class:`ConfigError` for bad input (nothing written) and
     :class:`~sweepbook.store.StoreError` when the store is damaged or in use.
     """
     sweep_path = Path(sweep)
+    check_mode(save_params)
     loaded, plan, splits = load_checked(sweep_path, max_runs)
     directory = Path(out) if out is not None else Path("reports") / loaded.name
     overrides = dict(launcher_options or {})
@@ -634,6 +646,7 @@ def run_sweep(
             compile_cache=(
                 Path(compile_cache).resolve() if compile_cache else default_compile_cache()
             ),
+            save_params=save_params,
             report=report,
             wait=wait,
             command=list(command),
@@ -652,6 +665,7 @@ def _trainer(request: _Request, info: dict[str, Any]) -> InlineTrainer | TaskTra
         runs_per_chunk=request.runs_per_chunk,
         memory_budget=request.memory_budget,
         code_base=request.sweep.experiment_path.parent,
+        save_params=request.save_params,
     )
     origin = {
         "git_commit": info["git"]["commit"],
@@ -711,6 +725,10 @@ def _run_locked(request: _Request) -> RunSummary:
     else:
         summary = _train_search(request, trainer, queued, run_command)
     store.merge()  # here only, also folding what a killed earlier sweep left in parts/
+    if request.save_params == "best":  # known only now: every run of the sweep is stored
+        stored = load_results(out, with_provenance=False)
+        keep_best(out, best_run_ids(stored.runs, stored.record))
+    remove_checkpoint_debris(out)
     seconds = time.perf_counter() - started
     engine = trainer.summary
     report = reporting.render_report(out) if request.report else None

@@ -49,6 +49,7 @@ MAX_RUNS = 100_000  # sweepbook.plan.MAX_RUNS, without importing the planner to 
 # sweepbook.api.LAUNCHERS' names, spelled out so that parsing arguments imports nothing heavy
 # (tests/test_api.py checks that the two agree).
 LAUNCHER_NAMES = ("inline", "local", "slurm")
+SAVE_PARAMS = ("best", "all", "none")  # sweepbook.checkpoints.SAVE_PARAMS, as LAUNCHER_NAMES
 
 # soft_wrap: messages are single lines that logs and greps can rely on, whatever the width.
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -198,6 +199,7 @@ def command_run(args: argparse.Namespace) -> int:
             memory_budget=args.memory_budget,
             max_runs=args.max_runs,
             compile_cache=args.compile_cache,
+            save_params=args.save_params,
             report=not args.no_report,
             wait=not args.no_wait,
             command=["sweepbook", *sys.argv[1:]],
@@ -355,6 +357,14 @@ def _add_run_command(commands: argparse._SubParsersAction[argparse.ArgumentParse
         "--compile-cache",
         help="persistent XLA compilation cache directory (default $SWEEPBOOK_COMPILE_CACHE "
         "or ~/.cache/sweepbook/xla; on a cluster, point it at shared storage)",
+    )
+    run.add_argument(
+        "--save-params",
+        choices=SAVE_PARAMS,
+        default="best",
+        help="keep trained parameters under DIR/params/<run_id>/ (Orbax; sweepbook.load_run "
+        "reads them): best (default) the runs of the best configuration, chosen as the report "
+        "chooses it, so the store stays small; all: every run that finished ok; none",
     )
     _add_launcher_flags(run)
     run.set_defaults(handler=command_run)

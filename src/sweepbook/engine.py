@@ -21,6 +21,7 @@ import numpy as np
 import polars as pl
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from sweepbook import checkpoints
 from sweepbook.config import ModelConfig
 from sweepbook.data import Split, load_split
 from sweepbook.models import build_network, choose_numerics, multiply_adds
@@ -213,8 +214,11 @@ def device_memory_bytes(device: jax.Device) -> int:
 def run_memory_bytes(static: StaticSpec, num_classes: int, split: Split) -> int:
     """A generous estimate of one run's device memory inside a chunk (float32 everywhere):
     parameters x 8 (weights, best weights, two optimizer moments, gradients, masks, quantized
-    copy, update), activations of a training batch and of an evaluation batch x 4 (forward,
-    backward, dropout masks, batch norm), and the class probabilities it returns."""
+    copy, update; the kept variables every run returns for ``--save-params`` are one more copy,
+    left inside this bound, since masks and the quantized copy exist only when compressing: a
+    larger factor would change chunk sizes, and so the bits, of planned sweeps), activations of
+    a training batch and of an evaluation batch x 4 (forward, backward, dropout masks, batch
+    norm), and the class probabilities it returns."""
     network = build_network(ModelConfig.model_validate_json(static.model), num_classes)
     example = jnp.zeros((1, *split.x_train.shape[1:]), jnp.float32)
     traced = {name: jnp.float32(0.0) for name in static.traced}
@@ -257,6 +261,7 @@ def train_runs(
     memory_budget: float = DEFAULT_MEMORY_FRACTION,
     lanes: int | None = None,
     numerics: str | None = None,
+    save_params: str = "none",
 ) -> EngineSummary:
     """Train ``runs`` group by group, chunk by chunk, appending each chunk's runs to ``store``.
 
@@ -276,11 +281,18 @@ def train_runs(
     the device's backend, stored as ``numerics``; ``numerics`` overrides it (``verify`` replays
     a run in its recorded one, ``bench`` times the legacy one beside the chosen one).
 
+    ``save_params`` (``best``, ``all``, ``none``): with ``all`` each ``ok`` run's kept variables
+    go to ``params/<run_id>/``, with ``best`` to ``params/.pending/<run_id>/`` until the sweep
+    picks its best configuration (:func:`checkpoints.keep_best`); before the chunk's rows, so a
+    stored run never lacks the checkpoint it was meant to have. Diverged runs' (NaN) are not kept.
+
     A group whose program fails to compile, or a chunk whose call raises, is stored as failed
     runs and the rest goes on.
     """
     devices = jax.local_devices()
-    session = _Session(store, splits, origin or {}, on_run_done, devices)
+    session = _Session(
+        store, splits, origin or {}, on_run_done, devices, checkpoints.check_mode(save_params)
+    )
     sizes = {group.id: len(group.runs) for group in group_runs(planned or runs, splits)}
     budget = int(
         memory_budget * device_memory_bytes(devices[0]) if memory_budget <= 1 else memory_budget
@@ -306,6 +318,7 @@ def train_runs(
                 seconds = (time.perf_counter() - started) / len(part)
                 # Rows compute the host metrics, users' included: their errors fail the chunk.
                 rows = _chunk_rows(session, part, out, seconds, group.id, chunk, formulation)
+                _save_params(session, part, out, rows, group.num_classes, formulation)
             except Exception as error:
                 session.fail(part, error, group.id, formulation)
                 continue
@@ -322,6 +335,7 @@ class _Session:
     origin: Origin
     on_run_done: Callable[[PlannedRun, str], None]
     devices: list[jax.Device]
+    save_params: str = "none"
     summary: EngineSummary = field(default_factory=EngineSummary)
     on_device: dict[str, DataArrays] = field(default_factory=dict)  # each split moved once
 
@@ -432,6 +446,27 @@ def _chunk_rows(
             )
         )
     return rows
+
+
+def _save_params(
+    session: _Session,
+    part: list[PlannedRun],
+    out: RunOutput,
+    rows: list[tuple[dict[str, Any], pl.DataFrame]],
+    num_outputs: int,
+    formulation: str,
+) -> None:
+    """Each ``ok`` run's kept variables as a checkpoint, when the session saves parameters."""
+    if session.save_params == "none":
+        return
+    for index, (run, (row, _)) in enumerate(zip(part, rows, strict=True)):
+        if row["status"] != "ok":
+            continue
+        target = checkpoints.checkpoint_dir(
+            session.store.directory, run.run_id, pending=session.save_params == "best"
+        )
+        info = checkpoints.CheckpointInfo(run.run_id, num_outputs, formulation)
+        checkpoints.save_checkpoint(target, _lane(out.variables, index), info)
 
 
 def _store_chunk(

@@ -233,6 +233,21 @@ def compute_findings(
     )
 
 
+def best_run_ids(runs: pl.DataFrame, record: Mapping[str, Any]) -> list[str]:
+    """The ``ok`` runs of the best configuration that :func:`from_record` chooses (on the
+    validation twin of a ``test.*`` headline, as the report does), every repeat included;
+    none when nothing finished. ``--save-params best`` keeps these runs' parameters."""
+    winner = from_record(runs, record).winner
+    if winner is None:
+        return []
+    ok = runs.filter(pl.col("status") == "ok")
+    compare = list(record["compare"])
+    for row in stats.summarize(ok, compare, []).iter_rows(named=True):
+        if {key: row[key] for key in compare} == winner.values:
+            return sorted(row["run_ids"])
+    return []
+
+
 def one_row_per_replicate(ok: pl.DataFrame, compare: list[str], metrics: list[str]) -> pl.DataFrame:
     """Runs that repeat one seed (``[[variant]] repeat = N``) are not independent samples of seed
     noise: they are one replicate, trained N times (with bit-identical results, as sweepbook's

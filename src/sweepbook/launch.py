@@ -71,6 +71,7 @@ class TaskSettings:
     # The experiment file's folder: users' code files and a relative data.path are found there
     # (a task's process imports the users' code its runs name again, from there).
     code_base: Path | None = None
+    save_params: str = "none"  # checkpoints.SAVE_PARAMS: which runs' variables a task saves
 
 
 @dataclass(frozen=True)
@@ -197,6 +198,7 @@ def run_task(task: Task) -> TaskResult:
         planned=list(task.group),
         runs_per_chunk=settings.runs_per_chunk,
         memory_budget=settings.memory_budget,
+        save_params=settings.save_params,
     )
     return TaskResult(job_id, host, device, summary)
 

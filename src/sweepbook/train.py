@@ -182,6 +182,10 @@ class RunOutput(NamedTuple):
     params: jax.Array
     nonzero_params: jax.Array
     model_bytes: jax.Array  # storage of the deployed (pruned, quantized) model
+    # The variables final_evaluation evaluated (restored-best with restore-best), before
+    # deployment quantization: what ``--save-params`` saves. None where nothing trained them
+    # (a synthetic output); a second copy of the parameters per lane in a chunk's outputs.
+    variables: Any = None
 
 
 def static_spec(config: RunConfig) -> StaticSpec:
@@ -845,6 +849,7 @@ def train_run(
         params=final.params,
         nonzero_params=final.nonzero_params,
         model_bytes=final.model_bytes,
+        variables=kept,
     )
 
 

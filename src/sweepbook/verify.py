@@ -14,6 +14,9 @@ which is still built the same way). A run whose formulation this version cannot 
 retrained but reported as differing, with the reason, and every difference names the
 formulation, so a store from another version explains itself instead of differing mutely.
 
+A run whose parameters the store saved (``params/<run_id>/``) has them compared too: the
+retrained run's kept variables must equal the saved ones bit for bit, leaf by leaf.
+
 The outcome goes to ``verification.json`` beside the store; the report shows it (it is not part
 of the stored results, so it does not make a report stale for ``report --check``).
 """
@@ -30,10 +33,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 import sweepbook
-from sweepbook import provenance
+from sweepbook import checkpoints, provenance
 from sweepbook.config import RunConfig, unflatten
 from sweepbook.engine import load_splits, train_runs
 from sweepbook.models import (
@@ -61,6 +65,7 @@ class Outcome:
     reproduced: bool
     difference: str | None  # the first differing column, with both values
     numerics: str | None = None  # the formulation it was trained (and replayed) in
+    params_compared: bool = False  # its saved parameters were compared too
 
 
 def choose_runs(runs: pl.DataFrame, count: int) -> pl.DataFrame:
@@ -142,18 +147,60 @@ def first_difference(
     return None
 
 
+@dataclass(frozen=True)
+class Retrained:
+    row: dict[str, Any]
+    history: pl.DataFrame
+    variables: dict[str, Any] | None  # the kept variables; None when the run did not end ok
+
+
 def retrain(
     run: PlannedRun, lanes: int, numerics: str | None = None, base: Path | None = None
-) -> tuple[dict[str, Any], pl.DataFrame]:
+) -> Retrained:
     """Train ``run`` in a chunk of ``lanes`` copies of itself, in formulation ``numerics``
-    (default: the one this device would choose); its row and history. ``base``: the
-    experiment's folder, where users' code and a relative ``data.path`` are found."""
+    (default: the one this device would choose); its row, history and kept variables.
+    ``base``: the experiment's folder, where users' code and a relative ``data.path`` are
+    found."""
     with tempfile.TemporaryDirectory(prefix="sweepbook-verify-") as scratch:
         store = Store(Path(scratch))
         formulation = None if numerics == DENSE_NUMERICS else numerics
         splits = load_splits([run], base)
-        train_runs([run], store, splits=splits, lanes=lanes, numerics=formulation)
-        return store.read_runs().row(0, named=True), store.read_history().sort("epoch")
+        train_runs(
+            [run], store, splits=splits, lanes=lanes, numerics=formulation, save_params="all"
+        )
+        saved = checkpoints.checkpoint_dir(store.directory, run.run_id)
+        variables = checkpoints.read_checkpoint(saved)[1] if saved.is_dir() else None
+        return Retrained(
+            store.read_runs().row(0, named=True), store.read_history().sort("epoch"), variables
+        )
+
+
+def params_difference(stored: dict[str, Any], retrained: dict[str, Any] | None) -> str | None:
+    """The first leaf of the saved variables that the retrained run does not reproduce bit for
+    bit (dtype, shape and bytes), or None."""
+    if retrained is None:
+        return "params: saved, but the retrained run did not finish ok"
+    old = dict(jax_tree_leaves(stored))
+    new = dict(jax_tree_leaves(retrained))
+    if old.keys() != new.keys():
+        return f"params: saved leaves {sorted(old)}, retrained {sorted(new)}"
+    for name, array in old.items():
+        other = new[name]
+        same = (array.dtype, array.shape) == (other.dtype, other.shape)
+        if not same or array.tobytes() != other.tobytes():
+            return f"params {name}: saved and retrained variables differ"
+    return None
+
+
+def jax_tree_leaves(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """``(path, array)`` of every leaf of nested dicts, paths as ``params/Dense_0/kernel``."""
+    if isinstance(tree, dict):
+        return [
+            leaf
+            for key in sorted(tree)
+            for leaf in jax_tree_leaves(tree[key], f"{prefix}/{key}" if prefix else str(key))
+        ]
+    return [(prefix, np.asarray(tree))]
 
 
 def experiment_folder(directory: Path) -> Path | None:
@@ -186,18 +233,25 @@ def verify_runs(
         trained_in = f"trained in numerics {numerics}" + (
             "" if recorded else " (implied: stored before sweepbook recorded numerics)"
         )
+        # Read before retraining: a damaged checkpoint stops here, naming its file.
+        saved_path = checkpoints.checkpoint_dir(directory, row["run_id"])
+        compared = saved_path.is_dir()
+        saved = checkpoints.read_checkpoint(saved_path)[1] if compared else {}
         if not replayable(numerics):
+            compared = False
             difference: str | None = (
                 f"not retrained: {trained_in}, which this sweepbook cannot build "
                 f"(it knows {', '.join(KNOWN_NUMERICS)}); results would differ by float rounding"
             )
         else:
-            retrained, retrained_history = retrain(run, lanes, numerics, base)
+            again = retrain(run, lanes, numerics, base)
             stored_history = history.filter(pl.col("run_id") == row["run_id"]).sort("epoch")
-            difference = first_difference(row, retrained, stored_history, retrained_history)
+            difference = first_difference(row, again.row, stored_history, again.history)
+            if difference is None and compared:
+                difference = params_difference(saved, again.variables)
             if difference is not None:
                 difference += f"; {trained_in}, replayed in the same"
-        outcome = Outcome(row["run_id"], lanes, difference is None, difference, numerics)
+        outcome = Outcome(row["run_id"], lanes, difference is None, difference, numerics, compared)
         log(outcome)
         outcomes.append(outcome)
     device = provenance.device_description()
