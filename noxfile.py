@@ -95,8 +95,13 @@ def verify(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """Run the test suite (pytest; extra arguments go to pytest): nox -s tests -- -k config."""
     session.install(".[test]")
+    # Two workers (pytest-xdist), one per core of a 2-core CI machine: a test's time goes mostly
+    # to XLA compiling and matplotlib drawing, which keep one thread busy, and the SLURM tests
+    # mostly wait for their jobs, so one process leaves a core idle much of the time. Whole
+    # files go to one worker (loadfile): module and session fixtures (the SLURM cluster, the
+    # browser, the rendered papers) are still built once. `-- -n 0` runs in one process.
     # nox accepts only exit code 0, so pytest's 5 ("no tests collected") fails the session too.
-    session.run("pytest", *session.posargs)
+    session.run("pytest", "-n", "2", "--dist", "loadfile", *session.posargs)
 
 
 @nox.session

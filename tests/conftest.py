@@ -15,6 +15,7 @@ import pytest
 # imports it), it would close that stream under pytest's feet.
 import submitit  # noqa: F401
 
+from sweepbook import engine
 from sweepbook.config import RunConfig, flatten, unflatten
 
 TINY_EXPERIMENT = """\
@@ -91,9 +92,21 @@ def make_run_config() -> Callable[..., RunConfig]:
     return make
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_compile_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """In-process compilations go to the session's own persistent cache from the first test on.
+    JAX fixes its cache at the process's first compilation: without this, whether a test reuses
+    programs compiled earlier would depend on which test compiled first (the one that happened
+    to call ``sweepbook run``), and a test that forgets the engine's programs to count its own
+    compilations would compile them again from scratch (seconds each) instead of loading them.
+    The counts stay the engine's: a program loaded from the cache is still one compilation."""
+    engine.enable_compile_cache(tmp_path_factory.getbasetemp() / "xla-cache")
+
+
 @pytest.fixture(autouse=True)
 def private_compile_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> None:
-    """Tests never write to the user's persistent compilation cache."""
+    """Tests never write to the user's persistent compilation cache; subprocesses share the
+    session's (the directory :func:`session_compile_cache` gives this process)."""
     cache = tmp_path_factory.getbasetemp() / "xla-cache"
     monkeypatch.setenv("SWEEPBOOK_COMPILE_CACHE", str(cache))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,18 +12,29 @@ import polars as pl
 import pytest
 
 import sweepbook
+from conftest import write_project
 from sweepbook import figures
 from sweepbook.cli import EXIT_BAD_INPUT, EXIT_OK, main
 
 
+@pytest.fixture(scope="module")
+def swept_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project where the tiny sweep ran once (trained and reported), for :func:`swept` to
+    copy: a sweep costs seconds of compiling and drawing, a copy milliseconds."""
+    project = write_project(tmp_path_factory.mktemp("swept"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(project)  # module scope: no autouse fixture yet, so the cache is set here
+        patch.setenv("SWEEPBOOK_COMPILE_CACHE", str(tmp_path_factory.getbasetemp() / "xla-cache"))
+        assert main(["run", "sweeps/tiny.toml"]) == EXIT_OK
+    return project
+
+
 @pytest.fixture
-def swept(
-    project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> Path:
-    """The tiny sweep, run once; returns its store directory."""
+def swept(swept_once: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The tiny sweep, run once: this test's own copy of the project (tests change it), as the
+    working directory; returns its store directory."""
+    project = shutil.copytree(swept_once, tmp_path / "project")
     monkeypatch.chdir(project)
-    assert main(["run", "sweeps/tiny.toml"]) == EXIT_OK
-    capsys.readouterr()
     return project / "reports" / "tiny"
 
 
