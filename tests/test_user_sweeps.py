@@ -159,7 +159,8 @@ def test_console_command_sweeps_the_users_own_code(outside: Path, tmp_path: Path
     assert (runs["test.top2_accuracy"] >= runs["test.accuracy"]).all()  # top-2 contains top-1
     # Static model arguments make compile groups; the traced learning rate does not: two
     # compilations for eight runs, each group's four runs vmapped in one chunk.
-    assert "in 2 compile group(s)" in result.stdout and "(2 compilations" in result.stdout
+    said = result.stdout + result.stderr  # progress and the summary go to stderr
+    assert "in 2 compile group(s)" in said and "(2 compilations" in said
     assert runs.group_by("compile_group").len()["len"].to_list() == [4, 4]
     assert set(runs["chunk_size"]) == {4}
     code = json.loads(runs["user_code"][0])
