@@ -575,6 +575,19 @@ class LauncherConfig(_Strict):
     setup: list[str] = []
 
 
+class HalvingConfig(_Strict):
+    """``[halving]``: successive halving over configurations (see :mod:`sweepbook.halving`).
+    Every configuration trains ``min_epochs``; the best ``1/eta`` by their mean ``metric`` over
+    seeds (and folds) continue, ``eta`` times longer each rung, up to ``train.epochs``. A setting
+    of the sweep, not of any run: run ids never depend on it."""
+
+    min_epochs: Annotated[int, Field(ge=1)]
+    eta: Annotated[int, Field(ge=2)] = 3
+    # The rung's ranking: by default the validation twin of the report's metric (the test set
+    # must not choose which configurations live).
+    metric: str | None = None
+
+
 class SweepConfig(BaseModel):
     """A sweep file: which experiment, which seeds, which axes. Keys of the override tables are
     dotted experiment keys; they are checked against the experiment in :func:`load_sweep`."""
@@ -598,6 +611,7 @@ class SweepConfig(BaseModel):
     ) = None
     report: ReportConfig = ReportConfig()
     launcher: LauncherConfig = LauncherConfig()
+    halving: HalvingConfig | None = None
 
 
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
@@ -662,6 +676,7 @@ class Sweep(BaseModel):
     report: ReportConfig
     question: str
     launcher: LauncherConfig = LauncherConfig()
+    halving: HalvingConfig | None = None
 
     def replicates(self, variant: str | None) -> Replicates:
         """Seeds and repeats of ``variant``'s runs (the sweep's, unless the variant sets them)."""
@@ -910,10 +925,31 @@ def load_sweep(path: Path) -> Sweep:
         report=report,
         question=parsed.report.question or _leading_comment(path),
         launcher=parsed.launcher,
+        halving=_halving(path, parsed, report, experiment.task),
     )
     _check_each_key_given_once(sweep)
     _check_report_keys(sweep, known)
     return sweep
+
+
+def _halving(
+    path: Path, parsed: SweepConfig, report: ReportConfig, task: Task
+) -> HalvingConfig | None:
+    """``[halving]`` with its rung metric resolved (the validation twin of the headline)."""
+    halving = parsed.halving
+    if halving is None:
+        return None
+    if parsed.search:
+        raise ConfigError(path, "halving", "[halving] and [search] do not combine; choose one")
+    metric = halving.metric or f"val.{report.metric.partition('.')[2]}"
+    if not metric.startswith("val.") or not is_stored_metric(metric, task):
+        raise ConfigError(
+            path,
+            "halving.metric",
+            f"'{metric}' is not a validation metric of task = '{task}' (e.g. val.loss); "
+            "a rung ranks on the validation set, never the test set",
+        )
+    return halving.model_copy(update={"metric": metric})
 
 
 def _register_sweep_references(path: Path, parsed: SweepConfig, base: Path) -> None:
