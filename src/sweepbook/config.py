@@ -1230,6 +1230,17 @@ def is_stored_metric(key: str, task: Task = "classification") -> bool:
     return spec.stored and spec.task in ("any", task)
 
 
+def rung_direction(sweep: Sweep) -> Literal["max", "min"]:
+    """The direction of ``[halving]``'s rung metric: the report's own when the rung metric is
+    the headline's validation twin, else the registered direction of its name."""
+    assert sweep.halving is not None and sweep.halving.metric is not None
+    name = sweep.halving.metric.partition(".")[2]
+    same = name == sweep.report.metric.partition(".")[2]
+    return metric_direction(
+        ReportConfig(metric=sweep.halving.metric, direction=sweep.report.direction if same else None)
+    )
+
+
 def metric_direction(report: ReportConfig) -> Literal["max", "min"]:
     """The registered direction of the report's metric (:data:`metrics.METRICS`: losses and
     calibration errors are minimised), "max" for a metric it does not know, unless the sweep

@@ -10,7 +10,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from sweepbook.config import Sweep, metric_direction
+from sweepbook.config import Sweep, metric_direction, rung_direction
+from sweepbook.halving import rung_epochs
 from sweepbook.plan import PlannedRun
 from sweepbook.results import EXPERIMENT_COPY, SWEEP_COPY, SWEEP_RECORD
 from sweepbook.store import atomic_write_json, atomic_write_text
@@ -53,6 +54,8 @@ def write_sweep_record(
         # by them without importing the users' code (stores without these: classification).
         "task": sweep.experiment.task,
         "metrics": user_metrics_info(sorted({m for run in plan for m in run.config.metrics})),
+        # Successive halving's settings and rung schedule (absent: every run trained in full).
+        **({"halving": halving_record(sweep, plan)} if sweep.halving else {}),
     }
     directory.mkdir(parents=True, exist_ok=True)
     atomic_write_text(directory / SWEEP_COPY, sweep.path.read_text(encoding="utf-8"))
@@ -60,6 +63,21 @@ def write_sweep_record(
         directory / EXPERIMENT_COPY, sweep.experiment_path.read_text(encoding="utf-8")
     )
     atomic_write_json(directory / SWEEP_RECORD, record)
+
+
+def halving_record(sweep: Sweep, plan: Sequence[PlannedRun]) -> dict[str, object]:
+    """``[halving]`` as the report reads it: its settings, the rung metric's direction and the
+    epochs trained by each rung's end (the plan's runs share ``train.epochs``)."""
+    halving = sweep.halving
+    assert halving is not None and halving.metric is not None
+    epochs = max((run.config.train.epochs for run in plan), default=sweep.experiment.train.epochs)
+    return {
+        "min_epochs": halving.min_epochs,
+        "eta": halving.eta,
+        "metric": halving.metric,
+        "direction": rung_direction(sweep),
+        "rung_epochs": rung_epochs(halving.min_epochs, halving.eta, epochs),
+    }
 
 
 def _replicates_text(sweep: Sweep, plan: Sequence[PlannedRun]) -> str:
