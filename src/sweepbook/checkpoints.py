@@ -88,6 +88,13 @@ def save_checkpoint(target: Path, variables: Any, info: CheckpointInfo) -> None:
     """Write ``variables`` (host arrays) and ``info`` to the directory ``target``, atomically:
     into a temporary directory beside it, then renamed. An older checkpoint at ``target`` (a
     run trained again) is replaced; a failure leaves the old one, or none, never part of one."""
+    save_arrays(target, jax_free(variables), dict(info.__dict__))
+
+
+def save_arrays(target: Path, arrays: Mapping[str, Any], manifest: Mapping[str, Any]) -> None:
+    """Nested dicts of host ``arrays`` as an Orbax checkpoint in ``target/variables`` beside
+    ``manifest`` (with every file's sha256 added), written atomically as :func:`save_checkpoint`
+    says."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(
         tempfile.mkdtemp(
@@ -95,9 +102,9 @@ def save_checkpoint(target: Path, variables: Any, info: CheckpointInfo) -> None:
         )
     )
     try:
-        _orbax_save(tmp / VARIABLES, jax_free(variables))
-        manifest = {**info.__dict__, "files": _file_digests(tmp)}
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        _orbax_save(tmp / VARIABLES, arrays)
+        written = {**manifest, "files": _file_digests(tmp)}
+        (tmp / MANIFEST).write_text(json.dumps(written, indent=2, sort_keys=True) + "\n")
         os.chmod(tmp, 0o755)  # mkdtemp makes 0700; stores are meant to be shared
         if target.exists():  # a directory cannot be renamed over a non-empty one
             old = target.with_name(f".{target.name}.{_writer_tag()}.old.tmp")
@@ -111,6 +118,38 @@ def save_checkpoint(target: Path, variables: Any, info: CheckpointInfo) -> None:
         raise
 
 
+def save_tree(target: Path, tree: Any, manifest: Mapping[str, Any]) -> None:
+    """Any pytree of arrays (a training state: optimizer states are tuples, not dicts) saved as
+    its flat list of leaves; :func:`read_tree` rebuilds it from the structure of a like tree."""
+    leaves = jax_tree_leaves(tree)
+    arrays = {"leaves": {f"{index:05d}": np.asarray(leaf) for index, leaf in enumerate(leaves)}}
+    save_arrays(target, arrays, {**manifest, "leaves": len(leaves)})
+
+
+def read_tree(directory: Path, like: Any) -> tuple[dict[str, Any], Any]:
+    """The manifest and the tree saved by :func:`save_tree` in ``directory``, with the
+    structure of ``like`` (a tree, or shapes from ``jax.eval_shape``). A damaged file, or a
+    checkpoint of another structure, is a :class:`StoreError` naming it."""
+    import jax
+
+    manifest, arrays = _verified_restore(directory)
+    treedef = jax.tree.structure(like)
+    leaves = arrays.get("leaves", {})
+    if manifest.get("leaves") != treedef.num_leaves or len(leaves) != treedef.num_leaves:
+        raise StoreError(
+            f"{directory / MANIFEST}: holds {manifest.get('leaves')} arrays where this run's "
+            f"training state has {treedef.num_leaves}; remove the directory to retrain the run"
+        )
+    ordered = [np.asarray(leaves[name]) for name in sorted(leaves)]
+    return manifest, jax.tree.unflatten(treedef, ordered)
+
+
+def jax_tree_leaves(tree: Any) -> list[Any]:
+    import jax  # only where a training state is saved: reading parameters needs no JAX
+
+    return list(jax.tree.leaves(tree))
+
+
 def jax_free(variables: Any) -> Any:
     """Nested dicts of NumPy arrays (what Orbax saves without a sharding to restore)."""
     if isinstance(variables, Mapping):
@@ -121,12 +160,24 @@ def jax_free(variables: Any) -> Any:
 def read_checkpoint(directory: Path) -> tuple[CheckpointInfo, dict[str, Any]]:
     """The info and variables of the checkpoint in ``directory``. Every file is checked against
     the manifest's sha256 first; a damaged or missing file is a :class:`StoreError` naming it."""
-    manifest_path = directory / MANIFEST
+    manifest, variables = _verified_restore(directory)
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         info = CheckpointInfo(
             str(manifest["run_id"]), int(manifest["num_outputs"]), str(manifest["numerics"])
         )
+    except (ValueError, KeyError, TypeError) as error:
+        raise StoreError(
+            f"{directory / MANIFEST}: cannot read ({type(error).__name__}: {error})"
+        ) from None
+    return info, variables
+
+
+def _verified_restore(directory: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The manifest and arrays of the checkpoint in ``directory``, every file checked against
+    the manifest's sha256 before Orbax reads it."""
+    manifest_path = directory / MANIFEST
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         files: dict[str, str] = dict(manifest["files"])
     except FileNotFoundError:
         raise StoreError(f"{manifest_path}: missing; no saved parameters here") from None
@@ -146,7 +197,7 @@ def read_checkpoint(directory: Path) -> tuple[CheckpointInfo, dict[str, Any]]:
             raise StoreError(
                 f"{path}: damaged (its sha256 differs from {MANIFEST}'s); retrain the run"
             )
-    return info, _orbax_restore(directory / VARIABLES)
+    return manifest, _orbax_restore(directory / VARIABLES)
 
 
 def _orbax_restore(path: Path) -> dict[str, Any]:

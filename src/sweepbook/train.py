@@ -819,25 +819,29 @@ def final_evaluation(
     )
 
 
-def train_run(
-    static: StaticSpec,
-    num_classes: int,
-    hyper: Hyper,
-    data: DataArrays,
-    *,
-    numerics: str | None = None,
+def start_run(setup: TrainSetup, hyper: Hyper, data: DataArrays) -> RunState:
+    """A run's state before its first epoch: initial variables from its INIT key, no best yet."""
+    train = init_train_state(setup, hyper, run_keys(hyper.seed).init, data.x_train[:1])
+    return RunState(train, init_stopping(train.variables), schedules.plateau_init())
+
+
+def train_epochs(
+    setup: TrainSetup, hyper: Hyper, data: DataArrays, state: RunState, first: int, last: int
+) -> tuple[RunState, EpochRecord]:
+    """Epochs ``first`` to ``last - 1`` (0-based) from ``state``: one ``lax.scan`` of
+    :func:`make_run_epoch`. Every key is folded from the epoch or global step and the schedule
+    is a function of ``train.epochs``, so epochs 0-3 then 3-9 give exactly the bits of 0-9."""
+    run_epoch = make_run_epoch(setup, hyper, data, run_keys(hyper.seed))
+    return jax.lax.scan(run_epoch, state, jnp.arange(first, last))
+
+
+def finish_run(
+    setup: TrainSetup, hyper: Hyper, data: DataArrays, end: RunState, history: EpochRecord
 ) -> RunOutput:
-    """Train one run to completion. Pure: same ``(static, hyper, data)``, same output bits.
-    ``numerics`` names the formulation of a conv net's layers (:func:`models.choose_numerics`;
-    default the legacy one); it changes results by float rounding only."""
-    setup = train_setup(static, num_classes, hyper, data.x_train.shape[0], numerics)
-    keys = run_keys(hyper.seed)
-    train = init_train_state(setup, hyper, keys.init, data.x_train[:1])
-    start = RunState(train, init_stopping(train.variables), schedules.plateau_init())
-    run_epoch = make_run_epoch(setup, hyper, data, keys)
-    end, history = jax.lax.scan(run_epoch, start, jnp.arange(static.epochs))
+    """The run's output after its last epoch trained: the kept (restored-best or last)
+    variables evaluated as deployed, with ``history`` (one entry per epoch trained so far)."""
     stopping = end.stopping
-    kept = stopping.best_variables if static.restore_best else end.train.variables
+    kept = stopping.best_variables if setup.static.restore_best else end.train.variables
     final = final_evaluation(setup, hyper, kept, data)
     return RunOutput(
         history=history,
@@ -851,6 +855,43 @@ def train_run(
         model_bytes=final.model_bytes,
         variables=kept,
     )
+
+
+def train_run(
+    static: StaticSpec,
+    num_classes: int,
+    hyper: Hyper,
+    data: DataArrays,
+    *,
+    numerics: str | None = None,
+) -> RunOutput:
+    """Train one run to completion. Pure: same ``(static, hyper, data)``, same output bits.
+    ``numerics`` names the formulation of a conv net's layers (:func:`models.choose_numerics`;
+    default the legacy one); it changes results by float rounding only."""
+    setup = train_setup(static, num_classes, hyper, data.x_train.shape[0], numerics)
+    end, history = train_epochs(setup, hyper, data, start_run(setup, hyper, data), 0, static.epochs)
+    return finish_run(setup, hyper, data, end, history)
+
+
+def train_rung(
+    static: StaticSpec,
+    num_classes: int,
+    first: int,
+    last: int,
+    hyper: Hyper,
+    data: DataArrays,
+    state: RunState | None = None,
+    *,
+    numerics: str | None = None,
+) -> tuple[RunState, RunOutput]:
+    """One rung of successive halving: epochs ``first`` to ``last - 1`` from ``state`` (None:
+    a fresh run, ``first`` 0), the state to continue from, and the run's output as if it ended
+    here, its history holding this rung's epochs only. A run trained rung by rung to
+    ``train.epochs`` has the bits of :func:`train_run`."""
+    setup = train_setup(static, num_classes, hyper, data.x_train.shape[0], numerics)
+    begin = start_run(setup, hyper, data) if state is None else state
+    end, history = train_epochs(setup, hyper, data, begin, first, last)
+    return end, finish_run(setup, hyper, data, end, history)
 
 
 def output_problem(config: RunConfig, split: Split) -> str | None:
