@@ -39,7 +39,7 @@ from sweepbook import report as reporting
 from sweepbook.augment import check_augmentation
 from sweepbook.checkpoints import DEFAULT_SAVE_PARAMS, check_mode, keep_best
 from sweepbook.checkpoints import remove_debris as remove_checkpoint_debris
-from sweepbook.config import ConfigError, LauncherConfig, Sweep, load_sweep
+from sweepbook.config import ConfigError, LauncherConfig, Sweep, load_sweep, rung_direction
 from sweepbook.data import DataError, Split
 from sweepbook.engine import (
     DEFAULT_MEMORY_FRACTION,
@@ -54,6 +54,7 @@ from sweepbook.engine import (
     train_runs,
 )
 from sweepbook.findings import best_run_ids
+from sweepbook.halving import STOPPED, rung_epochs
 from sweepbook.launch import (
     JOBS_DIR,
     TASK_LAUNCHERS,
@@ -77,6 +78,7 @@ from sweepbook.ownership import check_store_owner
 from sweepbook.plan import MAX_RUNS, PlannedRun, expand
 from sweepbook.registry import Registry, UnknownName
 from sweepbook.results import load_results
+from sweepbook.rungs import HalvingPlan, RungEvent, RungFinished, RungStarted, train_halving
 from sweepbook.search import run_search
 from sweepbook.store import Store, StoreLocked, atomic_write_json
 from sweepbook.train import output_problem
@@ -175,6 +177,8 @@ class StoreBusy:
 
 ProgressEvent = (
     Planned
+    | RungStarted
+    | RungFinished
     | SearchStarted
     | StillQueued
     | TasksPlanned
@@ -219,12 +223,16 @@ class RunSummary:
     ok: int = 0
     diverged: int = 0
     failed: int = 0
+    stopped: int = 0  # halted at a rung of successive halving
     compilations: int = 0
     compile_seconds: float = 0.0
     seconds: float = 0.0  # from the start of training to the merge (no report rendering)
     errors: tuple[str, ...] = ()  # one line per failed run
     failed_tasks: tuple[str, ...] = ()  # one line per array task that stored nothing
     detached: Detached | None = None
+    # Successive halving: run-epochs its runs were given, and a full grid's (None: no halving).
+    run_epochs: int | None = None
+    full_run_epochs: int | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -491,6 +499,7 @@ def load_checked(
     except DataError as error:
         raise sweep.blame(error.key, str(error)) from None
     _check_user_models(sweep, plan, splits)
+    _check_halving(sweep, plan)
     for run in plan:
         # A larger batch would only be padding: memory grows with it, learning does not.
         examples = len(splits[split_key(run)].y_train)
@@ -502,6 +511,28 @@ def load_checked(
                 run.variant,
             )
     return sweep, plan, splits
+
+
+def _check_halving(sweep: Sweep, plan: list[PlannedRun]) -> None:
+    """Rungs compare configurations at equal epochs: every run trains ``train.epochs``, the
+    same for all, and more than the first rung's ``min_epochs``."""
+    if sweep.halving is None or not plan:
+        return
+    epochs = sorted({run.config.train.epochs for run in plan})
+    if len(epochs) > 1:
+        raise ConfigError(
+            sweep.path,
+            "halving",
+            f"every run must train the same train.epochs for its rungs to compare (found "
+            f"{', '.join(map(str, epochs))}); sweep train.epochs in separate sweeps",
+        )
+    if sweep.halving.min_epochs >= epochs[0]:
+        raise ConfigError(
+            sweep.path,
+            "halving.min_epochs",
+            f"{sweep.halving.min_epochs} leaves no rung to halve: it must be below train.epochs "
+            f"({epochs[0]})",
+        )
 
 
 def _check_user_models(sweep: Sweep, plan: list[PlannedRun], splits: dict[str, Split]) -> None:
@@ -556,6 +587,13 @@ def _check_launcher(
         raise ConfigError(sweep_path, None, "--no-wait needs --launcher slurm")
     if not wait and sweep.search is not None:
         raise ConfigError(sweep_path, "search", "a [search] waits for each batch: drop --no-wait")
+    if sweep.halving is not None and launcher != "inline":
+        raise ConfigError(
+            sweep_path,
+            "halving",
+            "successive halving trains in this process (each rung waits for the one before); "
+            "drop --launcher",
+        )
     launcher_config(sweep, overrides, path=sweep_path)
 
 
@@ -630,7 +668,7 @@ def run_sweep(
     # One sweepbook process per store: a second one refuses before writing anything.
     with store.lock(hint="wait for it or pass --out DIR"):
         # A damaged store file stops the sweep here, before anything is written.
-        done = store.completed_ids()
+        done = store.completed_ids(also=(STOPPED,) if loaded.halving else ())
         store.read_history()
         check_user_code(loaded, plan, store, done)
         request = _Request(
@@ -744,11 +782,14 @@ def _run_locked(request: _Request) -> RunSummary:
         ok=engine.ok,
         diverged=engine.diverged,
         failed=engine.failed,
+        stopped=engine.stopped,
         compilations=engine.compilations,
         compile_seconds=engine.compile_seconds,
         seconds=seconds,
         errors=tuple(engine.errors),
         failed_tasks=tuple(trainer.failed_tasks),
+        run_epochs=summary.run_epochs,
+        full_run_epochs=summary.full_run_epochs,
     )
 
 
@@ -777,9 +818,50 @@ def _train_plan(
         return replace(summary, detached=trainer.submit_only(todo, plan))
     if not request.wait and queued:
         return summary  # nothing new to submit, and not to wait for what is queued
+    if sweep.halving is not None:
+        assert isinstance(trainer, InlineTrainer)  # _check_launcher: halving trains inline
+        return _train_halving(request, trainer, summary)
     if todo or queued:
         trainer.train(todo, "training", planned=plan, queued=queued)
     return summary
+
+
+def _train_halving(request: _Request, trainer: InlineTrainer, summary: RunSummary) -> RunSummary:
+    """A ``[halving]`` sweep: rung after rung in this process (:mod:`sweepbook.rungs`), each
+    rung's runs shown as one batch of training between :class:`RungStarted` and
+    :class:`RungFinished`."""
+    sweep, emit, settings = request.sweep, request.emit, trainer.context.settings
+    assert sweep.halving is not None and sweep.halving.metric is not None
+
+    def on_rung(event: RungEvent) -> None:
+        if isinstance(event, RungStarted):
+            emit(event)
+            emit(TrainingStarted(f"rung {event.rung + 1}/{event.rungs}", event.to_train, True))
+        else:
+            emit(TrainingFinished(f"rung {event.rung + 1}/{event.rungs}"))
+            emit(event)
+
+    epochs = request.plan[0].config.train.epochs if request.plan else 0
+    halving = train_halving(
+        request.plan,
+        request.store,
+        plan=HalvingPlan(
+            rung_epochs(sweep.halving.min_epochs, sweep.halving.eta, epochs),
+            sweep.halving.eta,
+            sweep.halving.metric,
+            rung_direction(sweep),
+        ),
+        splits=load_splits(request.plan, settings.code_base),
+        done=request.done,
+        origin=trainer.context.origin,
+        on_run_done=lambda run, status: emit(RunTrained(run.run_id, status)),
+        on_rung=on_rung,
+        runs_per_chunk=settings.runs_per_chunk,
+        memory_budget=settings.memory_budget,
+        save_params=settings.save_params,
+    )
+    trainer.summary.add(halving.engine)
+    return replace(summary, run_epochs=halving.run_epochs, full_run_epochs=halving.full_run_epochs)
 
 
 def _train_search(

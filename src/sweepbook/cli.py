@@ -42,6 +42,7 @@ if TYPE_CHECKING:  # the heavy modules load inside the commands, after argument 
         TrainingStarted,
     )
     from sweepbook.config import LauncherConfig, Sweep
+    from sweepbook.rungs import RungFinished, RungStarted
     from sweepbook.verify import Outcome
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
@@ -93,6 +94,8 @@ class RunProgress:
         # One handler per event type: an event without one is a KeyError, caught by the tests.
         self._handlers: dict[type, Callable[[Any], None]] = {
             api.Planned: self._planned,
+            api.RungStarted: self._rung_started,
+            api.RungFinished: self._rung_finished,
             api.SearchStarted: self._search_started,
             api.StillQueued: self._still_queued,
             api.TasksPlanned: self._tasks_planned,
@@ -129,6 +132,27 @@ class RunProgress:
                 if event.to_train
                 else " — nothing to train"
             )
+        )
+
+    def _rung_started(self, event: RungStarted) -> None:
+        first, last = event.first_epoch + 1, event.last_epoch
+        span = f"epoch {last}" if first == last else f"epochs {first}-{last}"
+        stderr.print(
+            f"rung {event.rung + 1}/{event.rungs}: {span} for {event.configurations} "
+            f"configuration(s), {event.runs} runs"
+            + (
+                f", {event.runs - event.to_train} already past it"
+                if event.to_train < event.runs
+                else ""
+            )
+        )
+
+    def _rung_finished(self, event: RungFinished) -> None:
+        if event.kept is None:
+            return
+        stderr.print(
+            f"rung {event.rung + 1}/{event.rungs}: {event.kept} of {event.configurations} "
+            f"configuration(s) go on; {event.stopped_runs} runs stopped"
         )
 
     def _search_started(self, event: SearchStarted) -> None:
@@ -229,6 +253,13 @@ def _print_run_summary(summary: RunSummary) -> int:
             f"trained {summary.trained} runs in {summary.seconds:.1f} s "
             f"({summary.compilations} compilations, {summary.compile_seconds:.1f} s "
             f"compiling): {summary.ok} ok, {summary.diverged} diverged, {summary.failed} failed"
+            + (f", {summary.stopped} stopped" if summary.stopped else "")
+        )
+    if summary.run_epochs is not None and summary.full_run_epochs:
+        share = summary.run_epochs / summary.full_run_epochs
+        stderr.print(
+            f"successive halving: {summary.run_epochs} of a full grid's {summary.full_run_epochs} "
+            f"run-epochs ({share:.0%}), {1 - share:.0%} saved"
         )
     elif summary.searched:
         stderr.print("every trial is already stored — nothing to train")

@@ -1237,7 +1237,9 @@ def rung_direction(sweep: Sweep) -> Literal["max", "min"]:
     name = sweep.halving.metric.partition(".")[2]
     same = name == sweep.report.metric.partition(".")[2]
     return metric_direction(
-        ReportConfig(metric=sweep.halving.metric, direction=sweep.report.direction if same else None)
+        ReportConfig(
+            metric=sweep.halving.metric, direction=sweep.report.direction if same else None
+        )
     )
 
 

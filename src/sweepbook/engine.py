@@ -88,13 +88,14 @@ class EngineSummary:
     ok: int = 0
     diverged: int = 0
     failed: int = 0
+    stopped: int = 0  # halted at a rung of successive halving (sweepbook.rungs)
     compilations: int = 0
     compile_seconds: float = 0.0
     train_seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
 
     def add(self, other: EngineSummary) -> None:
-        for name in ("trained", "ok", "diverged", "failed", "compilations"):
+        for name in ("trained", "ok", "diverged", "failed", "stopped", "compilations"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.compile_seconds += other.compile_seconds
         self.train_seconds += other.train_seconds

@@ -212,9 +212,12 @@ class Store:
         empty = {"run_id": pl.String, "epoch": pl.Int32}
         return self._read(self.history_path, "history", ["run_id", "epoch"], empty)
 
-    def completed_ids(self) -> set[str]:
+    def completed_ids(self, also: tuple[str, ...] = ()) -> set[str]:
+        """Runs not to train again: status ``ok`` or ``diverged``, or one of ``also`` (a halving
+        sweep never trains a ``stopped`` run again; a sweep without halving trains it fully)."""
         runs = self.read_runs()
-        return set(runs.filter(pl.col("status").is_in(DONE_STATUSES))["run_id"].to_list())
+        done = runs.filter(pl.col("status").is_in([*DONE_STATUSES, *also]))
+        return set(done["run_id"].to_list())
 
     def append(self, runs: pl.DataFrame, history: pl.DataFrame) -> None:
         """Persist finished runs now, as a part file pair (history first: runs commit it)."""

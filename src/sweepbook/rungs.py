@@ -1,0 +1,470 @@
+"""Train a ``[halving]`` sweep rung by rung: the engine's groups and chunks, rung after rung.
+
+Rung ``r`` trains each of its runs from the end of rung ``r - 1`` to ``ends[r]`` epochs
+(:func:`train.train_rung`), saves the run's training state under ``rungs/<run_id>/<r>/``
+(Orbax, atomically), and records the run's rung value in ``rungs.parquet``; once every run of
+the rung has one, :func:`halving.choose_survivors` keeps the best ``1/eta`` configurations by
+their mean over seeds, and every other run is stored with the status ``stopped`` (its metrics as
+evaluated at the rung's end) and never trained again. Survivors of the last rung are stored as
+any run is: their bits are those of the same run trained straight through (a test checks).
+
+Compaction: the survivors of a compile group are packed into the group's chunks afresh, so a
+rung trains as few chunks as its runs fill. The chunk size stays the one the whole plan gives
+the group: the number of lanes is part of what fixes a run's bits, so a survivor trains in the
+chunk size it would have had without halving, and ``verify`` replays it straight through.
+
+Resume: a run's state of rung ``r`` counts once ``rungs.parquet`` lists it; the state of rung
+``r - 1`` is deleted only after that, so a kill anywhere leaves a state to continue from. The
+choice of each rung is recomputed from ``rungs.parquet``: a killed sweep chooses what it chose.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import jax
+import numpy as np
+import polars as pl
+
+from sweepbook import checkpoints
+from sweepbook.data import Split
+from sweepbook.engine import (
+    EngineSummary,
+    Group,
+    _chunk_rows,
+    _chunks,
+    _group_chunk,
+    _lane,
+    _save_params,
+    _Session,
+    _stack,
+    _store_chunk,
+    device_memory_bytes,
+    group_numerics,
+    group_runs,
+    replicated,
+    sharded,
+    split_key,
+)
+from sweepbook.halving import (
+    RUNGS_FILE,
+    STATES_DIR,
+    STOPPED,
+    choose_survivors,
+    configuration_key,
+    run_epochs_saved,
+)
+from sweepbook.plan import PlannedRun
+from sweepbook.results import Origin
+from sweepbook.results import runs_frame as _runs_frame
+from sweepbook.store import Store, _read_parquet, atomic_write
+from sweepbook.train import EpochRecord, RunOutput, RunState, hyper_from_config, train_rung
+
+# Rung programs of this process: (group id, chunk, numerics, first epoch, last epoch).
+_RUNG_PROGRAMS: dict[tuple[str, int, str, int, int], Callable[..., Any]] = {}
+LEDGER_SCHEMA = {
+    "run_id": pl.String,
+    "rung": pl.Int64,
+    "epochs": pl.Int64,
+    "metric": pl.String,
+    "value": pl.Float64,
+}
+
+
+@dataclass(frozen=True)
+class HalvingPlan:
+    """What the rungs follow: epochs by each rung's end, the rung metric and its direction."""
+
+    ends: list[int]
+    eta: int
+    metric: str
+    direction: Literal["max", "min"]
+
+
+@dataclass(frozen=True)
+class RungStarted:
+    """Rung ``rung`` (0-based) of ``rungs`` starts: its configurations and runs, those left to
+    train (a resumed sweep has some already), and its epochs."""
+
+    rung: int
+    rungs: int
+    first_epoch: int  # 0-based, included
+    last_epoch: int  # excluded: epochs trained by the rung's end
+    configurations: int
+    runs: int
+    to_train: int
+
+
+@dataclass(frozen=True)
+class RungFinished:
+    """Rung ``rung`` is trained; before the last, ``kept`` of its ``configurations`` go on and
+    ``stopped_runs`` runs are stored as stopped (None after the last rung)."""
+
+    rung: int
+    rungs: int
+    configurations: int
+    kept: int | None
+    stopped_runs: int
+
+
+RungEvent = RungStarted | RungFinished
+
+
+@dataclass
+class HalvingSummary:
+    """What a halving did: the engine's counts, and the run-epochs it gave its runs (each run
+    the budget of the last rung it reached) against a full grid's."""
+
+    engine: EngineSummary
+    rungs: int
+    run_epochs: int
+    full_run_epochs: int
+
+    @property
+    def share(self) -> float:
+        return self.run_epochs / self.full_run_epochs if self.full_run_epochs else 0.0
+
+
+@dataclass
+class _Rungs:
+    """What every rung of one halving shares: the engine's session, the plan, the ledger
+    (``rungs.parquet`` as (run id, rung) -> value) and each compile group's planned chunk."""
+
+    session: _Session
+    plan: HalvingPlan
+    chunk_of: dict[str, int]
+    ledger: dict[tuple[str, int], float] = field(default_factory=dict)
+
+    @property
+    def directory(self) -> Path:
+        return self.session.store.directory
+
+    def state_dir(self, run_id: str, rung: int | None = None) -> Path:
+        root = self.directory / STATES_DIR / run_id
+        return root if rung is None else root / str(rung)
+
+
+def read_ledger(store: Path) -> pl.DataFrame:
+    """``rungs.parquet`` of a store (empty without one); a damaged file is a StoreError."""
+    path = Path(store) / RUNGS_FILE
+    if not path.exists():
+        return pl.DataFrame(schema=LEDGER_SCHEMA)
+    return _read_parquet(path)
+
+
+def _append_ledger(rungs: _Rungs, rows: list[dict[str, Any]]) -> None:
+    """Add ``rows`` to ``rungs.parquet`` (rewritten atomically; a retrained rung replaces)."""
+    merged = pl.concat([read_ledger(rungs.directory), pl.DataFrame(rows, schema=LEDGER_SCHEMA)])
+    merged = merged.unique(subset=["run_id", "rung"], keep="last", maintain_order=True)
+    atomic_write(rungs.directory / RUNGS_FILE, merged.write_parquet)
+    for row in rows:
+        rungs.ledger[(row["run_id"], row["rung"])] = row["value"]
+
+
+def train_halving(
+    runs: list[PlannedRun],
+    store: Store,
+    *,
+    plan: HalvingPlan,
+    splits: dict[str, Split],
+    done: set[str],
+    origin: Origin | None = None,
+    on_run_done: Callable[[PlannedRun, str], None] = lambda run, status: None,
+    on_rung: Callable[[RungEvent], None] = lambda event: None,
+    runs_per_chunk: int,
+    memory_budget: float,
+    save_params: str = "none",
+) -> HalvingSummary:
+    """Successive halving over the sweep's ``runs``, rung by rung, each rung's runs trained in
+    the chunk sizes of the compile groups of all ``runs``. Runs in ``done`` (stored ``ok``,
+    ``diverged`` or ``stopped``) are never trained again; those with no rung value in the
+    store's ``rungs.parquet`` (stored by a sweep without halving) are left out of it."""
+    devices = jax.local_devices()
+    session = _Session(
+        store, splits, origin or {}, on_run_done, devices, checkpoints.check_mode(save_params)
+    )
+    rungs = _Rungs(
+        session, plan, _planned_chunks(runs, splits, devices, runs_per_chunk, memory_budget)
+    )
+    for row in read_ledger(store.directory).iter_rows(named=True):
+        rungs.ledger[(row["run_id"], row["rung"])] = row["value"]
+    configuration_of = {run.run_id: configuration_key(run.flat) for run in runs}
+    candidates = [r for r in runs if r.run_id not in done or (r.run_id, 0) in rungs.ledger]
+    reached: dict[str, int] = {}
+    last_rung = len(plan.ends) - 1
+    for rung, last in enumerate(plan.ends):
+        first = plan.ends[rung - 1] if rung else 0
+        todo = [
+            r for r in candidates if (r.run_id, rung) not in rungs.ledger and r.run_id not in done
+        ]
+        configurations = len({configuration_of[r.run_id] for r in candidates})
+        on_rung(
+            RungStarted(
+                rung, last_rung + 1, first, last, configurations, len(candidates), len(todo)
+            )
+        )
+        reached.update((run.run_id, rung) for run in candidates)
+        _train_rung(rungs, todo, rung, first, last)
+        if rung == last_rung:
+            on_rung(RungFinished(rung, last_rung + 1, configurations, None, 0))
+            break
+        candidates, stopped = _choose(rungs, candidates, configuration_of, rung)
+        _store_stopped(rungs, [run for run in stopped if run.run_id not in done], rung)
+        kept = len({configuration_of[run.run_id] for run in candidates})
+        on_rung(RungFinished(rung, last_rung + 1, configurations, kept, len(stopped)))
+    states = store.directory / STATES_DIR
+    if states.is_dir() and not any(states.iterdir()):
+        states.rmdir()  # every run's state is stored as its row: nothing left to resume
+    trained, full = run_epochs_saved(list(reached.values()), plan.ends)
+    return HalvingSummary(session.summary, len(plan.ends), trained, full)
+
+
+def _choose(
+    rungs: _Rungs, candidates: list[PlannedRun], configuration_of: dict[str, str], rung: int
+) -> tuple[list[PlannedRun], list[PlannedRun]]:
+    """(runs that go on, runs stopped) after ``rung``: by their configurations' mean values. A
+    run with no value (it failed) goes on no further."""
+    values = {
+        run.run_id: rungs.ledger[(run.run_id, rung)]
+        for run in candidates
+        if (run.run_id, rung) in rungs.ledger
+    }
+    kept = choose_survivors(
+        values,
+        {run_id: configuration_of[run_id] for run_id in values},
+        eta=rungs.plan.eta,
+        direction=rungs.plan.direction,
+    )
+    going = [r for r in candidates if r.run_id in values and configuration_of[r.run_id] in kept]
+    stopped = [
+        r for r in candidates if r.run_id in values and configuration_of[r.run_id] not in kept
+    ]
+    return going, stopped
+
+
+def _planned_chunks(
+    runs: list[PlannedRun],
+    splits: dict[str, Split],
+    devices: list[jax.Device],
+    runs_per_chunk: int,
+    memory_budget: float,
+) -> dict[str, int]:
+    """Each compile group's chunk size, from the whole sweep as :func:`engine.train_runs` picks
+    it: every rung of a group trains in it, so a survivor keeps the bits of a full run."""
+    budget = int(
+        memory_budget * device_memory_bytes(devices[0]) if memory_budget <= 1 else memory_budget
+    )
+    return {
+        group.id: _group_chunk(
+            group,
+            splits[split_key(group.runs[0])],
+            devices,
+            planned_size=len(group.runs),
+            runs_per_chunk=runs_per_chunk,
+            budget=budget,
+        )
+        for group in group_runs(runs, splits)
+    }
+
+
+def _rung_program(
+    rungs: _Rungs, group: Group, chunk: int, formulation: str, first: int, last: int
+) -> Callable[..., Any] | None:
+    """The compiled, vmapped :func:`train.train_rung` of ``group`` for epochs first..last
+    (from a fresh state when ``first`` is 0); None when it fails to compile (runs failed)."""
+    session = rungs.session
+    key = (group.id, chunk, formulation, first, last)
+    if key in _RUNG_PROGRAMS:
+        return _RUNG_PROGRAMS[key]
+    started = time.perf_counter()
+    rung = functools.partial(
+        train_rung, group.static, group.num_classes, first, last, numerics=formulation
+    )
+    hyper = _stack([hyper_from_config(group.runs[0].config)] * chunk)
+    data = session.device_data(group.runs[0])
+    runs_axis, shared = sharded(session.devices), replicated(session.devices)
+    try:
+        if first == 0:
+            trainer = jax.vmap(lambda h, d: rung(h, d), in_axes=(0, None))
+            compiled = jax.jit(trainer, in_shardings=(runs_axis, shared)).lower(hyper, data)
+        else:
+            state = _state_shapes(group, chunk, formulation, hyper, data)
+            trainer = jax.vmap(rung, in_axes=(0, None, 0))
+            jitted = jax.jit(trainer, in_shardings=(runs_axis, shared, runs_axis))
+            compiled = jitted.lower(hyper, data, state)
+        program = compiled.compile()
+    except Exception as error:
+        session.fail(list(group.runs), error, group.id, formulation)
+        return None
+    _RUNG_PROGRAMS[key] = program
+    session.summary.compilations += 1
+    session.summary.compile_seconds += time.perf_counter() - started
+    return program
+
+
+def _state_shapes(group: Group, chunk: int, formulation: str, hyper: Any, data: Any) -> Any:
+    """Shapes of a chunk's training state (what a rung after the first starts from)."""
+    start = functools.partial(
+        train_rung, group.static, group.num_classes, 0, 1, numerics=formulation
+    )
+    return jax.eval_shape(jax.vmap(start, in_axes=(0, None)), hyper, data)[0]
+
+
+def _saved_structure(group: Group, formulation: str, rungs: _Rungs) -> Any:
+    """A tree with the structure of one run's saved state (:func:`_save_states`)."""
+    session = rungs.session
+    hyper = hyper_from_config(group.runs[0].config)
+    data = session.device_data(group.runs[0])
+    start = functools.partial(
+        train_rung, group.static, group.num_classes, 0, 1, numerics=formulation
+    )
+    state, output = jax.eval_shape(start, hyper, data)
+    return {"state": state, "output": output._replace(variables=None)}
+
+
+def _train_rung(rungs: _Rungs, todo: list[PlannedRun], rung: int, first: int, last: int) -> None:
+    """Train ``todo`` through ``rung`` group by group, their survivors packed into full chunks."""
+    session = rungs.session
+    for group in group_runs(todo, session.splits):
+        chunk = rungs.chunk_of[group.id]
+        formulation = group_numerics(group.static, session.devices[0].platform)
+        program = _rung_program(rungs, group, chunk, formulation, first, last)
+        if program is None:
+            continue
+        structure = _saved_structure(group, formulation, rungs) if rung else None
+        for part in _chunks(group.runs, chunk):
+            started = time.perf_counter()
+            try:
+                previous = (
+                    [_restore(rungs, run, rung - 1, structure) for run in part] if rung else []
+                )
+                state, out = _call(rungs, program, part, chunk, previous)
+                seconds = (time.perf_counter() - started) / len(part)
+                rows = _chunk_rows(session, part, out, seconds, group.id, chunk, formulation)
+                for index, (row, _) in enumerate(rows):
+                    row["rung"] = rung
+                    row["train_seconds"] += previous[index][0]["seconds"] if previous else 0.0
+                _finish_chunk(rungs, group, part, state, out, rows, rung, last, formulation)
+            except Exception as error:
+                session.fail(part, error, group.id, formulation)
+
+
+def _restore(
+    rungs: _Rungs, run: PlannedRun, rung: int, structure: Any
+) -> tuple[dict[str, Any], Any]:
+    """The manifest and saved tree of ``run`` at the end of ``rung``."""
+    return checkpoints.read_tree(rungs.state_dir(run.run_id, rung), structure)
+
+
+def _call(
+    rungs: _Rungs,
+    program: Callable[..., Any],
+    part: list[PlannedRun],
+    chunk: int,
+    previous: list[tuple[dict[str, Any], Any]],
+) -> tuple[RunState, RunOutput]:
+    """One rung program call on ``part`` padded to ``chunk`` lanes: the new states, and outputs
+    whose history joins the saved epochs before this rung to this rung's."""
+    session = rungs.session
+    padded = part + [part[-1]] * (chunk - len(part))
+    runs_axis = sharded(session.devices)
+    hyper = jax.device_put(_stack([hyper_from_config(run.config) for run in padded]), runs_axis)
+    data = session.device_data(part[0])
+    if not previous:
+        state, out = program(hyper, data)
+        return jax.tree.map(np.asarray, (state, out))
+    trees = [tree for _, tree in previous]
+    trees += [trees[-1]] * (chunk - len(trees))
+    before = jax.tree.map(lambda *leaves: np.stack(leaves), *trees)
+    state, out = jax.tree.map(
+        np.asarray, program(hyper, data, jax.device_put(before["state"], runs_axis))
+    )
+    history = jax.tree.map(
+        lambda old, new: np.concatenate([old, new], axis=1), before["output"].history, out.history
+    )
+    return state, out._replace(history=EpochRecord(*history))
+
+
+def _finish_chunk(
+    rungs: _Rungs,
+    group: Group,
+    part: list[PlannedRun],
+    state: RunState,
+    out: RunOutput,
+    rows: list[tuple[dict[str, Any], pl.DataFrame]],
+    rung: int,
+    epochs: int,
+    formulation: str,
+) -> None:
+    """After a chunk's rung: its rung values into the ledger; at the last rung its rows into
+    the store (and its parameters, when kept); before it, each run's state saved first."""
+    session, metric = rungs.session, rungs.plan.metric
+    final = rung == len(rungs.plan.ends) - 1
+    if not final:
+        for index, (run, (row, _)) in enumerate(zip(part, rows, strict=True)):
+            tree = {
+                "state": _lane(state, index),
+                "output": _lane(out, index)._replace(variables=None),
+            }
+            manifest = {
+                "run_id": run.run_id,
+                "rung": rung,
+                "epochs": epochs,
+                "seconds": row["train_seconds"],
+            }
+            checkpoints.save_tree(rungs.state_dir(run.run_id, rung), tree, manifest)
+    _append_ledger(
+        rungs,
+        [
+            {
+                "run_id": run.run_id,
+                "rung": rung,
+                "epochs": epochs,
+                "metric": metric,
+                "value": float(row[metric]) if row["status"] == "ok" else float("nan"),
+            }
+            for run, (row, _) in zip(part, rows, strict=True)
+        ],
+    )
+    if final:
+        _save_params(session, part, out, rows, group.num_classes, formulation)
+        _store_chunk(session, part, rows)
+        for run in part:
+            shutil.rmtree(rungs.state_dir(run.run_id), ignore_errors=True)
+        return
+    for run in part:
+        if rung:
+            shutil.rmtree(rungs.state_dir(run.run_id, rung - 1), ignore_errors=True)
+        session.on_run_done(run, "trained")
+
+
+def _store_stopped(rungs: _Rungs, stopped: list[PlannedRun], rung: int) -> None:
+    """Store the runs halted after ``rung`` with their metrics at its end (status ``stopped``,
+    or ``diverged``), in one write; then delete their training states."""
+    session = rungs.session
+    if not stopped:
+        return
+    rows: list[tuple[dict[str, Any], pl.DataFrame]] = []
+    for group in group_runs(stopped, session.splits):
+        formulation = group_numerics(group.static, session.devices[0].platform)
+        structure = _saved_structure(group, formulation, rungs)
+        for run in group.runs:
+            manifest, tree = _restore(rungs, run, rung, structure)
+            output = jax.tree.map(lambda leaf: leaf[None], tree["output"])
+            chunk = rungs.chunk_of[group.id]
+            [(row, history)] = _chunk_rows(
+                session, [run], output, manifest["seconds"], group.id, chunk, formulation
+            )
+            row["status"] = STOPPED if row["status"] == "ok" else row["status"]
+            rows.append(({**row, "rung": rung}, history))
+    session.store.append(_runs_frame([row for row, _ in rows]), pl.concat([h for _, h in rows]))
+    session.summary.stopped += len(rows)
+    session.summary.trained += len(rows)
+    for run in stopped:
+        shutil.rmtree(rungs.state_dir(run.run_id), ignore_errors=True)
