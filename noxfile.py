@@ -53,6 +53,7 @@ STUDIES = (
     "sweeps/ptq_vs_qat_lenet5.toml",
     "sweeps/diabetes_regression.toml",
     "sweeps/breast_cancer_tabular.toml",
+    "sweeps/halving_quickstart.toml",
 )
 
 
