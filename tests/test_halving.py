@@ -3,7 +3,9 @@ halving sweep whose survivors are bit for bit the runs trained straight through.
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 from pathlib import Path
 
 import polars as pl
@@ -18,10 +20,11 @@ from sweepbook.halving import (
     STOPPED,
     choose_survivors,
     configuration_key,
-    rung_epochs,
     run_epochs_saved,
+    rung_epochs,
     survivors_count,
 )
+from sweepbook.report import check_report, render_report
 
 # 3 learning rates x 2 batch sizes x 2 seeds, 6 epochs; rungs end at epochs 1, 2, 4, 6.
 HALVING_SWEEP = """\
@@ -137,7 +140,7 @@ def test_halving_needs_epochs_to_halve(tmp_path: Path, sweep: str, key: str, wor
 
 def test_halving_refuses_a_launcher(tmp_path: Path) -> None:
     project = write_project(tmp_path, {"halved": HALVING_SWEEP})
-    with pytest.raises(ConfigError, match="halving.*drop --launcher"):
+    with pytest.raises(ConfigError, match=r"halving.*drop --launcher"):
         run_sweep(project / "sweeps" / "halved.toml", project / "out", launcher="local")
 
 
@@ -177,7 +180,7 @@ def test_survivors_are_bit_identical_to_runs_trained_straight_through(
 def test_stopped_runs_keep_their_rung_and_the_choice_follows_the_mean(
     halved_and_straight: tuple[Path, Path],
 ) -> None:
-    halved, straight = halved_and_straight
+    halved, _ = halved_and_straight
     runs = pl.read_parquet(halved / "runs.parquet")
     assert runs.height == 12
     stopped = runs.filter(pl.col("status") == STOPPED)
@@ -217,3 +220,40 @@ def test_a_second_run_of_a_finished_halving_trains_nothing(
     assert summary.trained == 0 and summary.compilations == 0
     assert summary.run_epochs == 6 * 1 + 4 * 2 + 2 * 6  # each run's budget: its last rung's end
     assert summary.full_run_epochs == 12 * 6
+
+
+def test_the_report_shows_rungs_and_lists_stopped_runs_apart(
+    halved_and_straight: tuple[Path, Path],
+) -> None:
+    halved, _ = halved_and_straight
+    page = render_report(halved).read_text(encoding="utf-8")
+    assert "12 runs planned: 2 ok, 10 stopped at a rung" in page
+    halving = page[
+        page.index('<section id="halving">') : page.index(
+            "</section>", page.index('<section id="halving">')
+        )
+    ]
+    # each run's budget is its last rung's end: 6 runs x 1 epoch, 4 x 2, 2 x 6 (of 12 x 6)
+    assert "26 run-epochs of a full grid&#39;s 72" in halving
+    assert halving.count("<tr") == 1 + 4 + 1 + 5  # rung table, stopped table (5 configurations)
+    assert 'id="problems"' not in page  # stopped runs are not failures
+    assert "successive halving</th>" in page  # the provenance row
+    results = page[page.index('<section id="results">') : page.index('<section id="halving">')]
+    assert results.count('<tr class="best"') == 1 and results.count("<tr") == 2  # the survivor
+    record = json.loads((halved / "report.json").read_text())
+    assert record["findings"]["problems"] == []
+    svg = (halved / "figures" / "rungs.svg").read_text(encoding="utf-8")
+    assert svg.count("<title>") >= 6 and "mean val.accuracy" in svg  # one per configuration
+    assert check_report(halved)
+
+
+def test_a_halving_report_changes_with_its_rung_values(
+    halved_and_straight: tuple[Path, Path], tmp_path: Path
+) -> None:
+    halved, _ = halved_and_straight
+    copy = tmp_path / "copy"
+    shutil.copytree(halved, copy)
+    render_report(copy)
+    ledger = pl.read_parquet(copy / RUNGS_FILE)
+    ledger.with_columns(pl.col("value") * 0.5).write_parquet(copy / RUNGS_FILE)
+    assert not check_report(copy)  # the fingerprint covers rungs.parquet

@@ -134,11 +134,12 @@ def read_tree(directory: Path, like: Any) -> tuple[dict[str, Any], Any]:
 
     manifest, arrays = _verified_restore(directory)
     treedef = jax.tree.structure(like)
+    count = len(jax.tree.leaves(like))
     leaves = arrays.get("leaves", {})
-    if manifest.get("leaves") != treedef.num_leaves or len(leaves) != treedef.num_leaves:
+    if manifest.get("leaves") != count or len(leaves) != count:
         raise StoreError(
             f"{directory / MANIFEST}: holds {manifest.get('leaves')} arrays where this run's "
-            f"training state has {treedef.num_leaves}; remove the directory to retrain the run"
+            f"training state has {count}; remove the directory to retrain the run"
         )
     ordered = [np.asarray(leaves[name]) for name in sorted(leaves)]
     return manifest, jax.tree.unflatten(treedef, ordered)

@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 
 from sweepbook import figures, importance
 from sweepbook.registry import Registry
+from sweepbook.rung_report import HalvingView
 from sweepbook.stats import pareto_front, per_epoch
 from sweepbook.tables import any_compressed, config_label, format_stat, format_value, short_key
 from sweepbook.venues import Venue
@@ -417,6 +418,7 @@ class FigureData:
     venue: Venue
     labels: dict[str, str]  # the sweep's [report.labels] for axes
     axes: list[str] = field(default_factory=list)  # every swept key (importance)
+    halving: HalvingView | None = None  # a successive halving's rungs (rung_report)
 
     @functools.cached_property
     def importance(self) -> importance.ImportanceTable | None:
@@ -747,5 +749,35 @@ FIGURES.register(
             output_predictions(d.ok, _best(d)["run_ids"]), venue=d.venue
         ),
         applies=_has_predictions,
+    ),
+)
+
+
+def _halving(data: FigureData) -> HalvingView:
+    view = data.halving
+    assert view is not None  # guaranteed by applies
+    return view
+
+
+FIGURES.register(
+    "rungs",
+    FigureSpec(
+        stem="rungs",
+        title="Successive halving: the rung metric per configuration",
+        caption=lambda d: (
+            f"Mean {_halving(d).metric} over each configuration's {d.seeds_text} at the end of "
+            "every rung it reached; the configurations that trained to the last rung are in "
+            "colour (the results table's), those stopped at a rung pale grey."
+        ),
+        build=lambda d: figures.rung_lines(
+            [
+                figures.RungLine(c.label, c.epochs, c.means, c.reached_last, c.tip)
+                for c in _halving(d).curves
+            ],
+            ylabel=f"mean {_halving(d).metric}",
+            max_labelled=MAX_SERIES,
+            venue=d.venue,
+        ),
+        applies=lambda d: d.halving is not None and bool(d.halving.curves),
     ),
 )

@@ -475,6 +475,60 @@ def pareto(
     return fig
 
 
+@dataclass(frozen=True)
+class RungLine:
+    """One configuration across the rungs of a successive halving: its mean rung metric at
+    the epochs each rung it reached ended on."""
+
+    label: str
+    epochs: Sequence[int]
+    means: Sequence[float]
+    reached_last: bool
+    tip: str = ""  # its configuration and values, shown on hover
+
+
+def rung_lines(
+    lines: Sequence[RungLine], *, ylabel: str, max_labelled: int, venue: Venue = ARTICLE
+) -> Figure:
+    """Mean rung metric against epochs trained (log axis, ticks at the rungs' ends): the
+    configurations that reached the last rung in colour and named in the legend (the first
+    ``max_labelled``), the ones stopped at a rung pale grey beneath them."""
+    with plt.rc_context(figure_style(venue)):
+        fig, ax = plt.subplots(figsize=(venue.column_width_in, 2.6), layout="constrained")
+        stopped = [line for line in lines if not line.reached_last]
+        kept = [line for line in lines if line.reached_last]
+        for line in stopped:
+            (drawn,) = ax.plot(
+                line.epochs, line.means, color="#999999", alpha=0.45, lw=0.8, marker="o", ms=2
+            )
+            tag_tooltips(drawn, [line.tip])
+        for index, line in enumerate(kept):
+            style = series_style(index)
+            (drawn,) = ax.plot(
+                line.epochs,
+                line.means,
+                lw=1.3,
+                marker="o",
+                ms=3,
+                label=line.label if index < max_labelled else None,
+                zorder=3,
+                **style,
+            )
+            tag_tooltips(drawn, [line.tip])
+        ends = sorted({epoch for line in lines for epoch in line.epochs})
+        ax.set_xscale("log")
+        if ends:
+            # Rungs near the end (36 and 40 epochs) would print their labels over each other.
+            ax.set_xticks(ends, _spaced_labels(ends, [str(end) for end in ends], log=True))
+            ax.minorticks_off()
+        ax.set_xlabel("epochs trained by the rung's end")
+        ax.set_ylabel(ylabel)
+        handles, labels = ax.get_legend_handles_labels()
+        if handles:  # below the axes: configuration names are long, the column narrow
+            _legend_within_width(fig, handles, labels)
+    return fig
+
+
 def _cells(ax: Any, values: np.ndarray, **style: Any) -> Any:
     """A matrix drawn as vector cells centred on integer positions, row 0 at the top (like
     ``imshow``, which would embed a raster image that PGF cannot stream)."""

@@ -34,6 +34,7 @@ import numpy as np
 import polars as pl
 
 from sweepbook import stats
+from sweepbook.halving import STOPPED
 
 ALPHA = 0.05  # the significance level of every verdict, as in the report's table
 CONFIDENCE = 0.95
@@ -172,7 +173,8 @@ def compute_findings(
     compare = list(compare)
     problems = [
         Problem(row["status"], label_of(row, compare))
-        for row in runs.filter(pl.col("status") != "ok").iter_rows(named=True)
+        # Runs a successive halving stopped at a rung are its design, not a problem.
+        for row in runs.filter(~pl.col("status").is_in(["ok", STOPPED])).iter_rows(named=True)
     ]
     ok = runs.filter(pl.col("status") == "ok")
     if metric in ok.columns:

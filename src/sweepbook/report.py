@@ -29,6 +29,7 @@ from sweepbook import figures, findings, latex
 from sweepbook.figure_kinds import MAX_SERIES as MAX_SERIES
 from sweepbook.figure_kinds import FigureData, PlannedFigure, plan_figures
 from sweepbook.figure_kinds import learning_curve_figure as learning_curve_figure
+from sweepbook.halving import STOPPED
 from sweepbook.importance import ImportanceTable
 from sweepbook.latex import PaperTable, latex_escape
 from sweepbook.provenance import describe_devices
@@ -50,6 +51,7 @@ from sweepbook.results import (
 from sweepbook.results import PROVENANCE as PROVENANCE
 from sweepbook.results import VERIFICATION_FILE as VERIFICATION_FILE
 from sweepbook.results import data_fingerprint as data_fingerprint
+from sweepbook.rung_report import HalvingView, halving_view
 from sweepbook.stats import best_index, compare_to_best, summarize
 from sweepbook.store import atomic_write, atomic_write_json, atomic_write_text
 from sweepbook.tables import (
@@ -126,6 +128,7 @@ class ReportContext:
     notes: list[str]
     findings: dict[str, Any]  # findings.findings_record: numbers and sentences (report.json too)
     importance: ImportanceTable | None
+    halving: HalvingView | None = None  # rungs and stopped configurations (rung_report)
 
 
 @dataclass(frozen=True)
@@ -152,6 +155,7 @@ def compare_configurations(
     *,
     replicates_text: str,
     seeds_text: str,
+    halving: HalvingView | None = None,
 ) -> Comparison:
     """Summarize the finished runs ``ok`` per configuration of the compared axes, mark the best
     and the ties, and draw every figure kind that applies."""
@@ -193,6 +197,7 @@ def compare_configurations(
         # The sweep's [report.labels] name the axes of figures too; without them, the keys do.
         labels=record.get("labels", {}),
         axes=list(record.get("axes", compare)),
+        halving=halving,
     )
     return Comparison(
         table=build_table(summary, compare, shown, best, replicates, selected_on),
@@ -226,11 +231,13 @@ def _best_summary(data: FigureData, selected_on: str) -> str:
 
 
 def run_counts(stored: SweepResults) -> dict[str, int]:
-    """Planned runs, and how many finished, diverged, failed or are missing."""
+    """Planned runs, and how many finished, were stopped at a rung of a successive halving,
+    diverged, failed or are missing."""
     runs, planned = stored.runs, stored.planned
     return {
         "planned": len(planned),
         "ok": runs.filter(pl.col("status") == "ok").height,
+        "stopped": runs.filter(pl.col("status") == STOPPED).height,
         "diverged": runs.filter(pl.col("status") == "diverged").height,
         "failed": runs.filter(pl.col("status") == "failed").height,
         "missing": len(planned) - runs.height,
@@ -238,7 +245,8 @@ def run_counts(stored: SweepResults) -> dict[str, int]:
 
 
 def run_problems(runs: pl.DataFrame) -> list[RunProblem]:
-    """Every run that did not finish ``ok``, with its error."""
+    """Every run that did not finish ``ok``, with its error (runs a successive halving stopped
+    at a rung are not problems: the report lists them with the rungs)."""
     return [
         RunProblem(
             run_id=r["run_id"],
@@ -247,7 +255,7 @@ def run_problems(runs: pl.DataFrame) -> list[RunProblem]:
             config=r.get("config") or "",
             error=r.get("error") or "",
         )
-        for r in runs.filter(pl.col("status") != "ok").iter_rows(named=True)
+        for r in runs.filter(~pl.col("status").is_in(["ok", STOPPED])).iter_rows(named=True)
     ]
 
 
@@ -266,6 +274,7 @@ def build_context(
     replicates_text = record.get("replicates", f"{len(record['seeds'])} seeds")
     seeds_text = f"{replicates_text} (seeds {', '.join(map(str, record['seeds']))})"
     ok = stored.runs.filter(pl.col("status") == "ok")
+    halving = halving_view(stored.runs, stored.rungs, record)
     comparison = (
         Comparison(Table(caption=NOTHING_FINISHED, headers=[], rows=[]), NOTHING_FINISHED)
         if ok.is_empty()
@@ -276,6 +285,7 @@ def build_context(
             venue,
             replicates_text=replicates_text,
             seeds_text=seeds_text,
+            halving=halving,
         )
     )
     context = ReportContext(
@@ -294,7 +304,9 @@ def build_context(
         sweep_toml=(directory / SWEEP_COPY).read_text(encoding="utf-8"),
         experiment_toml=(directory / EXPERIMENT_COPY).read_text(encoding="utf-8"),
         experiment_name=Path(record["experiment_file"]).name,
-        provenance=provenance_rows(stored.provenance, stored.runs, data_hash, verification),
+        provenance=provenance_rows(
+            stored.provenance, stored.runs, data_hash, verification, halving=halving
+        ),
         placement=placement_table(stored.runs),
         paper_tables=comparison.paper_tables,
         data_sha256=data_hash,
@@ -302,6 +314,7 @@ def build_context(
         notes=format_notes(),
         findings=findings.findings_record(findings.from_record(stored.runs, record)),
         importance=comparison.importance,
+        halving=halving,
     )
     return context, comparison.figures, venue
 
@@ -328,7 +341,12 @@ def save_figure(
 
 
 def provenance_rows(
-    provenance: dict[str, Any], runs: pl.DataFrame, data_hash: str, verification: str | None
+    provenance: dict[str, Any],
+    runs: pl.DataFrame,
+    data_hash: str,
+    verification: str | None,
+    *,
+    halving: HalvingView | None = None,
 ) -> list[tuple[str, str]]:
     git = provenance.get("git", {})
     commit = git.get("commit") or "not a git checkout"
@@ -350,6 +368,7 @@ def provenance_rows(
             (f"{role} file", f"{entry.get('path', '—')} sha256 {entry.get('sha256', '—')}")
             for role, entry in files.items()
         ],
+        *([("successive halving", halving.settings)] if halving else []),
         ("results data (sha256)", data_hash),
         ("last verification", verification or "never (run 'sweepbook verify' on this store)"),
     ]

@@ -13,15 +13,16 @@ import hashlib
 import io
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
 
+from sweepbook.halving import RUNGS_FILE
 from sweepbook.metrics import classification_metrics, regression_metrics, reliability
-from sweepbook.store import HISTORY_FILE, RUNS_FILE, Store, StoreError
+from sweepbook.store import HISTORY_FILE, RUNS_FILE, Store, StoreError, _read_parquet
 from sweepbook.tasks import HOST_METRICS, HostMetric, user_metric_values
 
 if TYPE_CHECKING:  # the report reads stores without importing the training code
@@ -42,6 +43,15 @@ TABLES_DIR = "tables"
 REPORT_RECORD = "report.json"  # the fingerprint of the results the report was rendered from
 VERIFICATION_FILE = "verification.json"  # written by ``sweepbook verify``
 COMPARE_RECORD = "compare.json"  # a comparison report's record (``sweepbook compare``)
+
+# rungs.parquet (successive halving): one row per run and rung it reached.
+RUNGS_SCHEMA = {
+    "run_id": pl.String,
+    "rung": pl.Int64,
+    "epochs": pl.Int64,
+    "metric": pl.String,
+    "value": pl.Float64,
+}
 
 # --- the row schema --------------------------------------------------------------------------
 
@@ -226,13 +236,22 @@ class SweepResults:
     provenance: dict[str, Any]
     runs: pl.DataFrame
     history: pl.DataFrame
+    # A successive halving's rung values (``rungs.parquet``); empty for every other sweep.
+    rungs: pl.DataFrame = field(default_factory=pl.DataFrame)
 
     @property
     def planned(self) -> set[str]:
         return set(self.record["run_ids"])
 
     def fingerprint(self) -> str:
-        return data_fingerprint(self.runs, self.history)
+        """sha256 of the runs and history; of the rung values too where there are any (so a
+        store without halving keeps the fingerprint it always had)."""
+        digest = data_fingerprint(self.runs, self.history)
+        if self.rungs.is_empty():
+            return digest
+        buffer = io.BytesIO()
+        self.rungs.sort(["run_id", "rung"]).select(sorted(self.rungs.columns)).write_ipc(buffer)
+        return hashlib.sha256(digest.encode() + buffer.getvalue()).hexdigest()
 
     def verification(self) -> dict[str, Any] | None:
         """What the last ``sweepbook verify`` found, if it ever ran on this store."""
@@ -252,4 +271,14 @@ def load_results(directory: Path, *, with_provenance: bool = True) -> SweepResul
     store = Store(directory)
     runs = store.read_runs().filter(pl.col("run_id").is_in(planned))
     history = store.read_history().filter(pl.col("run_id").is_in(planned))
-    return SweepResults(directory, record, provenance, runs, history)
+    rungs = read_rungs(directory).filter(pl.col("run_id").is_in(planned))
+    return SweepResults(directory, record, provenance, runs, history, rungs)
+
+
+def read_rungs(directory: Path) -> pl.DataFrame:
+    """``rungs.parquet`` of a successive halving: (run_id, rung, epochs, metric, value) per run
+    and rung it reached; an empty frame of those columns where the sweep has none."""
+    path = Path(directory) / RUNGS_FILE
+    if not path.exists():
+        return pl.DataFrame(schema=RUNGS_SCHEMA)
+    return _read_parquet(path)

@@ -61,20 +61,15 @@ from sweepbook.halving import (
     run_epochs_saved,
 )
 from sweepbook.plan import PlannedRun
+from sweepbook.results import RUNGS_SCHEMA as LEDGER_SCHEMA
 from sweepbook.results import Origin
+from sweepbook.results import read_rungs as read_ledger
 from sweepbook.results import runs_frame as _runs_frame
-from sweepbook.store import Store, _read_parquet, atomic_write
+from sweepbook.store import Store, atomic_write
 from sweepbook.train import EpochRecord, RunOutput, RunState, hyper_from_config, train_rung
 
 # Rung programs of this process: (group id, chunk, numerics, first epoch, last epoch).
 _RUNG_PROGRAMS: dict[tuple[str, int, str, int, int], Callable[..., Any]] = {}
-LEDGER_SCHEMA = {
-    "run_id": pl.String,
-    "rung": pl.Int64,
-    "epochs": pl.Int64,
-    "metric": pl.String,
-    "value": pl.Float64,
-}
 
 
 @dataclass(frozen=True)
@@ -148,14 +143,6 @@ class _Rungs:
     def state_dir(self, run_id: str, rung: int | None = None) -> Path:
         root = self.directory / STATES_DIR / run_id
         return root if rung is None else root / str(rung)
-
-
-def read_ledger(store: Path) -> pl.DataFrame:
-    """``rungs.parquet`` of a store (empty without one); a damaged file is a StoreError."""
-    path = Path(store) / RUNGS_FILE
-    if not path.exists():
-        return pl.DataFrame(schema=LEDGER_SCHEMA)
-    return _read_parquet(path)
 
 
 def _append_ledger(rungs: _Rungs, rows: list[dict[str, Any]]) -> None:
