@@ -198,3 +198,84 @@ def test_a_second_sweep_on_the_same_store_refuses_and_the_first_finishes(
     code, stderr = run_sweep(project, out, "--no-report")
     assert code == 0 and "nothing to train" in stderr
     assert trainings(out) == trained
+
+
+@pytest.fixture
+def halving_file(sweep_file: Path) -> Path:
+    """The 12 runs above as 4 configurations x 3 seeds, halved by 2 at epochs 1, 2, 4 and 6."""
+    sweep_file.write_text(
+        sweep_file.read_text().replace("[report]", "[halving]\nmin_epochs = 1\neta = 2\n\n[report]")
+    )
+    return sweep_file
+
+
+def ledger(out: Path) -> dict[tuple[str, int], float]:
+    """``rungs.parquet`` as (run id, rung) -> value; empty before the first rung value."""
+    path = out / "rungs.parquet"
+    if not path.is_file():
+        return {}
+    rows = pl.read_parquet(path).select("run_id", "rung", "value").iter_rows()
+    return {(run_id, rung): value for run_id, rung, value in rows}
+
+
+def stopped_rungs(out: Path) -> dict[str, int]:
+    """Each run stored as stopped (main file or parts), with the rung it stopped at."""
+    files = [out / "runs.parquet", *(out / "parts").glob("*.runs.parquet")]
+    return {
+        run_id: rung
+        for path in files
+        if path.is_file()
+        for run_id, status, rung in pl.read_parquet(path)
+        .select("run_id", "status", "rung")
+        .iter_rows()
+        if status == "stopped"
+    }
+
+
+def check_halving_kept(before: dict[tuple[str, int], float], out: Path) -> None:
+    """A rung value once recorded stays as it was (no completed rung lost or retrained), and a
+    stopped run has no value past its rung (it never trained again)."""
+    after = ledger(out)
+    for key, value in before.items():
+        assert key in after and (after[key] == value or value != value), f"rung {key} changed"
+    for run_id, rung in stopped_rungs(out).items():
+        assert max(r for (i, r) in after if i == run_id) == rung, f"{run_id} trained past a stop"
+
+
+@pytest.mark.slow  # about 40 s on 2 CPU cores: five processes, each importing JAX
+def test_a_halving_killed_in_and_between_rungs_resumes_to_the_same_choice(
+    halving_file: Path, project: Path
+) -> None:
+    out, uninterrupted = project / "out", project / "uninterrupted"
+    code, stderr = run_sweep(project, uninterrupted, "--no-report")
+    assert code == 0, stderr
+    milestones: list[tuple[str, Callable[[], bool]]] = [
+        ("during rung 1", lambda: len(ledger(out)) >= 2),
+        ("after rung 1's choice", lambda: runs_parts(out) >= 1),  # the stopped runs' rows
+        ("during rung 2", lambda: any(rung == 1 for _, rung in ledger(out))),
+    ]
+    seen, values = trainings(out), ledger(out)
+    for name, ready in milestones:
+        assert kill_when(project, out, ready), f"halving ended before the kill {name}"
+        check_no_retraining(seen, trainings(out))
+        check_halving_kept(values, out)
+        seen, values = trainings(out), ledger(out)
+    assert len(seen) < 12
+
+    code, stderr = run_sweep(project, out, "--no-report")
+    assert code == 0, stderr
+    check_no_retraining(seen, trainings(out))
+    check_halving_kept(values, out)
+    # Each rung names the runs it found past it: those with a rung value at the last kill.
+    for rung in range(4):
+        past = sum(1 for _, r in values if r == rung)
+        line = stderr[stderr.index(f"rung {rung + 1}/4: ") :].split("\n")[0]
+        assert line.endswith(f", {past} already past it") if past else "already" not in line
+    # The killed halving chose what the uninterrupted one chose, with the same bits.
+    assert ledger(out) == ledger(uninterrupted)
+    metrics = ["run_id", "status", "rung", "val.accuracy", "test.accuracy", "epochs_run"]
+    mine = pl.read_parquet(out / "runs.parquet").select(metrics).sort("run_id")
+    theirs = pl.read_parquet(uninterrupted / "runs.parquet").select(metrics).sort("run_id")
+    assert mine.equals(theirs)
+    assert not (out / "rungs").exists()  # no training state left behind
+    assert not list(out.rglob("*.tmp"))

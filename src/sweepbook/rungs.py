@@ -205,11 +205,22 @@ def train_halving(
         _store_stopped(rungs, [run for run in stopped if run.run_id not in done], rung)
         kept = len({configuration_of[run.run_id] for run in candidates})
         on_rung(RungFinished(rung, last_rung + 1, configurations, kept, len(stopped)))
-    states = store.directory / STATES_DIR
-    if states.is_dir() and not any(states.iterdir()):
-        states.rmdir()  # every run's state is stored as its row: nothing left to resume
+    _drop_stored_states(rungs, runs)
     trained, full = run_epochs_saved(list(reached.values()), plan.ends)
     return HalvingSummary(session.summary, len(plan.ends), trained, full)
+
+
+def _drop_stored_states(rungs: _Rungs, runs: list[PlannedRun]) -> None:
+    """Delete the training states of runs stored for good (``ok``, ``diverged``, ``stopped``),
+    and ``rungs/`` once empty. Each chunk deletes its own after storing them; this catches those
+    a killed sweep stored but had no time to delete (their rows count: they never train again)."""
+    stored = rungs.session.store.completed_ids(also=(STOPPED,))
+    for run in runs:
+        if run.run_id in stored:
+            shutil.rmtree(rungs.state_dir(run.run_id), ignore_errors=True)
+    states = rungs.directory / STATES_DIR
+    if states.is_dir() and not any(states.iterdir()):
+        states.rmdir()  # every run's state is stored as its row: nothing left to resume
 
 
 def _choose(
