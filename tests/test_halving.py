@@ -257,3 +257,55 @@ def test_a_halving_report_changes_with_its_rung_values(
     ledger = pl.read_parquet(copy / RUNGS_FILE)
     ledger.with_columns(pl.col("value") * 0.5).write_parquet(copy / RUNGS_FILE)
     assert not check_report(copy)  # the fingerprint covers rungs.parquet
+
+
+MIXED_SWEEP = """\
+# Which Adam beta and learning rate, with or without dropout, found by halving?
+# Run: sweepbook run sweeps/mixed.toml
+experiment = "tiny"
+seeds = [0, 1]
+
+[set]
+"train.epochs" = 2
+
+[zip]
+"optimizer.b1" = [0.8, 0.9]
+"optimizer.b2" = [0.99, 0.999]
+
+[random]
+samples = 2
+seed = 3
+"optimizer.learning_rate" = { loguniform = [1e-3, 1e-1] }
+
+[[variant]]
+name = "plain"
+
+[[variant]]
+name = "dropout"
+"model.dropout" = 0.2
+
+[halving]
+min_epochs = 1
+eta = 2
+"""
+
+
+def test_halving_ranks_zip_random_and_variant_points_as_configurations(tmp_path: Path) -> None:
+    """2 zip points x 2 random samples x 2 variants = 8 configurations of 2 seeds; 4 go on."""
+    project = write_project(tmp_path, {"mixed": MIXED_SWEEP})
+    run_sweep(project / "sweeps" / "mixed.toml", project / "out", report=False)
+    runs = pl.read_parquet(project / "out" / "runs.parquet")
+    assert runs.height == 16
+    keys = ["variant", "optimizer.b1", "optimizer.learning_rate"]
+    fates = runs.group_by(keys).agg(pl.col("status").unique(), pl.col("seed").n_unique())
+    assert fates.height == 8 and set(fates["seed"]) == {2}
+    assert all(len(status) == 1 for status in fates["status"])  # seeds share their fate
+    assert sorted(s[0] for s in fates["status"]) == ["ok"] * 4 + [STOPPED] * 4
+    ledger = pl.read_parquet(project / "out" / RUNGS_FILE).filter(pl.col("rung") == 0)
+    means = (
+        ledger.join(runs.select("run_id", "status", *keys), on="run_id")
+        .group_by(keys)
+        .agg(pl.col("value").mean(), pl.col("status").first())
+        .sort("value", descending=True)
+    )
+    assert means["status"].to_list() == ["ok"] * 4 + [STOPPED] * 4
