@@ -231,6 +231,25 @@ def test_every_figure_kind_keeps_its_text_inside_the_venues_width(tmp_path, venu
         figures.close(figure.figure)
 
 
+def test_computer_modern_figures_are_set_in_the_10_point_design():
+    """Latin Modern Roman installs lmroman5 to lmroman17 under one family name, and matplotlib
+    took whichever its font directories listed first: on one machine the 5-point design, whose
+    wide letters ran the importance figure's x label past the figure's edge."""
+    from pathlib import Path
+
+    from matplotlib import font_manager
+
+    if figures.installed_family("computer-modern") == "DejaVu Serif":
+        pytest.skip("Latin Modern Roman is not installed (Debian: texlive-latex-base)")
+
+    family = figures.installed_family("computer-modern")
+    for weight, style in [("normal", "normal"), ("bold", "normal"), ("normal", "italic")]:
+        properties = font_manager.FontProperties(family=family, weight=weight, style=style)
+        found = font_manager.findfont(properties, fallback_to_default=False)
+        assert Path(found).name.startswith("lmroman10-"), (weight, style, found)
+    assert figures.text_design("DejaVu Serif") == "DejaVu Serif"
+
+
 def test_a_legend_too_wide_for_four_columns_takes_fewer():
     long = "learning_rate=0.0003, batch_size=16, dropout=0.2, weight_decay=0.0001"
     curves = [

@@ -11,6 +11,7 @@ sizes. Functions never set fonts, sizes or colours of their own.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import io
 import json
@@ -18,6 +19,7 @@ import shutil
 import textwrap
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from xml.etree import ElementTree
 
@@ -32,7 +34,14 @@ from matplotlib.figure import Figure
 from matplotlib.text import Text
 
 from sweepbook.latex import latex_text
-from sweepbook.venues import DEFAULT_VENUE, MATH_FONTSETS, TYPEFACES, Venue, venue_named
+from sweepbook.venues import (
+    DEFAULT_VENUE,
+    MATH_FONTSETS,
+    TEXT_DESIGNS,
+    TYPEFACES,
+    Venue,
+    venue_named,
+)
 
 if TYPE_CHECKING:
     from matplotlib.typing import RcKeyType
@@ -61,8 +70,8 @@ BASE_STYLE: dict[RcKeyType, Any] = {
 
 @functools.cache
 def installed_family(typeface: str) -> str:
-    """The first installed font family of ``typeface``; DejaVu Serif (which ships with
-    matplotlib) when none of them is."""
+    """The first installed font family of ``typeface`` (in its design for text sizes, see
+    :func:`text_design`); DejaVu Serif (which ships with matplotlib) when none of them is."""
     for family in TYPEFACES[typeface]:
         try:
             font_manager.findfont(
@@ -70,8 +79,25 @@ def installed_family(typeface: str) -> str:
             )
         except ValueError:
             continue
-        return family
+        return text_design(family)
     return "DejaVu Serif"
+
+
+def text_design(family: str) -> str:
+    """The family of ``family``'s design for text sizes, where it installs one file per
+    optical size under one name (:data:`venues.TEXT_DESIGNS`): those files are registered
+    with matplotlib once more under a name of their own, so that every machine draws in the
+    same design whatever order its font directories list them in. Other families as given."""
+    if family not in TEXT_DESIGNS:
+        return family
+    prefix, name = TEXT_DESIGNS[family]
+    fonts = font_manager.fontManager.ttflist
+    designs = [f for f in fonts if f.name == family and Path(f.fname).name.startswith(prefix)]
+    if not designs:  # an installation without that design: the family as matplotlib finds it
+        return family
+    registered = {f.fname for f in fonts if f.name == name}
+    fonts.extend(dataclasses.replace(f, name=name) for f in designs if f.fname not in registered)
+    return name
 
 
 def figure_style(venue: Venue) -> dict[RcKeyType, Any]:

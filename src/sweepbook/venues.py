@@ -39,6 +39,14 @@ TYPEFACES: dict[str, tuple[str, ...]] = {
     "computer-modern": ("Latin Modern Roman", "CMU Serif"),
     "dejavu": ("DejaVu Serif",),  # ships with matplotlib: the same on every machine
 }
+# Families that install one file per optical size under a single name (Latin Modern Roman:
+# lmroman5 to lmroman17). matplotlib picks among same-named files in the order it found them on
+# disk, so one machine drew every figure in the 5-point design, whose letters are a fifth wider
+# (text ran past the figure's edge). Figures take the design of a text size instead, registered
+# under a name of its own: the file-name prefix of that design, and the name.
+TEXT_DESIGNS: dict[str, tuple[str, str]] = {
+    "Latin Modern Roman": ("lmroman10-", "Latin Modern Roman 10"),
+}
 # Mathtext (log-axis ticks such as 10^-3) in the face closest to each typeface.
 MATH_FONTSETS = {"times": "stix", "computer-modern": "cm", "dejavu": "dejavuserif"}
 
