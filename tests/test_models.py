@@ -199,7 +199,10 @@ def test_fast_formulation_agrees_with_legacy_up_to_rounding(kind, size):
         strict=True,
     ):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(loss(legacy, variables["params"]), loss(fast, variables["params"]))
+    # Up to rounding: the last bits of float32 differ with the summation order (2e-7 seen).
+    np.testing.assert_allclose(
+        loss(legacy, variables["params"]), loss(fast, variables["params"]), rtol=1e-6
+    )
     fast_ops = str(jax.make_jaxpr(functools.partial(loss, fast))(variables["params"]))
     assert "reduce_window" not in fast_ops and "feature_group_count=1" in fast_ops
 
