@@ -68,3 +68,44 @@ def test_collect_names_versions_device_and_file_hashes(project: Path):
 def test_device_line_names_each_kind_once(device, line):
     """It once read 'cpu: cpu:0 cpu'."""
     assert provenance.describe_devices(device) == line
+
+
+@pytest.mark.parametrize(
+    ("cpuinfo", "expected"),
+    [
+        (
+            "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\n"
+            "flags\t\t: fpu sse4_2 avx avx2 fma avx512f avx512bw\n",
+            "Intel(R) Xeon(R) Platinum 8480+ (x86_64 AVX-512 FMA)",
+        ),
+        (
+            "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse4_2 avx avx2 fma\n"
+            "processor\t: 1\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse4_2 avx avx2 fma\n",
+            "AMD EPYC (x86_64 AVX2 FMA)",
+        ),
+        ("processor\t: 0\nmodel name\t: Old\nflags\t\t: fpu sse4_2\n", "Old (x86_64 SSE4.2)"),
+    ],
+)
+def test_cpu_names_the_vector_instructions_xla_compiles_for(monkeypatch, cpuinfo, expected):
+    """Bits of a CPU run depend on them: an AVX-512 and an AVX2 machine round differently."""
+    monkeypatch.setattr(provenance.platform, "machine", lambda: "x86_64")
+    assert provenance.cpu_description(cpuinfo) == expected
+
+
+def test_an_arm_cpu_without_a_model_name_is_its_architecture(monkeypatch):
+    monkeypatch.setattr(provenance.platform, "machine", lambda: "aarch64")
+    monkeypatch.setattr(provenance.platform, "processor", lambda: "")
+    cpuinfo = "processor\t: 0\nFeatures\t: fp asimd evtstrm sve\nCPU part\t: 0xd40\n"
+    assert provenance.cpu_description(cpuinfo) == "aarch64 SVE"
+    assert provenance.cpu_description("") == "aarch64"
+
+
+def test_a_cpu_runs_device_names_the_cpu_and_a_gpu_runs_its_gpu():
+    cpu = {"backend": "cpu", "devices": ["cpu:0 cpu"], "count": 1, "cpu": "AMD EPYC (x86_64 AVX2)"}
+    assert provenance.run_device(cpu) == "cpu:0 cpu AMD EPYC (x86_64 AVX2)"
+    assert provenance.describe_devices(cpu) == "cpu (1 device); AMD EPYC (x86_64 AVX2)"
+    gpu = {"backend": "gpu", "devices": ["gpu:0 NVIDIA H100"], "count": 1, "cpu": "AMD EPYC"}
+    assert provenance.run_device(gpu) == "gpu:0 NVIDIA H100"
+    assert provenance.describe_devices(gpu) == "gpu: 1 × NVIDIA H100"
+    here = provenance.device_description()
+    assert here["cpu"] == provenance.cpu_description()

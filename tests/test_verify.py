@@ -16,7 +16,7 @@ from sweepbook import engine
 from sweepbook.cli import EXIT_FAILURE, EXIT_OK, main
 from sweepbook.models import FAST_CPU_NUMERICS, LEGACY_NUMERICS, choose_numerics
 from sweepbook.store import Store, atomic_write
-from sweepbook.verify import same_bits
+from sweepbook.verify import device_note, same_bits
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,8 @@ def test_verify_reproduces_stored_runs_bit_for_bit(store_dir: Path, capsys) -> N
     assert all(run["chunk_size"] == 4 and run["difference"] is None for run in record["runs"])
     assert {run["numerics"] for run in record["runs"]} == {"dense"}
     assert set(Store(store_dir).read_runs()["numerics"]) == {"dense"}
-    assert record["verified_at"] and record["device"].startswith("cpu")
+    assert record["verified_at"] and record["device"].startswith("cpu:0 cpu ")
+    assert set(Store(store_dir).read_runs()["device"]) == {record["device"]}  # names the CPU
     err = capsys.readouterr().err
     assert f"reproduced {chosen[0]} (chunk of 4)" in err
     assert "2/2 runs reproduced bit for bit" in err
@@ -107,6 +108,24 @@ def test_a_tampered_metric_is_reported_and_fails(store_dir: Path, capsys) -> Non
 )
 def test_same_bits(stored, retrained, same) -> None:
     assert same_bits(stored, retrained) is same
+
+
+HERE = "cpu:0 cpu AMD EPYC (x86_64 AVX2 FMA)"
+
+
+@pytest.mark.parametrize(
+    ("trained_on", "says"),
+    [
+        (HERE, None),
+        (None, None),
+        ("cpu:0 cpu", "the store does not record which CPU trained it (retrained on " + HERE),
+        ("cpu:0 cpu Intel Xeon (x86_64 AVX-512 FMA)", "trained on cpu:0 cpu Intel Xeon (x86_64"),
+        ("gpu:0 NVIDIA H100", "trained on gpu:0 NVIDIA H100, retrained on " + HERE),
+    ],
+)
+def test_a_difference_says_where_the_run_was_trained_when_not_here(trained_on, says) -> None:
+    note = device_note(trained_on, HERE)
+    assert (note == "") if says is None else (says in note and "round differently" in note)
 
 
 # --- conv nets: numerics recorded per run; stores from before the column ----------------------

@@ -708,7 +708,7 @@ def _trainer(request: _Request, info: dict[str, Any]) -> InlineTrainer | TaskTra
     origin = {
         "git_commit": info["git"]["commit"],
         "host": info["host"],
-        "device": info["device"]["devices"][0],
+        "device": provenance.run_device(info["device"]),
         "job_id": None,  # trained in this process, not by a launched task
     }
     context = TrainContext(

@@ -166,7 +166,7 @@ def _train_on_at_the_time_limit_warning() -> None:
 
 def run_task(task: Task) -> TaskResult:
     """The body of one array task (runs in the task's own process)."""
-    from sweepbook.provenance import device_description
+    from sweepbook.provenance import device_description, run_device
 
     _train_on_at_the_time_limit_warning()
     settings = task.settings
@@ -174,7 +174,7 @@ def run_task(task: Task) -> TaskResult:
     job_id = _job_id()
     host = platform.node()
     try:
-        device = device_description()["devices"][0]
+        device = run_device(device_description())
     except Exception as error:
         # Some jaxlib versions report a missing backend (JAX_PLATFORMS=cuda on a node without
         # a usable GPU) as a bare AssertionError: say what was asked, and where.

@@ -63,6 +63,36 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+# x86 vector extensions from the widest down: XLA's CPU compiler vectorizes for the widest the
+# machine has, so it decides the summation order of vectorized loops, hence a run's last bits.
+_X86_VECTORS = (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"), ("sse4_2", "SSE4.2"))
+_ARM_VECTORS = (("sve", "SVE"), ("asimd", "NEON"))
+
+
+def cpu_description(cpuinfo: str | None = None) -> str:
+    """The CPU's model and the vector instructions XLA compiles for, e.g. ``AMD EPYC (x86_64
+    AVX2 FMA)``. Bits of a CPU run are the same on CPUs of one kind, not on every CPU: an
+    AVX-512 machine and an AVX2-only one round the same run differently. ``cpuinfo``: the text
+    of ``/proc/cpuinfo`` (read when None; elsewhere than Linux only the architecture)."""
+    machine = platform.machine() or "unknown architecture"
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            cpuinfo = ""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip().lower(), value.strip())
+    flags = set((fields.get("flags") or fields.get("features") or "").split())
+    vectors = [name for flag, name in (*_X86_VECTORS, *_ARM_VECTORS) if flag in flags][:1]
+    if "fma" in flags:
+        vectors.append("FMA")
+    details = " ".join([machine, *vectors])
+    model = fields.get("model name") or platform.processor()
+    return f"{model} ({details})" if model and model != machine else details
+
+
 def device_description() -> dict[str, Any]:
     import jax
 
@@ -71,12 +101,30 @@ def device_description() -> dict[str, Any]:
         "backend": jax.default_backend(),
         "devices": [f"{d.platform}:{d.id} {d.device_kind}" for d in devices],
         "count": len(devices),
+        "cpu": cpu_description(),
     }
 
 
+def run_device(description: Mapping[str, Any]) -> str:
+    """What a run's ``device`` column records of :func:`device_description`'s record: the
+    first device, with the CPU after it on the CPU backend (its bits depend on the CPU)."""
+    device = str(description["devices"][0])
+    if description.get("backend") == "cpu" and description.get("cpu"):
+        return f"{device} {description['cpu']}"
+    return device
+
+
 def describe_devices(device: dict[str, Any]) -> str:
-    """One readable line for :func:`device_description`'s record: ``cpu (1 device)``,
-    ``gpu: 4 × NVIDIA H100 80GB HBM3`` (devices of one kind counted together)."""
+    """One readable line for :func:`device_description`'s record: ``cpu (1 device); AMD EPYC
+    (x86_64 AVX2 FMA)``, ``gpu: 4 × NVIDIA H100 80GB HBM3`` (devices of one kind counted
+    together; the CPU where the CPU computes)."""
+    line = _device_kinds(device)
+    if device.get("backend") == "cpu" and device.get("cpu"):
+        return f"{line}; {device['cpu']}"
+    return line
+
+
+def _device_kinds(device: dict[str, Any]) -> str:
     backend = str(device.get("backend", "?"))
     kinds: dict[str, int] = {}
     for entry in device.get("devices", []):

@@ -13,6 +13,8 @@ store written before that column existed trained every conv net in the legacy fo
 which is still built the same way). A run whose formulation this version cannot build is not
 retrained but reported as differing, with the reason, and every difference names the
 formulation, so a store from another version explains itself instead of differing mutely.
+Likewise a run trained on another kind of device (a CPU with other vector instructions: the
+``device`` column names the CPU) says so: bits are reproducible per kind of device.
 
 A run whose parameters the store saved (``params/<run_id>/``) has them compared too: the
 retrained run's kept variables must equal the saved ones bit for bit, leaf by leaf.
@@ -203,6 +205,26 @@ def jax_tree_leaves(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return [(prefix, np.asarray(tree))]
 
 
+def device_note(trained_on: str | None, here: str) -> str:
+    """Why a run may differ for reasons of where it ran: it was trained on another device than
+    ``here`` (:func:`provenance.run_device` of this process), or on a CPU the store did not
+    record. XLA compiles a CPU program for the machine's vector instructions (AVX-512, AVX2, ...),
+    so a run is reproducible bit for bit on CPUs of one kind, not on every CPU; the same holds
+    for GPU models. Empty where the run was trained on this kind of device."""
+    if not trained_on or trained_on == here:
+        return ""
+    if here.startswith(trained_on):  # "cpu:0 cpu", from before sweepbook recorded the CPU
+        return (
+            f"; the store does not record which CPU trained it (retrained on {here}): XLA "
+            "compiles for each CPU's vector instructions, so another kind of CPU may round "
+            "differently"
+        )
+    return (
+        f"; trained on {trained_on}, retrained on {here}: a program compiled for another kind "
+        "of device may round differently"
+    )
+
+
 def experiment_folder(directory: Path) -> Path | None:
     """The folder of the experiment file the store's sweep ran (``sweep.json``): where users'
     code files and a relative ``data.path`` are found again; None when not recorded."""
@@ -224,6 +246,7 @@ def verify_runs(
         raise StoreError(f"{store.runs_path}: runs lack chunk_size (stored before verify existed)")
     history = store.read_history()
     base = experiment_folder(directory)
+    here = provenance.run_device(provenance.device_description())
     outcomes = []
     for row in choose_runs(runs, count).iter_rows(named=True):
         lanes = int(row["chunk_size"])
@@ -250,17 +273,18 @@ def verify_runs(
             if difference is None and compared:
                 difference = params_difference(saved, again.variables)
             if difference is not None:
-                difference += f"; {trained_in}, replayed in the same"
+                difference += f"; {trained_in}, replayed in the same" + device_note(
+                    row.get("device"), here
+                )
         outcome = Outcome(row["run_id"], lanes, difference is None, difference, numerics, compared)
         log(outcome)
         outcomes.append(outcome)
-    device = provenance.device_description()
     record = {
         "verified_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         # The code that retrained: the checkout sweepbook was imported from.
         "git": provenance.git_state(Path(sweepbook.__file__).parent),
         "host": platform.node(),
-        "device": device["devices"][0],
+        "device": here,
         "checked": len(outcomes),
         "reproduced": sum(outcome.reproduced for outcome in outcomes),
         "runs": [asdict(outcome) for outcome in outcomes],
