@@ -55,8 +55,19 @@ from sweepbook.store import DONE_STATUSES, Store, StoreError, atomic_write_json
 from sweepbook.usercode import register_run_references
 
 DEFAULT_RUNS = 3
+# Columns about the circumstances of training, not its results. ``rung``: the last rung of a
+# successive halving a run reached; a survivor is replayed straight through, without rungs.
 CIRCUMSTANCES = frozenset(
-    {"train_seconds", "finished_at", "git_commit", "host", "device", "compile_group", "job_id"}
+    {
+        "train_seconds",
+        "finished_at",
+        "git_commit",
+        "host",
+        "device",
+        "compile_group",
+        "job_id",
+        "rung",
+    }
 )
 
 
