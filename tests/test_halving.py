@@ -25,6 +25,7 @@ from sweepbook.halving import (
     survivors_count,
 )
 from sweepbook.report import check_report, render_report
+from sweepbook.verify import verify_runs
 
 # 3 learning rates x 2 batch sizes x 2 seeds, 6 epochs; rungs end at epochs 1, 2, 4, 6.
 HALVING_SWEEP = """\
@@ -149,8 +150,15 @@ def halved_and_straight(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path,
     project = write_project(
         tmp_path_factory.mktemp("halving"), {"halved": HALVING_SWEEP, "straight": STRAIGHT_SWEEP}
     )
-    for name in ("halved", "straight"):
-        run_sweep(project / "sweeps" / f"{name}.toml", project / name, save_params="none")
+    run_sweep(project / "sweeps" / "halved.toml", project / "halved", save_params="none")
+    # Straight through in the halving's chunk size: one configuration's two seeds. A run's
+    # bits are those of its lane count, and verify replays it in the size it records.
+    run_sweep(
+        project / "sweeps" / "straight.toml",
+        project / "straight",
+        save_params="none",
+        runs_per_chunk=2,
+    )
     return project / "halved", project / "straight"
 
 
@@ -163,6 +171,9 @@ def test_survivors_are_bit_identical_to_runs_trained_straight_through(
     finished = runs.filter(pl.col("status") == "ok")
     assert finished.height == 2  # 6 configurations -> 3 -> 1 (two seeds) after three rungs
     assert finished["rung"].to_list() == [3, 3]
+    # Every run trained in chunks of one configuration's seeds: no rung had a padded lane.
+    assert set(runs["chunk_size"]) == set(full["chunk_size"]) == {2}
+    assert set(pl.read_parquet(halved / RUNGS_FILE)["chunk_size"]) == {2}
     metrics = [c for c in full.columns if c.startswith(("test.", "val.", "train."))]
     metrics += ["best_epoch", "epochs_run", "params", "model_bytes"]
     for run_id in finished["run_id"]:
@@ -175,6 +186,11 @@ def test_survivors_are_bit_identical_to_runs_trained_straight_through(
         mine = history.filter(pl.col("run_id") == run_id).sort("epoch")
         theirs = full_history.filter(pl.col("run_id") == run_id).sort("epoch")
         assert mine.equals(theirs)
+    # verify replays the survivors straight through, in the chunk size they record.
+    copy = halved.parent / "halved-verified"
+    shutil.copytree(halved, copy)
+    record = verify_runs(copy, 2)
+    assert (record["checked"], record["reproduced"]) == (2, 2)
 
 
 def test_stopped_runs_keep_their_rung_and_the_choice_follows_the_mean(
@@ -309,3 +325,32 @@ def test_halving_ranks_zip_random_and_variant_points_as_configurations(tmp_path:
         .sort("value", descending=True)
     )
     assert means["status"].to_list() == ["ok"] * 4 + [STOPPED] * 4
+
+
+def test_chunks_hold_one_configurations_replicates_or_what_the_ledger_began_with(
+    tmp_path: Path,
+) -> None:
+    """Halving packs chunks by configuration (full at every rung), keeps a size the ledger
+    recorded, and goes on in the group's planned size where the ledger predates chunk_size."""
+    import jax
+
+    from sweepbook.engine import load_splits
+    from sweepbook.plan import expand
+    from sweepbook.results import RUNGS_SCHEMA
+    from sweepbook.rungs import LEDGER_SCHEMA, _planned_chunks, replicates
+
+    project = write_project(tmp_path, {"halved": HALVING_SWEEP.replace("[0, 1]", "[0, 1, 2]")})
+    runs = expand(load_sweep(project / "sweeps" / "halved.toml"))
+    splits = load_splits(runs)
+    devices = jax.local_devices()
+
+    def chunks(ledger: pl.DataFrame, per_chunk: int = 32) -> set[int]:
+        return set(_planned_chunks(runs, splits, devices, per_chunk, 0.25, ledger).values())
+
+    assert replicates(tuple(runs)) == 3  # three seeds of each configuration
+    assert chunks(pl.DataFrame(schema=LEDGER_SCHEMA)) == {3}
+    assert chunks(pl.DataFrame(schema=LEDGER_SCHEMA), per_chunk=2) == {2}
+    began = [(run.run_id, 0, 1, "val.accuracy", 0.5, 3) for run in runs]
+    assert chunks(pl.DataFrame(began, schema=LEDGER_SCHEMA, orient="row")) == {3}
+    older = pl.DataFrame([row[:5] for row in began], schema=RUNGS_SCHEMA, orient="row")
+    assert chunks(older) == {9}  # 3 learning rates x 3 seeds per batch size

@@ -8,10 +8,14 @@ their mean over seeds, and every other run is stored with the status ``stopped``
 evaluated at the rung's end) and never trained again. Survivors of the last rung are stored as
 any run is: their bits are those of the same run trained straight through (a test checks).
 
-Compaction: the survivors of a compile group are packed into the group's chunks afresh, so a
-rung trains as few chunks as its runs fill. The chunk size stays the one the whole plan gives
-the group: the number of lanes is part of what fixes a run's bits, so a survivor trains in the
-chunk size it would have had without halving, and ``verify`` replays it straight through.
+Compaction: a run trains every rung in one chunk size (the number of lanes is part of what
+fixes its bits, and ``verify`` replays it straight through in that size), and that size is one
+configuration's replicates on a split (its seeds), within the engine's limits. Configurations
+go on or stop whole, so the survivors of a compile group always fill their chunks: no rung
+trains a padded lane (with the group's whole planned size as the chunk, the 3 survivors of 12
+runs trained in 12 lanes). The size is recorded in ``rungs.parquet`` (``chunk_size``); a
+halving begun by a sweepbook that did not record it goes on in the group's planned size, the
+size it began in.
 
 Resume: a run's state of rung ``r`` counts once ``rungs.parquet`` lists it; the state of rung
 ``r - 1`` is deleted only after that, so a kill anywhere leaves a state to continue from. The
@@ -61,12 +65,15 @@ from sweepbook.halving import (
     run_epochs_saved,
 )
 from sweepbook.plan import PlannedRun
-from sweepbook.results import RUNGS_SCHEMA as LEDGER_SCHEMA
-from sweepbook.results import Origin
+from sweepbook.results import RUNGS_SCHEMA, Origin
 from sweepbook.results import read_rungs as read_ledger
 from sweepbook.results import runs_frame as _runs_frame
 from sweepbook.store import Store, atomic_write
 from sweepbook.train import EpochRecord, RunOutput, RunState, hyper_from_config, train_rung
+
+# rungs.parquet: each run's rung value, and the chunk size it trains in (absent from ledgers
+# written before halving packed chunks by configuration: their runs train in the group's size).
+LEDGER_SCHEMA = {**RUNGS_SCHEMA, "chunk_size": pl.Int64}
 
 # Rung programs of this process: (group id, chunk, numerics, first epoch, last epoch).
 _RUNG_PROGRAMS: dict[tuple[str, int, str, int, int], Callable[..., Any]] = {}
@@ -135,6 +142,11 @@ class _Rungs:
     plan: HalvingPlan
     chunk_of: dict[str, int]
     ledger: dict[tuple[str, int], float] = field(default_factory=dict)
+    # Each run's row and history at the end of the rung it trained last in this process: a run
+    # stopped there is stored from them instead of from its state read back from disk.
+    rows: dict[str, tuple[int, tuple[dict[str, Any], pl.DataFrame]]] = field(default_factory=dict)
+    # One run's saved-state structure per (group id, formulation): tracing it takes a second.
+    structures: dict[tuple[str, str], Any] = field(default_factory=dict)
 
     @property
     def directory(self) -> Path:
@@ -147,7 +159,8 @@ class _Rungs:
 
 def _append_ledger(rungs: _Rungs, rows: list[dict[str, Any]]) -> None:
     """Add ``rows`` to ``rungs.parquet`` (rewritten atomically; a retrained rung replaces)."""
-    merged = pl.concat([read_ledger(rungs.directory), pl.DataFrame(rows, schema=LEDGER_SCHEMA)])
+    new = pl.DataFrame(rows, schema=LEDGER_SCHEMA)
+    merged = pl.concat([read_ledger(rungs.directory), new], how="diagonal_relaxed")
     merged = merged.unique(subset=["run_id", "rung"], keep="last", maintain_order=True)
     atomic_write(rungs.directory / RUNGS_FILE, merged.write_parquet)
     for row in rows:
@@ -176,10 +189,10 @@ def train_halving(
     session = _Session(
         store, splits, origin or {}, on_run_done, devices, checkpoints.check_mode(save_params)
     )
-    rungs = _Rungs(
-        session, plan, _planned_chunks(runs, splits, devices, runs_per_chunk, memory_budget)
-    )
-    for row in read_ledger(store.directory).iter_rows(named=True):
+    ledger = read_ledger(store.directory)
+    chunks = _planned_chunks(runs, splits, devices, runs_per_chunk, memory_budget, ledger)
+    rungs = _Rungs(session, plan, chunks)
+    for row in ledger.iter_rows(named=True):
         rungs.ledger[(row["run_id"], row["rung"])] = row["value"]
     configuration_of = {run.run_id: configuration_key(run.flat) for run in runs}
     candidates = [r for r in runs if r.run_id not in done or (r.run_id, 0) in rungs.ledger]
@@ -252,23 +265,56 @@ def _planned_chunks(
     devices: list[jax.Device],
     runs_per_chunk: int,
     memory_budget: float,
+    ledger: pl.DataFrame,
 ) -> dict[str, int]:
-    """Each compile group's chunk size, from the whole sweep as :func:`engine.train_runs` picks
-    it: every rung of a group trains in it, so a survivor keeps the bits of a full run."""
+    """Each compile group's chunk size, a pure function of the plan (and of what ``ledger``,
+    the store's ``rungs.parquet``, recorded): every rung of a group trains in it, so a survivor
+    keeps the bits of the run trained straight through in that size. It is the most replicates
+    of one configuration on one split (:func:`replicates`) within the engine's limits
+    (``runs_per_chunk``, the memory budget, saturation); a group whose runs the ledger lists
+    keeps the size recorded there, or the group's planned size where the ledger predates
+    ``chunk_size`` (the size that halving began in)."""
     budget = int(
         memory_budget * device_memory_bytes(devices[0]) if memory_budget <= 1 else memory_budget
     )
-    return {
-        group.id: _group_chunk(
+    recorded = _recorded_chunks(ledger)
+    chunks: dict[str, int] = {}
+    for group in group_runs(runs, splits):
+        # One size per group: every run of it was chunked by the same rule.
+        began = [recorded[run.run_id] for run in group.runs if run.run_id in recorded]
+        if any(began):
+            chunks[group.id] = max(began)
+            continue
+        chunks[group.id] = _group_chunk(
             group,
             splits[split_key(group.runs[0])],
             devices,
-            planned_size=len(group.runs),
+            planned_size=len(group.runs) if began else replicates(group.runs),
             runs_per_chunk=runs_per_chunk,
             budget=budget,
         )
-        for group in group_runs(runs, splits)
-    }
+    return chunks
+
+
+def replicates(runs: tuple[PlannedRun, ...]) -> int:
+    """The most runs of one configuration on one split (seeds, repeats) among ``runs``: they
+    go on or stop together, so chunks of this size are full at every rung."""
+    counts: dict[tuple[str, str], int] = {}
+    for run in runs:
+        key = (configuration_key(run.flat), split_key(run))
+        counts[key] = counts.get(key, 0) + 1
+    return max(counts.values(), default=1)
+
+
+def _recorded_chunks(ledger: pl.DataFrame) -> dict[str, int]:
+    """Run id -> the chunk size ``rungs.parquet`` recorded for it; 0 for a run of a ledger
+    from before ``chunk_size`` was recorded (its group goes on in its planned size)."""
+    if ledger.is_empty():
+        return {}
+    if "chunk_size" not in ledger.columns:
+        return dict.fromkeys(ledger["run_id"].to_list(), 0)
+    sizes = ledger.select("run_id", pl.col("chunk_size").fill_null(0))
+    return dict(zip(sizes["run_id"].to_list(), sizes["chunk_size"].to_list(), strict=True))
 
 
 def _rung_program(
@@ -292,7 +338,7 @@ def _rung_program(
             trainer = jax.vmap(lambda h, d: rung(h, d), in_axes=(0, None))
             compiled = jax.jit(trainer, in_shardings=(runs_axis, shared)).lower(hyper, data)
         else:
-            state = _state_shapes(group, chunk, formulation, hyper, data)
+            state = _state_shapes(_saved_structure(group, formulation, rungs)["state"], chunk)
             trainer = jax.vmap(rung, in_axes=(0, None, 0))
             jitted = jax.jit(trainer, in_shardings=(runs_axis, shared, runs_axis))
             compiled = jitted.lower(hyper, data, state)
@@ -306,24 +352,31 @@ def _rung_program(
     return program
 
 
-def _state_shapes(group: Group, chunk: int, formulation: str, hyper: Any, data: Any) -> Any:
-    """Shapes of a chunk's training state (what a rung after the first starts from)."""
-    start = functools.partial(
-        train_rung, group.static, group.num_classes, 0, 1, numerics=formulation
+def _state_shapes(state: Any, chunk: int) -> Any:
+    """Shapes of a chunk's training state (what a rung after the first starts from): one run's
+    ``state`` structure with a runs axis of ``chunk`` lanes in front."""
+    return jax.tree.map(
+        lambda leaf: jax.ShapeDtypeStruct(
+            (chunk, *leaf.shape), leaf.dtype, weak_type=leaf.weak_type
+        ),
+        state,
     )
-    return jax.eval_shape(jax.vmap(start, in_axes=(0, None)), hyper, data)[0]
 
 
 def _saved_structure(group: Group, formulation: str, rungs: _Rungs) -> Any:
-    """A tree with the structure of one run's saved state (:func:`_save_states`)."""
-    session = rungs.session
-    hyper = hyper_from_config(group.runs[0].config)
-    data = session.device_data(group.runs[0])
-    start = functools.partial(
-        train_rung, group.static, group.num_classes, 0, 1, numerics=formulation
-    )
-    state, output = jax.eval_shape(start, hyper, data)
-    return {"state": state, "output": output._replace(variables=None)}
+    """A tree with the structure of one run's saved state (:func:`_finish_chunk`), traced once
+    per group and formulation."""
+    key = (group.id, formulation)
+    if key not in rungs.structures:
+        session = rungs.session
+        hyper = hyper_from_config(group.runs[0].config)
+        data = session.device_data(group.runs[0])
+        start = functools.partial(
+            train_rung, group.static, group.num_classes, 0, 1, numerics=formulation
+        )
+        state, output = jax.eval_shape(start, hyper, data)
+        rungs.structures[key] = {"state": state, "output": output._replace(variables=None)}
+    return rungs.structures[key]
 
 
 def _train_rung(rungs: _Rungs, todo: list[PlannedRun], rung: int, first: int, last: int) -> None:
@@ -417,6 +470,7 @@ def _finish_chunk(
                 "seconds": row["train_seconds"],
             }
             checkpoints.save_tree(rungs.state_dir(run.run_id, rung), tree, manifest)
+            rungs.rows[run.run_id] = (rung, rows[index])
     _append_ledger(
         rungs,
         [
@@ -426,6 +480,7 @@ def _finish_chunk(
                 "epochs": epochs,
                 "metric": metric,
                 "value": float(row[metric]) if row["status"] == "ok" else float("nan"),
+                "chunk_size": row["chunk_size"],
             }
             for run, (row, _) in zip(part, rows, strict=True)
         ],
@@ -442,6 +497,31 @@ def _finish_chunk(
         session.on_run_done(run, "trained")
 
 
+def _row_at(
+    rungs: _Rungs, run: PlannedRun, rung: int, group: Group, formulation: str
+) -> tuple[dict[str, Any], pl.DataFrame]:
+    """``run``'s row and history at the end of ``rung``: as this process computed them when it
+    trained the rung, or (a resumed sweep) from the state saved then."""
+    kept = rungs.rows.pop(run.run_id, None)
+    if kept is not None and kept[0] == rung:
+        row, history = kept[1]
+        return dict(row), history
+    structure = _saved_structure(group, formulation, rungs)
+    manifest, tree = _restore(rungs, run, rung, structure)
+    output = jax.tree.map(lambda leaf: leaf[None], tree["output"])
+    chunk = rungs.chunk_of[group.id]
+    [(row, history)] = _chunk_rows(
+        session=rungs.session,
+        part=[run],
+        out=output,
+        seconds=manifest["seconds"],
+        group_id=group.id,
+        chunk=chunk,
+        formulation=formulation,
+    )
+    return row, history
+
+
 def _store_stopped(rungs: _Rungs, stopped: list[PlannedRun], rung: int) -> None:
     """Store the runs halted after ``rung`` with their metrics at its end (status ``stopped``,
     or ``diverged``), in one write; then delete their training states."""
@@ -451,14 +531,8 @@ def _store_stopped(rungs: _Rungs, stopped: list[PlannedRun], rung: int) -> None:
     rows: list[tuple[dict[str, Any], pl.DataFrame]] = []
     for group in group_runs(stopped, session.splits):
         formulation = group_numerics(group.static, session.devices[0].platform)
-        structure = _saved_structure(group, formulation, rungs)
         for run in group.runs:
-            manifest, tree = _restore(rungs, run, rung, structure)
-            output = jax.tree.map(lambda leaf: leaf[None], tree["output"])
-            chunk = rungs.chunk_of[group.id]
-            [(row, history)] = _chunk_rows(
-                session, [run], output, manifest["seconds"], group.id, chunk, formulation
-            )
+            row, history = _row_at(rungs, run, rung, group, formulation)
             row["status"] = STOPPED if row["status"] == "ok" else row["status"]
             rows.append(({**row, "rung": rung}, history))
     session.store.append(_runs_frame([row for row, _ in rows]), pl.concat([h for _, h in rows]))
