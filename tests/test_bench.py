@@ -66,7 +66,7 @@ def test_quick_benchmark_runs_and_writes_json(tmp_path):
     [lenet5] = result["conv_nets"]
     names = [t["name"] for t in lenet5["timings"]]
     assert names[:3] == [
-        "engine (conv=patches,pool=reshape)",
+        "engine (conv=slices,pool=reshape)",
         "engine, legacy (conv=xla,pool=reduce_window)",
         "sequential JAX (jit once)",
     ]

@@ -350,7 +350,38 @@ def test_chunks_hold_one_configurations_replicates_or_what_the_ledger_began_with
     assert replicates(tuple(runs)) == 3  # three seeds of each configuration
     assert chunks(pl.DataFrame(schema=LEDGER_SCHEMA)) == {3}
     assert chunks(pl.DataFrame(schema=LEDGER_SCHEMA), per_chunk=2) == {2}
-    began = [(run.run_id, 0, 1, "val.accuracy", 0.5, 3) for run in runs]
+    began = [(run.run_id, 0, 1, "val.accuracy", 0.5, 3, "dense") for run in runs]
     assert chunks(pl.DataFrame(began, schema=LEDGER_SCHEMA, orient="row")) == {3}
     older = pl.DataFrame([row[:5] for row in began], schema=RUNGS_SCHEMA, orient="row")
     assert chunks(older) == {9}  # 3 learning rates x 3 seeds per batch size
+
+
+def test_a_resumed_halving_keeps_the_formulation_its_runs_began_in(tmp_path: Path) -> None:
+    """A conv net's runs never change formulation between rungs: a halving begun in patches
+    (recorded, or implied by a ledger from before the record) goes on in patches on CPU."""
+    import jax
+
+    from sweepbook.engine import load_splits
+    from sweepbook.models import FAST_CPU_NUMERICS, PATCHES_NUMERICS
+    from sweepbook.plan import expand
+    from sweepbook.results import RUNGS_SCHEMA
+    from sweepbook.rungs import LEDGER_SCHEMA, _planned_numerics
+
+    sweep = HALVING_SWEEP.replace("[set]", '[set]\n"model.kind" = "lenet5"\n"model.widths" = []')
+    project = write_project(tmp_path, {"halved": sweep})
+    runs = expand(load_sweep(project / "sweeps" / "halved.toml"))
+    splits = load_splits(runs)
+    devices = jax.local_devices()[:1]
+    if devices[0].platform != "cpu":
+        pytest.skip("the formulations compared here are the CPU's")
+
+    def numerics(ledger: pl.DataFrame) -> set[str]:
+        return set(_planned_numerics(runs, splits, devices, ledger).values())
+
+    assert numerics(pl.DataFrame(schema=LEDGER_SCHEMA)) == {FAST_CPU_NUMERICS.name}
+    began = [(r.run_id, 0, 1, "val.accuracy", 0.5, 2, PATCHES_NUMERICS.name) for r in runs]
+    assert numerics(pl.DataFrame(began, schema=LEDGER_SCHEMA, orient="row")) == {
+        PATCHES_NUMERICS.name
+    }
+    older = pl.DataFrame([row[:5] for row in began], schema=RUNGS_SCHEMA, orient="row")
+    assert numerics(older) == {PATCHES_NUMERICS.name}

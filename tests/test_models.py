@@ -14,16 +14,19 @@ from sweepbook.models import (
     FAST_CPU_NUMERICS,
     LEGACY_NUMERICS,
     MODELS,
+    PATCHES_NUMERICS,
     Numerics,
     _estimated_multiply_adds,
     build_model,
     build_network,
     choose_numerics,
     conv_as_patches,
+    conv_as_slices,
     dropout,
     max_pool_2x2,
     multiply_adds,
     numerics_before_formulations,
+    numerics_before_slices,
 )
 from sweepbook.registry import UnknownName
 
@@ -175,12 +178,13 @@ def test_the_legacy_formulation_is_the_program_conv_nets_were_trained_with(kind)
     assert np.array_equal(np.asarray(ours(x)), np.asarray(reference(x)))
 
 
+@pytest.mark.parametrize("formulation", [PATCHES_NUMERICS, FAST_CPU_NUMERICS])
 @pytest.mark.parametrize("kind", ["lenet5", "cnn"])
 @pytest.mark.parametrize("size", [28, 8])
-def test_fast_formulation_agrees_with_legacy_up_to_rounding(kind, size):
+def test_fast_formulations_agree_with_legacy_up_to_rounding(kind, size, formulation):
     config = ModelConfig(kind=kind, activation="relu")
     legacy = build_model(config, 10, LEGACY_NUMERICS.name)
-    fast = build_model(config, 10, FAST_CPU_NUMERICS.name)
+    fast = build_model(config, 10, formulation.name)
     x = jax.random.normal(jax.random.key(1), (6, size, size, 1))
     y = jnp.arange(6) % 10
     variables = legacy.init(jax.random.key(0), x, train=False, **NO_DROPOUT)
@@ -204,7 +208,12 @@ def test_fast_formulation_agrees_with_legacy_up_to_rounding(kind, size):
         loss(legacy, variables["params"]), loss(fast, variables["params"]), rtol=1e-6
     )
     fast_ops = str(jax.make_jaxpr(functools.partial(loss, fast))(variables["params"]))
-    assert "reduce_window" not in fast_ops and "feature_group_count=1" in fast_ops
+    assert "reduce_window" not in fast_ops
+    if formulation.conv == "patches":  # the patches are a convolution, ungrouped per run
+        assert "feature_group_count=1" in fast_ops
+    else:  # slices: no convolution at all, forward or backward
+        gradient = jax.make_jaxpr(jax.grad(functools.partial(loss, fast)))(variables["params"])
+        assert "conv_general_dilated" not in str(gradient)
 
 
 @pytest.mark.parametrize("padding", ["SAME", "VALID"])
@@ -219,6 +228,27 @@ def test_conv_as_patches_computes_the_convolution(padding):
     )
 
 
+@pytest.mark.parametrize("padding", ["SAME", "VALID", ((2, 1), (0, 3))])
+@pytest.mark.parametrize("strides", [(1, 1), (2, 3)])
+def test_conv_as_slices_computes_the_convolution(padding, strides):
+    x = jax.random.normal(jax.random.key(0), (3, 9, 10, 4))
+    kernel = jax.random.normal(jax.random.key(1), (5, 3, 4, 7))
+    expected = jax.lax.conv_general_dilated(
+        x, kernel, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+    computed = conv_as_slices(x, kernel, strides, padding)
+    assert computed.shape == expected.shape
+    np.testing.assert_allclose(computed, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_conv_as_slices_refuses_what_it_does_not_compute():
+    x, kernel = jnp.ones((1, 6, 6, 2)), jnp.ones((3, 3, 2, 4))
+    with pytest.raises(ValueError, match="ungrouped"):
+        conv_as_slices(x, kernel, (1, 1), "SAME", feature_group_count=2)
+    with pytest.raises(ValueError, match="undilated"):
+        conv_as_slices(x, kernel, (1, 1), "SAME", rhs_dilation=(2, 2))
+
+
 @pytest.mark.parametrize("shape", [(2, 8, 8, 3), (2, 7, 5, 3), (1, 1, 1, 2)])
 def test_reshape_pooling_equals_reduce_window_on_even_and_odd_sizes(shape):
     x = jax.random.normal(jax.random.key(0), shape)
@@ -228,10 +258,15 @@ def test_reshape_pooling_equals_reduce_window_on_even_and_odd_sizes(shape):
 
 def test_numerics_are_chosen_from_the_backend_alone():
     assert choose_numerics("mlp", "cpu") == choose_numerics("mlp", "gpu") == DENSE_NUMERICS
-    assert choose_numerics("lenet5", "cpu") == "conv=patches,pool=reshape"
+    assert choose_numerics("lenet5", "cpu") == "conv=slices,pool=reshape"
     assert choose_numerics("cnn", "cpu") == FAST_CPU_NUMERICS.name
     assert choose_numerics("lenet5", "gpu") == LEGACY_NUMERICS.name
-    assert Numerics.parse("conv=patches,pool=reshape") == FAST_CPU_NUMERICS
+    assert Numerics.parse("conv=slices,pool=reshape") == FAST_CPU_NUMERICS
+    # Runs stored in the formulations of earlier versions still build and replay.
+    assert Numerics.parse("conv=patches,pool=reshape") == PATCHES_NUMERICS
+    assert numerics_before_slices("lenet5", "cpu") == PATCHES_NUMERICS.name
+    assert numerics_before_slices("lenet5", "gpu") == LEGACY_NUMERICS.name
+    assert numerics_before_slices("mlp", "cpu") == DENSE_NUMERICS
     with pytest.raises(ValueError, match="unknown numerics 'conv=winograd"):
         Numerics.parse("conv=winograd,pool=reshape")
 

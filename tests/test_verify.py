@@ -14,7 +14,7 @@ import pytest
 from conftest import write_project
 from sweepbook import engine
 from sweepbook.cli import EXIT_FAILURE, EXIT_OK, main
-from sweepbook.models import FAST_CPU_NUMERICS, LEGACY_NUMERICS, choose_numerics
+from sweepbook.models import FAST_CPU_NUMERICS, LEGACY_NUMERICS, PATCHES_NUMERICS, choose_numerics
 from sweepbook.store import Store, atomic_write
 from sweepbook.verify import device_note, same_bits
 
@@ -201,3 +201,26 @@ def test_verify_names_the_formulation_of_a_differing_run(older_conv: Path, capsy
     err = capsys.readouterr().err
     assert "not retrained: trained in numerics conv=winograd,pool=reshape" in err
     assert "cannot build" in err
+
+
+def test_a_store_trained_in_patches_verifies_and_grows_in_slices(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Runs stored by the sweepbook whose CPU formulation was patches (commit 8287de8 until
+    slices) replay in it bit for bit; the runs a widened sweep adds train in slices."""
+    root = write_project(tmp_path, {"conv": CONV_SWEEP})
+    out = root / "reports" / "conv"
+    sweep = root / "sweeps" / "conv.toml"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(engine, "choose_numerics", lambda kind, platform: PATCHES_NUMERICS.name)
+        assert main(["run", str(sweep), "--out", str(out), "--no-report"]) == EXIT_OK
+    assert main(["verify", str(out), "--runs", "2", "--no-report"]) == EXIT_OK
+    record = json.loads((out / "verification.json").read_text())
+    assert record["reproduced"] == 2
+    assert {run["numerics"] for run in record["runs"]} == {PATCHES_NUMERICS.name}
+
+    sweep.write_text(sweep.read_text().replace("seeds = [0, 1]", "seeds = [0, 1, 2]"))
+    assert main(["run", str(sweep), "--out", str(out), "--no-report"]) == EXIT_OK
+    runs = Store(out).read_runs().sort("seed")
+    assert runs["numerics"].to_list() == [PATCHES_NUMERICS.name] * 2 + [FAST_CPU_NUMERICS.name]
+    capsys.readouterr()

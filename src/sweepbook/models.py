@@ -68,14 +68,19 @@ class Numerics:
       differ, it becomes one grouped convolution, which XLA's CPU backend runs slowly.
     - ``conv="patches"``: ``lax.conv_general_dilated_patches`` (a kernel-free im2col, so it is
       shared by the runs of a chunk) times the kernel as a matrix: a batched matmul under vmap.
+      The patches are themselves a convolution (with a one-hot kernel, grouped by input
+      channel), and so is their gradient, so XLA's CPU backend still runs grouped convolutions.
+    - ``conv="slices"``: the same im2col built from the kernel's shifted slices of the padded
+      input, concatenated, times the kernel as a matrix: slices, a concatenation and matmuls
+      only, whose gradients are pads and matmuls.
     - ``pool="reduce_window"``: ``nn.max_pool``; its gradient is ``select_and_scatter``.
     - ``pool="reshape"``: pad to even sizes with -inf, reshape to 2x2 blocks, ``max``.
 
-    The two differ by float rounding (a different summation order in the convolution; on ties
-    in a pooling window the gradient is split instead of going to the first maximum).
+    They differ by float rounding (a different summation order in the convolution; on ties in a
+    pooling window the gradient is split instead of going to the first maximum).
     """
 
-    conv: Literal["xla", "patches"]
+    conv: Literal["xla", "patches", "slices"]
     pool: Literal["reduce_window", "reshape"]
 
     @property
@@ -87,7 +92,7 @@ class Numerics:
     def parse(cls, name: str) -> Numerics:
         fields = dict(part.split("=", 1) for part in name.split(",") if "=" in part)
         numerics = cls(conv=fields.get("conv", ""), pool=fields.get("pool", ""))  # type: ignore[arg-type]
-        if numerics.conv not in ("xla", "patches") or numerics.pool not in (
+        if numerics.conv not in ("xla", "patches", "slices") or numerics.pool not in (
             "reduce_window",
             "reshape",
         ):
@@ -100,8 +105,15 @@ DENSE_NUMERICS = "dense"
 # How every conv net was trained before formulations existed: stores without a ``numerics``
 # column hold runs trained this way, and replaying them this way reproduces their bits.
 LEGACY_NUMERICS = Numerics(conv="xla", pool="reduce_window")
-FAST_CPU_NUMERICS = Numerics(conv="patches", pool="reshape")
-KNOWN_NUMERICS = (DENSE_NUMERICS, LEGACY_NUMERICS.name, FAST_CPU_NUMERICS.name)
+# What conv nets trained in on CPU from the first formulations (commit 8287de8) until slices.
+PATCHES_NUMERICS = Numerics(conv="patches", pool="reshape")
+FAST_CPU_NUMERICS = Numerics(conv="slices", pool="reshape")
+KNOWN_NUMERICS = (
+    DENSE_NUMERICS,
+    LEGACY_NUMERICS.name,
+    PATCHES_NUMERICS.name,
+    FAST_CPU_NUMERICS.name,
+)
 
 
 def choose_numerics(kind: str, platform: str) -> str:
@@ -109,15 +121,22 @@ def choose_numerics(kind: str, platform: str) -> str:
     name): a pure function of the two, so that a plan trains with the same bits on any machine
     of the same backend, whatever its load.
 
-    On CPU, conv nets use patches and reshape pooling: LeNet-5 trains 1.6-1.7x faster
-    (``sweepbook bench`` measures it against the legacy formulation side by side). Elsewhere
-    they keep XLA's convolution, which GPU libraries run as a native grouped convolution; the
-    patches would multiply activation memory by the kernel area there. A model registered
-    without formulations (``ModelSpec.convolutional`` false) has the dense one only.
+    On CPU, conv nets use slices and reshape pooling (``sweepbook bench`` measures it against
+    the legacy formulation side by side; see the README for the numbers). Elsewhere they keep
+    XLA's convolution, which GPU libraries run as a native grouped convolution; an im2col would
+    multiply activation memory by the kernel area there. A model registered without
+    formulations (``ModelSpec.convolutional`` false) has the dense one only.
     """
     if not MODELS[kind].convolutional:
         return DENSE_NUMERICS
     return FAST_CPU_NUMERICS.name if platform == "cpu" else LEGACY_NUMERICS.name
+
+
+def numerics_before_slices(kind: str, platform: str) -> str:
+    """The formulation :func:`choose_numerics` chose for ``kind`` on ``platform`` before the
+    slices formulation existed (patches on CPU): what a halving begun then goes on in."""
+    chosen = choose_numerics(kind, platform)
+    return PATCHES_NUMERICS.name if chosen == FAST_CPU_NUMERICS.name else chosen
 
 
 def numerics_before_formulations(kind: str) -> str:
@@ -155,6 +174,59 @@ def conv_as_patches(
     # Patch features are ordered input channel first, then kernel row, then column.
     kernel = rhs.transpose(2, 0, 1, 3).reshape(in_features * height * width, out_features)
     return jnp.matmul(patches, kernel, precision=precision)
+
+
+def conv_as_slices(
+    lhs: jax.Array,
+    rhs: jax.Array,
+    window_strides: Sequence[int],
+    padding: Any,
+    lhs_dilation: Sequence[int] | None = None,
+    rhs_dilation: Sequence[int] | None = None,
+    dimension_numbers: Any = None,
+    feature_group_count: int = 1,
+    precision: Any = None,
+) -> jax.Array:
+    """``lax.conv_general_dilated`` for NHWC inputs and HWIO kernels (Flax's layout), computed
+    as an im2col built from the kernel's shifted (strided) slices of the padded input, times
+    the kernel as a matrix (``nn.Conv(conv_general_dilated=...)`` hook). Under ``vmap`` over
+    runs the slices of a shared input are shared, and the gradient is pads and matmuls: no
+    convolution is left for XLA's CPU backend to run grouped."""
+    if feature_group_count != 1:
+        raise ValueError("conv_as_slices computes ungrouped convolutions only")
+    if any(d != 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ()))):
+        raise ValueError("conv_as_slices computes undilated convolutions only")
+    height, width, in_features, out_features = rhs.shape
+    stride_y, stride_x = window_strides
+    if isinstance(padding, str):
+        padding = lax.padtype_to_pads(lhs.shape[1:3], (height, width), window_strides, padding)
+    padded = jnp.pad(lhs, ((0, 0), *(tuple(pair) for pair in padding), (0, 0)))
+    rows = (padded.shape[1] - height) // stride_y + 1
+    cols = (padded.shape[2] - width) // stride_x + 1
+    # Patch features ordered kernel row, then column, then input channel: HWIO's own order.
+    patches = jnp.concatenate(
+        [
+            padded[
+                :,
+                dy : dy + (rows - 1) * stride_y + 1 : stride_y,
+                dx : dx + (cols - 1) * stride_x + 1 : stride_x,
+                :,
+            ]
+            for dy in range(height)
+            for dx in range(width)
+        ],
+        axis=-1,
+    )
+    kernel = rhs.reshape(height * width * in_features, out_features)
+    return jnp.matmul(patches, kernel, precision=precision)
+
+
+CONVOLUTIONS: dict[str, Callable[..., jax.Array] | None] = {
+    # None keeps Flax's own call of lax.conv_general_dilated: the legacy program, exactly.
+    "xla": None,
+    "patches": conv_as_patches,
+    "slices": conv_as_slices,
+}
 
 
 def max_pool_2x2(x: jax.Array, numerics: Numerics) -> jax.Array:
@@ -244,8 +316,7 @@ class _ConvNet(_Block):
     ) -> jax.Array:
         kernel_init = INITIALIZERS[self.initializer]
         numerics = Numerics.parse(self.numerics)
-        # None keeps Flax's own call of lax.conv_general_dilated: the legacy program, exactly.
-        convolve = conv_as_patches if numerics.conv == "patches" else None
+        convolve = CONVOLUTIONS[numerics.conv]
         for layer, features in enumerate(self.convolutions):
             padding = self.padding(layer, x.shape[1])
             x = nn.Conv(

@@ -13,9 +13,10 @@ fixes its bits, and ``verify`` replays it straight through in that size), and th
 configuration's replicates on a split (its seeds), within the engine's limits. Configurations
 go on or stop whole, so the survivors of a compile group always fill their chunks: no rung
 trains a padded lane (with the group's whole planned size as the chunk, the 3 survivors of 12
-runs trained in 12 lanes). The size is recorded in ``rungs.parquet`` (``chunk_size``); a
-halving begun by a sweepbook that did not record it goes on in the group's planned size, the
-size it began in.
+runs trained in 12 lanes). The size is recorded in ``rungs.parquet`` (``chunk_size``), and so
+is the layer formulation (``numerics``): a resumed halving goes on in what its runs began in,
+even where a newer sweepbook would choose otherwise. A halving begun by a sweepbook that
+recorded neither goes on in the group's planned size and in the formulation that version chose.
 
 Resume: a run's state of rung ``r`` counts once ``rungs.parquet`` lists it; the state of rung
 ``r - 1`` is deleted only after that, so a kill anywhere leaves a state to continue from. The
@@ -37,6 +38,7 @@ import numpy as np
 import polars as pl
 
 from sweepbook import checkpoints
+from sweepbook.config import ModelConfig
 from sweepbook.data import Split
 from sweepbook.engine import (
     EngineSummary,
@@ -64,6 +66,7 @@ from sweepbook.halving import (
     configuration_key,
     run_epochs_saved,
 )
+from sweepbook.models import numerics_before_slices
 from sweepbook.plan import PlannedRun
 from sweepbook.results import RUNGS_SCHEMA, Origin
 from sweepbook.results import read_rungs as read_ledger
@@ -71,9 +74,9 @@ from sweepbook.results import runs_frame as _runs_frame
 from sweepbook.store import Store, atomic_write
 from sweepbook.train import EpochRecord, RunOutput, RunState, hyper_from_config, train_rung
 
-# rungs.parquet: each run's rung value, and the chunk size it trains in (absent from ledgers
-# written before halving packed chunks by configuration: their runs train in the group's size).
-LEDGER_SCHEMA = {**RUNGS_SCHEMA, "chunk_size": pl.Int64}
+# rungs.parquet: each run's rung value, and the chunk size and formulation it trains in (both
+# absent from ledgers written before halving packed chunks by configuration).
+LEDGER_SCHEMA = {**RUNGS_SCHEMA, "chunk_size": pl.Int64, "numerics": pl.String}
 
 # Rung programs of this process: (group id, chunk, numerics, first epoch, last epoch).
 _RUNG_PROGRAMS: dict[tuple[str, int, str, int, int], Callable[..., Any]] = {}
@@ -141,6 +144,7 @@ class _Rungs:
     session: _Session
     plan: HalvingPlan
     chunk_of: dict[str, int]
+    numerics_of: dict[str, str]
     ledger: dict[tuple[str, int], float] = field(default_factory=dict)
     # Each run's row and history at the end of the rung it trained last in this process: a run
     # stopped there is stored from them instead of from its state read back from disk.
@@ -191,7 +195,7 @@ def train_halving(
     )
     ledger = read_ledger(store.directory)
     chunks = _planned_chunks(runs, splits, devices, runs_per_chunk, memory_budget, ledger)
-    rungs = _Rungs(session, plan, chunks)
+    rungs = _Rungs(session, plan, chunks, _planned_numerics(runs, splits, devices, ledger))
     for row in ledger.iter_rows(named=True):
         rungs.ledger[(row["run_id"], row["rung"])] = row["value"]
     configuration_of = {run.run_id: configuration_key(run.flat) for run in runs}
@@ -277,13 +281,13 @@ def _planned_chunks(
     budget = int(
         memory_budget * device_memory_bytes(devices[0]) if memory_budget <= 1 else memory_budget
     )
-    recorded = _recorded_chunks(ledger)
+    recorded = _recorded(ledger, "chunk_size")
     chunks: dict[str, int] = {}
     for group in group_runs(runs, splits):
         # One size per group: every run of it was chunked by the same rule.
         began = [recorded[run.run_id] for run in group.runs if run.run_id in recorded]
         if any(began):
-            chunks[group.id] = max(began)
+            chunks[group.id] = max(size for size in began if size)
             continue
         chunks[group.id] = _group_chunk(
             group,
@@ -306,15 +310,38 @@ def replicates(runs: tuple[PlannedRun, ...]) -> int:
     return max(counts.values(), default=1)
 
 
-def _recorded_chunks(ledger: pl.DataFrame) -> dict[str, int]:
-    """Run id -> the chunk size ``rungs.parquet`` recorded for it; 0 for a run of a ledger
-    from before ``chunk_size`` was recorded (its group goes on in its planned size)."""
+def _planned_numerics(
+    runs: list[PlannedRun],
+    splits: dict[str, Split],
+    devices: list[jax.Device],
+    ledger: pl.DataFrame,
+) -> dict[str, str]:
+    """Each compile group's layer formulation: what its runs began in where ``ledger`` lists
+    them (:func:`models.numerics_before_slices` for a ledger from before the record), else what
+    this backend chooses. A run never changes formulation between rungs."""
+    recorded = _recorded(ledger, "numerics")
+    platform = devices[0].platform
+    formulations: dict[str, str] = {}
+    for group in group_runs(runs, splits):
+        began = [recorded[run.run_id] for run in group.runs if run.run_id in recorded]
+        kind = ModelConfig.model_validate_json(group.static.model).kind
+        if any(began):
+            formulations[group.id] = next(numerics for numerics in began if numerics)
+        elif began:
+            formulations[group.id] = numerics_before_slices(kind, platform)
+        else:
+            formulations[group.id] = group_numerics(group.static, platform)
+    return formulations
+
+
+def _recorded(ledger: pl.DataFrame, column: str) -> dict[str, Any]:
+    """Run id -> what ``rungs.parquet`` recorded in ``column`` for it; None for the runs of a
+    ledger from before the column (written before halving recorded chunk sizes and
+    formulations: their groups go on as that version trained them)."""
     if ledger.is_empty():
         return {}
-    if "chunk_size" not in ledger.columns:
-        return dict.fromkeys(ledger["run_id"].to_list(), 0)
-    sizes = ledger.select("run_id", pl.col("chunk_size").fill_null(0))
-    return dict(zip(sizes["run_id"].to_list(), sizes["chunk_size"].to_list(), strict=True))
+    values = ledger[column].to_list() if column in ledger.columns else [None] * ledger.height
+    return dict(zip(ledger["run_id"].to_list(), values, strict=True))
 
 
 def _rung_program(
@@ -384,7 +411,7 @@ def _train_rung(rungs: _Rungs, todo: list[PlannedRun], rung: int, first: int, la
     session = rungs.session
     for group in group_runs(todo, session.splits):
         chunk = rungs.chunk_of[group.id]
-        formulation = group_numerics(group.static, session.devices[0].platform)
+        formulation = rungs.numerics_of[group.id]
         program = _rung_program(rungs, group, chunk, formulation, first, last)
         if program is None:
             continue
@@ -481,6 +508,7 @@ def _finish_chunk(
                 "metric": metric,
                 "value": float(row[metric]) if row["status"] == "ok" else float("nan"),
                 "chunk_size": row["chunk_size"],
+                "numerics": formulation,
             }
             for run, (row, _) in zip(part, rows, strict=True)
         ],
@@ -530,7 +558,7 @@ def _store_stopped(rungs: _Rungs, stopped: list[PlannedRun], rung: int) -> None:
         return
     rows: list[tuple[dict[str, Any], pl.DataFrame]] = []
     for group in group_runs(stopped, session.splits):
-        formulation = group_numerics(group.static, session.devices[0].platform)
+        formulation = rungs.numerics_of[group.id]
         for run in group.runs:
             row, history = _row_at(rungs, run, rung, group, formulation)
             row["status"] = STOPPED if row["status"] == "ok" else row["status"]
