@@ -223,4 +223,9 @@ def test_a_store_trained_in_patches_verifies_and_grows_in_slices(
     assert main(["run", str(sweep), "--out", str(out), "--no-report"]) == EXIT_OK
     runs = Store(out).read_runs().sort("seed")
     assert runs["numerics"].to_list() == [PATCHES_NUMERICS.name] * 2 + [FAST_CPU_NUMERICS.name]
+    # Each replays in its own formulation, the new run in slices too.
+    assert main(["verify", str(out), "--runs", "3", "--no-report"]) == EXIT_OK
+    record = json.loads((out / "verification.json").read_text())
+    assert record["reproduced"] == 3
+    assert sorted(run["numerics"] for run in record["runs"]) == sorted(runs["numerics"])
     capsys.readouterr()
