@@ -128,6 +128,11 @@ def test_a_difference_says_where_the_run_was_trained_when_not_here(trained_on, s
     assert (note == "") if says is None else (says in note and "round differently" in note)
 
 
+def test_a_gpu_whose_name_extends_another_is_another_device_not_an_unrecorded_cpu() -> None:
+    note = device_note("gpu:0 NVIDIA H100", "gpu:0 NVIDIA H100 80GB HBM3")
+    assert "trained on gpu:0 NVIDIA H100, retrained on gpu:0 NVIDIA H100 80GB HBM3" in note
+
+
 # --- conv nets: numerics recorded per run; stores from before the column ----------------------
 
 CONV_SWEEP = """\

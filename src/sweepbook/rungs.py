@@ -324,10 +324,10 @@ def _planned_numerics(
     formulations: dict[str, str] = {}
     for group in group_runs(runs, splits):
         began = [recorded[run.run_id] for run in group.runs if run.run_id in recorded]
-        kind = ModelConfig.model_validate_json(group.static.model).kind
         if any(began):
             formulations[group.id] = next(numerics for numerics in began if numerics)
         elif began:
+            kind = ModelConfig.model_validate_json(group.static.model).kind
             formulations[group.id] = numerics_before_slices(kind, platform)
         else:
             formulations[group.id] = group_numerics(group.static, platform)

@@ -224,7 +224,9 @@ def device_note(trained_on: str | None, here: str) -> str:
     for GPU models. Empty where the run was trained on this kind of device."""
     if not trained_on or trained_on == here:
         return ""
-    if here.startswith(trained_on):  # "cpu:0 cpu", from before sweepbook recorded the CPU
+    # "cpu:0 cpu", from before sweepbook recorded the CPU (not any prefix: a GPU's name may
+    # extend another's, "NVIDIA H100" and "NVIDIA H100 80GB HBM3").
+    if trained_on.startswith("cpu:") and here.startswith(trained_on + " "):
         return (
             f"; the store does not record which CPU trained it (retrained on {here}): XLA "
             "compiles for each CPU's vector instructions, so another kind of CPU may round "
